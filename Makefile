@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test lint typecheck bench emulator clean
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[dev]'
+	@touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/twilio-conversations demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff format --check pipelines tests benchmarks
+	$(BIN)/ruff check pipelines tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.run
+
+emulator: $(VENV)/.installed
+	$(BIN)/twilio-conversations emulator --port 8080
+
+clean:
+	rm -rf $(VENV) twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
