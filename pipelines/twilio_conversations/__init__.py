@@ -1,0 +1,326 @@
+"""dlt source for Twilio Conversations: services, users and each user's conversations.
+
+The seed endpoint is `GET /v1/Services/{ChatServiceSid}/Users/{UserSid}/Conversations`, reached by
+discovery (`/v1/Services` -> `/v1/Services/{IS}/Users` -> each user's list) or by configured SIDs.
+Every run reads every scanned user's list (the API has no server-side filter) and writes only
+the partitions that changed; see `changes.py` for why `date_updated` alone cannot say that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import dlt
+import pyarrow as pa
+from dlt.common.schema.typing import TMergeDispositionDict
+from dlt.sources import DltResource
+
+from . import changes
+from .client import RetryPolicy, TwilioClient
+from .credentials import TwilioCredentials
+from .discovery import (
+    Catalog,
+    validate_max_workers,
+    validate_page_size,
+    validate_service_sids,
+    validate_user_refs,
+)
+from .errors import TwilioAPIError
+from .records import (
+    SERVICES_COLUMNS,
+    USER_CONVERSATION_KEY,
+    USER_CONVERSATIONS_COLUMNS,
+    USERS_COLUMNS,
+    user_conversations_table,
+    user_tombstones_table,
+    with_parsed_attributes,
+)
+from .report import RunReport
+from .settings import (
+    ARROW_BATCH_ROWS,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUEST_MAX_ATTEMPTS,
+    DEFAULT_REQUEST_MAX_RETRY_DELAY,
+    DEFAULT_REQUEST_TIMEOUT,
+    DELETED_COLUMN,
+    USER_CONVERSATIONS_KEY,
+    USER_CONVERSATIONS_PATH,
+)
+from .window import UpdatedWindow
+
+__all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
+
+# Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
+# the API no longer lists disappear, while users not sent in this load stay untouched.
+_MERGE: TMergeDispositionDict = {"disposition": "merge", "strategy": "delete-insert"}
+
+
+@dlt.source(name="twilio_conversations", max_table_nesting=1)
+def twilio_conversations(
+    credentials: TwilioCredentials = dlt.secrets.value,
+    base_url: str = DEFAULT_BASE_URL,
+    service_sids: Sequence[str] | None = None,
+    user_sids: Sequence[str] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    start_date: str | datetime | None = None,
+    end_date: str | datetime | None = None,
+    request_max_attempts: int = DEFAULT_REQUEST_MAX_ATTEMPTS,
+    request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    run_report: RunReport | None = None,
+) -> Sequence[DltResource]:
+    """Twilio Conversations services, users and user conversations.
+
+    Args:
+        credentials: Account SID + Auth Token, or API Key SID + secret.
+        base_url: API origin; plain http is accepted for loopback only (the emulator).
+        service_sids: Scan only these Conversation Services (`IS…`); all visible ones if empty.
+        user_sids: Scan only these users (`US…` SIDs or identities) in each scanned service.
+        page_size: Records per page to ask for (1-1000); the server may return fewer.
+        max_workers: Users fetched in parallel (each user's pages stay in order).
+        start_date: Only rows with `date_updated` at or after this moment are kept.
+        end_date: Only rows with `date_updated` before this moment are kept (backfill windows).
+        request_max_attempts: Attempts per request before the run fails.
+        request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
+        request_timeout: Seconds to wait for a connection or a response.
+        run_report: Collects counters for the run summary; a fresh one when omitted.
+
+    Returns:
+        The resources `services`, `users` and `user_conversations`.
+    """
+    report = run_report if run_report is not None else RunReport()
+    settings = _Settings(
+        service_sids=validate_service_sids(service_sids),
+        user_refs=validate_user_refs(user_sids),
+        page_size=validate_page_size(page_size),
+        max_workers=validate_max_workers(max_workers),
+        window=UpdatedWindow.from_config(start_date, end_date),
+    )
+    client = TwilioClient(
+        base_url,
+        credentials.basic_auth_pair(),
+        RetryPolicy(
+            max_attempts=request_max_attempts,
+            max_delay=request_max_retry_delay,
+            timeout=request_timeout,
+        ),
+        report.requests,
+    )
+    catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
+    return (
+        services_resource(catalog),
+        users_resource(catalog),
+        user_conversations_resource(catalog, settings),
+    )
+
+
+@dataclass(frozen=True)
+class _Settings:
+    service_sids: list[str]
+    user_refs: list[str]
+    page_size: int
+    max_workers: int
+    window: UpdatedWindow
+
+
+def services_resource(catalog: Catalog) -> DltResource:
+    @dlt.resource(
+        name="services",
+        primary_key="sid",
+        write_disposition=_MERGE,
+        columns=SERVICES_COLUMNS,
+    )
+    def services() -> Iterator[list[dict[str, Any]]]:
+        """Conversation Services (`IS…`), written when they change."""
+        state = dlt.current.resource_state().setdefault("fingerprints", {})
+        records = catalog.services()
+        changed = []
+        for record in records:
+            digest = changes.fingerprint([record])
+            if changes.has_changed(state, "services", record["sid"], digest):
+                changed.append(with_parsed_attributes(record))
+                changes.remember(state, "services", record["sid"], digest)
+        if catalog.scans_all_services:
+            gone = changes.vanished(state, "services", {r["sid"] for r in records})
+            changed.extend({"sid": sid, DELETED_COLUMN: True} for sid in gone)
+            changes.forget(state, "services", gone)
+        if changed:
+            yield changed
+
+    return services
+
+
+def users_resource(catalog: Catalog) -> DltResource:
+    @dlt.resource(
+        name="users",
+        primary_key="sid",
+        write_disposition=_MERGE,
+        columns=USERS_COLUMNS,
+    )
+    def users() -> Iterator[list[dict[str, Any]]]:
+        """Users of each scanned service, written when they change; deleted users removed."""
+        state = dlt.current.resource_state().setdefault("fingerprints", {})
+        services = catalog.services()
+        for service in services:
+            service_sid = service["sid"]
+            records = catalog.users(service_sid)
+            changed = []
+            for record in records:
+                digest = changes.fingerprint([record])
+                if changes.has_changed(state, service_sid, record["sid"], digest):
+                    changed.append(with_parsed_attributes(record))
+                    changes.remember(state, service_sid, record["sid"], digest)
+            if catalog.scans_all_users:
+                gone = changes.vanished(state, service_sid, {r["sid"] for r in records})
+                changed.extend(
+                    {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True}
+                    for sid in gone
+                )
+                changes.forget(state, service_sid, gone)
+            if changed:
+                yield changed
+        if catalog.scans_all_services:
+            for service_sid in changes.vanished_scopes(
+                state, {s["sid"] for s in services} | {"services"}
+            ):
+                gone = list(state[service_sid])
+                yield [
+                    {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True}
+                    for sid in gone
+                ]
+                changes.forget(state, service_sid, gone)
+
+    return users
+
+
+@dataclass
+class _UserFetch:
+    service_sid: str
+    user_sid: str
+    rows: list[dict[str, Any]] | None  # None: the user vanished (404) and is skipped
+    fingerprint: str = ""
+    fetched: int = 0
+
+
+def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltResource:
+    client = catalog.client
+
+    def fetch(service_sid: str, user_sid: str) -> _UserFetch:
+        path = USER_CONVERSATIONS_PATH.format(service_sid=service_sid, user=user_sid)
+        try:
+            fetched = [
+                record
+                for page in client.iter_pages(
+                    path, USER_CONVERSATIONS_KEY, {"PageSize": settings.page_size}
+                )
+                for record in page
+            ]
+        except TwilioAPIError as exc:
+            if exc.status == 404:
+                return _UserFetch(service_sid, user_sid, None)
+            raise
+        rows = settings.window.select(fetched)
+        digest = changes.fingerprint(rows, sort_key="conversation_sid")
+        return _UserFetch(service_sid, user_sid, rows, digest, len(fetched))  # type: ignore[arg-type]
+
+    @dlt.resource(
+        name="user_conversations",
+        primary_key=USER_CONVERSATION_KEY,
+        merge_key=("chat_service_sid", "user_sid"),
+        write_disposition=_MERGE,
+        columns=USER_CONVERSATIONS_COLUMNS,
+    )
+    def user_conversations() -> Iterator[pa.Table]:
+        """Each scanned user's conversations; a changed user's rows are replaced as a whole."""
+        resource_state = dlt.current.resource_state()
+        state = resource_state.setdefault("fingerprints", {})
+        report = catalog.report
+        buffer: list[dict[str, Any]] = []
+        newest: str | None = resource_state.get("date_updated_cursor")
+        services = catalog.services()
+        with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
+            for service in services:
+                service_sid = service["sid"]
+                users = catalog.users(service_sid)
+                tasks = ((service_sid, user["sid"]) for user in users)
+                for result in _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4):
+                    if result.rows is None:
+                        report.skip(service_sid, result.user_sid, "not found (404) when read")
+                        continue
+                    report.users_scanned += 1
+                    report.conversation_rows_fetched += result.fetched
+                    for row in result.rows:
+                        updated = row.get("date_updated")
+                        if updated and (newest is None or updated > newest):
+                            newest = updated
+                    if not changes.has_changed(
+                        state, service_sid, result.user_sid, result.fingerprint
+                    ):
+                        continue
+                    report.users_changed += 1
+                    changes.remember(state, service_sid, result.user_sid, result.fingerprint)
+                    if result.rows:
+                        buffer.extend(result.rows)
+                    else:  # the user left every conversation (or none is in the window)
+                        yield user_tombstones_table([(service_sid, result.user_sid)])
+                    if len(buffer) >= ARROW_BATCH_ROWS:
+                        report.conversation_rows_emitted += len(buffer)
+                        yield user_conversations_table(buffer)
+                        buffer = []
+                if catalog.scans_all_users:
+                    skipped = {s.user for s in report.skipped if s.service_sid == service_sid}
+                    listed = {u["sid"] for u in users} - skipped
+                    gone = changes.vanished(state, service_sid, listed | skipped)
+                    if gone:
+                        report.users_removed += len(gone)
+                        yield user_tombstones_table((service_sid, sid) for sid in gone)
+                        changes.forget(state, service_sid, gone)
+        if buffer:
+            report.conversation_rows_emitted += len(buffer)
+            yield user_conversations_table(buffer)
+        if catalog.scans_all_services:
+            for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
+                gone = list(state[service_sid])
+                report.users_removed += len(gone)
+                yield user_tombstones_table((service_sid, sid) for sid in gone)
+                changes.forget(state, service_sid, gone)
+        report.unresolved_users = catalog.unresolved_user_refs()
+        if newest:
+            # Informational cursor: the newest date_updated seen, as `incremental` would show it.
+            resource_state["date_updated_cursor"] = newest
+
+    return user_conversations
+
+
+def _bounded_parallel(
+    pool: ThreadPoolExecutor,
+    fn: Any,
+    tasks: Iterator[tuple[str, str]],
+    max_in_flight: int,
+) -> Iterator[_UserFetch]:
+    """Run `fn(*task)` in the pool with at most `max_in_flight` pending; yield as they finish.
+
+    Bounding the queue keeps memory flat for services with tens of thousands of users.
+    """
+    pending: set[Future[_UserFetch]] = set()
+    try:
+        for task in tasks:
+            pending.add(pool.submit(fn, *task))
+            if len(pending) >= max_in_flight:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -1,0 +1,189 @@
+"""Which services and users a run scans: everything the credentials see, or what is configured.
+
+Listings are memoised per run so the `users` and `user_conversations` resources share one walk
+of each service's users instead of paying for it twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from .client import TwilioClient
+from .errors import ConfigurationError, NotFoundError, TwilioAPIError
+from .report import RunReport
+from .settings import (
+    MAX_IDENTITY_LENGTH,
+    MAX_MAX_WORKERS,
+    MAX_PAGE_SIZE,
+    MIN_PAGE_SIZE,
+    SERVICE_SID_PATTERN,
+    SERVICES_KEY,
+    SERVICES_PATH,
+    SID_LOOKALIKE_PATTERN,
+    USER_PATH,
+    USER_SID_PATTERN,
+    USERS_KEY,
+    USERS_PATH,
+)
+
+Record = dict[str, Any]
+
+
+def validate_service_sids(values: Sequence[str] | None) -> list[str]:
+    """Configured service SIDs, checked against Twilio's pattern before any request."""
+    sids = _as_list(values, "service_sids")
+    for sid in sids:
+        if not SERVICE_SID_PATTERN.match(sid):
+            raise ConfigurationError(
+                f"service_sids: {sid!r} is not a Conversation Service SID "
+                "(IS followed by 32 lower-case hex digits)"
+            )
+    return sids
+
+
+def validate_user_refs(values: Sequence[str] | None) -> list[str]:
+    """Configured users: `US…` SIDs or identities (case-sensitive, up to 256 characters)."""
+    refs = _as_list(values, "user_sids")
+    for ref in refs:
+        if not ref or len(ref) > MAX_IDENTITY_LENGTH:
+            raise ConfigurationError(
+                f"user_sids: {ref!r} is neither a User SID nor an identity of 1-256 characters"
+            )
+        if SID_LOOKALIKE_PATTERN.match(ref) and not USER_SID_PATTERN.match(ref):
+            raise ConfigurationError(
+                f"user_sids: {ref!r} looks like a SID but is not a User SID "
+                "(US followed by 32 lower-case hex digits)"
+            )
+    return refs
+
+
+def validate_page_size(page_size: int) -> int:
+    if not isinstance(page_size, int) or not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE:
+        raise ConfigurationError(
+            f"page_size {page_size!r} must be an integer from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}"
+        )
+    return page_size
+
+
+def validate_max_workers(max_workers: int) -> int:
+    if not isinstance(max_workers, int) or not 1 <= max_workers <= MAX_MAX_WORKERS:
+        raise ConfigurationError(f"max_workers {max_workers!r} must be from 1 to {MAX_MAX_WORKERS}")
+    return max_workers
+
+
+def _as_list(values: Sequence[str] | str | None, setting: str) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        # A single value from an environment variable or a CLI flag: "IS1,IS2" or one SID.
+        values = [v for v in values.split(",")]
+    cleaned = [str(v).strip() for v in values]
+    if any(not v for v in cleaned):
+        raise ConfigurationError(f"{setting} contains an empty value")
+    return list(dict.fromkeys(cleaned))
+
+
+def user_path(service_sid: str, user: str) -> str:
+    """Path segment for a user SID or identity; identities may hold `/ ? # %` and unicode."""
+    return USER_PATH.format(service_sid=service_sid, user=quote(user, safe=""))
+
+
+class Catalog:
+    """The services and users of one run.
+
+    Args:
+        client: HTTP client.
+        page_size: Requested page size (the server may clamp it).
+        service_sids: Only these services (all visible services when empty).
+        user_refs: Only these users, by SID or identity, in every scanned service (all when empty).
+        report: Where skipped and unresolved users are recorded.
+    """
+
+    def __init__(
+        self,
+        client: TwilioClient,
+        page_size: int,
+        service_sids: Sequence[str],
+        user_refs: Sequence[str],
+        report: RunReport,
+    ) -> None:
+        self.client = client
+        self.page_size = page_size
+        self.service_sids = list(service_sids)
+        self.user_refs = list(user_refs)
+        self.report = report
+        self._lock = threading.RLock()
+        self._services: list[Record] | None = None
+        self._users: dict[str, list[Record]] = {}
+        self._resolved_refs: set[str] = set()
+
+    @property
+    def scans_all_services(self) -> bool:
+        """A complete scan of services may conclude that an absent service was deleted."""
+        return not self.service_sids
+
+    @property
+    def scans_all_users(self) -> bool:
+        """A complete scan of users may conclude that an absent user was deleted."""
+        return not self.user_refs
+
+    def services(self) -> list[Record]:
+        with self._lock:
+            if self._services is None:
+                listed = [
+                    record
+                    for page in self.client.iter_pages(
+                        SERVICES_PATH, SERVICES_KEY, {"PageSize": self.page_size}
+                    )
+                    for record in page
+                ]
+                if self.service_sids:
+                    by_sid = {record["sid"]: record for record in listed}
+                    missing = [sid for sid in self.service_sids if sid not in by_sid]
+                    if missing:
+                        raise NotFoundError(
+                            f"service {', '.join(missing)} not found: not listed by "
+                            f"{self.client.base_url}{SERVICES_PATH} for these credentials"
+                        )
+                    listed = [by_sid[sid] for sid in self.service_sids]
+                self._services = listed
+                self.report.services_scanned = len(listed)
+            return self._services
+
+    def users(self, service_sid: str) -> list[Record]:
+        with self._lock:
+            if service_sid not in self._users:
+                self._users[service_sid] = (
+                    self._resolve_configured_users(service_sid)
+                    if self.user_refs
+                    else [
+                        record
+                        for page in self.client.iter_pages(
+                            USERS_PATH.format(service_sid=service_sid),
+                            USERS_KEY,
+                            {"PageSize": self.page_size},
+                        )
+                        for record in page
+                    ]
+                )
+            return self._users[service_sid]
+
+    def unresolved_user_refs(self) -> list[str]:
+        """Configured users found in no scanned service (call after every service's users)."""
+        return [ref for ref in self.user_refs if ref not in self._resolved_refs]
+
+    def _resolve_configured_users(self, service_sid: str) -> list[Record]:
+        found: dict[str, Record] = {}
+        for ref in self.user_refs:
+            try:
+                record = self.client.get(user_path(service_sid, ref))
+            except TwilioAPIError as exc:
+                if exc.status == 404:
+                    continue  # not a user of this service; reported if no service has it
+                raise
+            self._resolved_refs.add(ref)
+            found.setdefault(record["sid"], record)
+        return list(found.values())

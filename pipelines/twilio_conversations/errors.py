@@ -1,0 +1,46 @@
+"""Errors the connector raises. Each renders as one line a scheduler log can show as it is."""
+
+from __future__ import annotations
+
+
+class TwilioConnectorError(Exception):
+    """Base class: something the user must act on; `str()` is a complete one-line message."""
+
+
+class ConfigurationError(TwilioConnectorError):
+    """Invalid configuration, detected before any request is sent."""
+
+
+class AuthenticationError(TwilioConnectorError):
+    """Twilio rejected the credentials (HTTP 401, error 20003)."""
+
+
+class NotFoundError(TwilioConnectorError):
+    """A configured service or user does not exist."""
+
+
+class UnsafeUrlError(TwilioConnectorError):
+    """The API pointed us at a host we must not send credentials to."""
+
+
+class TwilioAPIError(TwilioConnectorError):
+    """An error response from the API that retries did not cure.
+
+    Attributes:
+        status: HTTP status code.
+        code: Twilio error code (e.g. 20404), when the body carried one.
+        message: Twilio's message, or a summary of a body that was not Twilio's JSON.
+        url: The request URL (no credentials are ever part of it).
+    """
+
+    def __init__(self, status: int, code: int | None, message: str, url: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.url = url
+        code_part = f" {code}" if code is not None else ""
+        super().__init__(f"Twilio API error{code_part} (HTTP {status}) for {url}: {message}")
+
+
+class TwilioConnectionError(TwilioConnectorError):
+    """The API could not be reached, or kept failing, after every retry."""

@@ -1,0 +1,35 @@
+"""What one run did, for the summary a scheduler log shows."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .client import RequestStats
+
+
+@dataclass
+class SkippedUser:
+    service_sid: str
+    user: str
+    reason: str
+
+
+@dataclass
+class RunReport:
+    """Counters filled by the resources while they run; read after `pipeline.run`."""
+
+    requests: RequestStats = field(default_factory=RequestStats)
+    services_scanned: int = 0
+    users_scanned: int = 0
+    users_changed: int = 0
+    users_removed: int = 0
+    conversation_rows_fetched: int = 0
+    conversation_rows_emitted: int = 0
+    skipped: list[SkippedUser] = field(default_factory=list)
+    unresolved_users: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def skip(self, service_sid: str, user: str, reason: str) -> None:
+        with self._lock:
+            self.skipped.append(SkippedUser(service_sid, user, reason))

@@ -1,0 +1,52 @@
+"""Constants of the Twilio Conversations API and of this connector's defaults."""
+
+import re
+
+DEFAULT_BASE_URL = "https://conversations.twilio.com"
+
+# Page sizes: Twilio's current spec caps Services at 100 and Users / User Conversations at 50;
+# older documentation allowed up to 1000 and the server answers 20007 above that. We never
+# compute pages from the size we asked for: we follow `meta.next_page_url` until it is null.
+DEFAULT_PAGE_SIZE = 50
+MIN_PAGE_SIZE = 1
+MAX_PAGE_SIZE = 1000
+
+# Twilio limits concurrent requests per account (the number is unpublished; ~100 is often
+# quoted). Eight workers keep a single run far below it while hiding most of the latency.
+DEFAULT_MAX_WORKERS = 8
+MAX_MAX_WORKERS = 64
+
+# Retries: dlt's defaults (5 attempts, factor 1, no jitter) ride out only ~15 s without a
+# Retry-After header. Ten attempts with jittered exponential backoff capped at 30 s give about
+# 2.5 minutes of budget for one request, enough to outlast a burst of 429s on a busy account.
+DEFAULT_REQUEST_MAX_ATTEMPTS = 10
+DEFAULT_REQUEST_BACKOFF_FACTOR = 0.5
+DEFAULT_REQUEST_MAX_RETRY_DELAY = 30.0
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+SERVICES_PATH = "/v1/Services"
+USERS_PATH = "/v1/Services/{service_sid}/Users"
+USER_PATH = "/v1/Services/{service_sid}/Users/{user}"
+USER_CONVERSATIONS_PATH = "/v1/Services/{service_sid}/Users/{user}/Conversations"
+
+# Keys of the list in each list response (`meta.key` says the same).
+SERVICES_KEY = "services"
+USERS_KEY = "users"
+USER_CONVERSATIONS_KEY = "conversations"
+
+# Twilio SIDs: two upper-case letters and 32 lower-case hex digits.
+SERVICE_SID_PATTERN = re.compile(r"^IS[0-9a-f]{32}$")
+USER_SID_PATTERN = re.compile(r"^US[0-9a-f]{32}$")
+ACCOUNT_SID_PATTERN = re.compile(r"^AC[0-9a-f]{32}$")
+API_KEY_SID_PATTERN = re.compile(r"^SK[0-9a-f]{32}$")
+# Anything that starts like a SID and has SID length is meant as one: a malformed SID is rejected
+# instead of being sent as an identity.
+SID_LOOKALIKE_PATTERN = re.compile(r"^[A-Z]{2}[0-9A-Za-z]{32}$")
+MAX_IDENTITY_LENGTH = 256
+
+# Column holding the hard-delete flag on tombstone rows (see changes.py).
+DELETED_COLUMN = "_deleted"
+
+# Rows of changed users are buffered and handed to dlt as pyarrow tables of about this size:
+# large enough that per-table overhead vanishes, small enough to keep memory flat.
+ARROW_BATCH_ROWS = 10_000

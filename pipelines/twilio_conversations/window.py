@@ -1,0 +1,71 @@
+"""The `date_updated` window: which rows a run considers at all (start date, backfill end)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import ConfigurationError
+
+
+def parse_timestamp(value: str | datetime, *, setting: str) -> datetime:
+    """Parse an ISO 8601 date or timestamp as UTC (naive values are taken as UTC)."""
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise ConfigurationError(
+                f"{setting} {value!r} is not an ISO 8601 date or timestamp (e.g. 2024-01-31 or "
+                "2024-01-31T12:00:00Z)"
+            ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class UpdatedWindow:
+    """Rows with `start <= date_updated < end` are in scope; either bound may be open.
+
+    Like `initial_value`/`end_value` of `dlt.sources.incremental`, but applied to each user's
+    list separately, so no user's rows are dropped because another user's are newer.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @classmethod
+    def from_config(
+        cls, start_date: str | datetime | None, end_date: str | datetime | None
+    ) -> UpdatedWindow:
+        start = parse_timestamp(start_date, setting="start_date") if start_date else None
+        end = parse_timestamp(end_date, setting="end_date") if end_date else None
+        if start and end and end <= start:
+            raise ConfigurationError(
+                f"end_date {end_date!r} must be after start_date {start_date!r}"
+            )
+        return cls(start, end)
+
+    @property
+    def is_open(self) -> bool:
+        return self.start is None and self.end is None
+
+    def contains(self, date_updated: str | None) -> bool:
+        if self.is_open:
+            return True
+        if not date_updated:
+            return self.start is None
+        moment = parse_timestamp(date_updated, setting="date_updated")
+        return (self.start is None or moment >= self.start) and (
+            self.end is None or moment < self.end
+        )
+
+    def select(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return (
+            list(rows)
+            if self.is_open
+            else [r for r in rows if self.contains(r.get("date_updated"))]
+        )
