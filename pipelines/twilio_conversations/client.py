@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 import requests
 from dlt.sources.helpers.requests import Session
-from dlt.sources.helpers.rest_client.client import RESTClient
 from dlt.sources.helpers.rest_client.auth import HttpBasicAuth
+from dlt.sources.helpers.rest_client.client import RESTClient
 from dlt.sources.helpers.rest_client.paginators import JSONLinkPaginator
 from tenacity import RetryCallState, Retrying, retry_any, retry_if_exception_type
 from tenacity.stop import stop_after_attempt
@@ -207,9 +207,11 @@ def _twilio_error_fields(response: requests.Response) -> tuple[int | None, str]:
 
 def _looks_like_json_object(response: requests.Response) -> bool:
     # A cheap check that avoids parsing every page twice: Twilio lists are JSON objects.
-    content_type = response.headers.get("Content-Type", "")
+    content_type = response.headers.get("Content-Type")
+    if content_type is not None and "json" not in content_type:
+        return False  # e.g. an HTML error page from a proxy in front of the API
     body = response.content.strip()
-    return "json" in content_type and body.startswith(b"{") and body.endswith(b"}")
+    return body.startswith(b"{") and body.endswith(b"}")
 
 
 class TwilioClient:

@@ -1,0 +1,247 @@
+"""`twilio-conversations` command line: `run` (the scheduled job), `demo` and `emulator`.
+
+Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
+configuration. Nothing here prompts, so cron, CI and orchestrators can run it unattended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from .errors import ConfigurationError, TwilioConnectorError
+from .runner import DATASET_NAME, RunOutcome, make_pipeline, run
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.handler(args)
+        return code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # one clear line for the scheduler, never a traceback wall
+        cause = _root_cause(exc)
+        print(f"error: {_one_line(cause)}", file=sys.stderr)
+        if os.environ.get("TWILIO_CONVERSATIONS_DEBUG"):
+            raise
+        usage = isinstance(cause, ConfigurationError | ConfigurationException)
+        return EXIT_USAGE if usage else EXIT_FAILED
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twilio-conversations",
+        description="Load Twilio Conversations user conversations with dlt.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run_parser = commands.add_parser(
+        "run",
+        help="run the pipeline once (the scheduled job)",
+        description="Extract services, users and user conversations and load what changed. "
+        "Settings not given here come from .dlt/config.toml, .dlt/secrets.toml and the "
+        "environment (SOURCES__TWILIO_CONVERSATIONS__..., TWILIO_ACCOUNT_SID, ...).",
+    )
+    _add_run_arguments(run_parser)
+    run_parser.set_defaults(handler=_run_command)
+
+    demo_parser = commands.add_parser(
+        "demo",
+        help="start the local emulator and load its demo data into ./twilio_conversations.duckdb",
+    )
+    demo_parser.add_argument("--seed", type=int, default=7, help="demo data seed (default 7)")
+    demo_parser.add_argument(
+        "--progress", default=None, help="dlt progress collector (default: log)"
+    )
+    demo_parser.set_defaults(handler=_demo_command)
+
+    emulator_parser = commands.add_parser(
+        "emulator",
+        help="serve the local Twilio Conversations API emulator",
+        description="Serve a local emulator of the Twilio Conversations v1 API.",
+    )
+    from twilio_emulator import cli as emulator_cli  # the CLI joins source and emulator
+
+    emulator_cli.add_arguments(emulator_parser)
+    emulator_parser.set_defaults(handler=emulator_cli.run)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--destination", default="duckdb", help="any dlt destination name (default duckdb)"
+    )
+    parser.add_argument("--dataset", default=DATASET_NAME, help="dataset / schema name")
+    parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="drop this source's tables and state first, then load everything",
+    )
+    parser.add_argument(
+        "--progress",
+        default=None,
+        choices=["log", "tqdm", "enlighten", "alive_progress", "none"],
+        help="progress output (default: tqdm on a terminal, log lines otherwise)",
+    )
+    parser.add_argument("--base-url", help="API origin (default https://conversations.twilio.com)")
+    parser.add_argument(
+        "--service-sid", action="append", dest="service_sids", help="scan only this service"
+    )
+    parser.add_argument(
+        "--user-sid",
+        action="append",
+        dest="user_sids",
+        help="scan only this user (SID or identity)",
+    )
+    parser.add_argument("--page-size", type=int, help="records per page to ask for (1-1000)")
+    parser.add_argument("--max-workers", type=int, help="users fetched in parallel")
+    parser.add_argument("--start-date", help="keep rows with date_updated >= this (ISO 8601)")
+    parser.add_argument("--end-date", help="keep rows with date_updated < this (ISO 8601)")
+
+
+def _progress(choice: str | None) -> Any:
+    import dlt
+
+    if choice == "none":
+        return None
+    if choice is None:
+        choice = "tqdm" if sys.stderr.isatty() else "log"
+    if choice == "log":
+        # One line every 10 s on stderr: readable in log collectors, no terminal control codes.
+        return dlt.progress.log(log_period=10.0, logger=sys.stderr, dump_system_stats=False)
+    return choice
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    source_kwargs = {
+        name: value
+        for name in (
+            "base_url",
+            "service_sids",
+            "user_sids",
+            "page_size",
+            "max_workers",
+            "start_date",
+            "end_date",
+        )
+        if (value := getattr(args, name)) is not None
+    }
+    pipeline = make_pipeline(args.destination, args.dataset, _progress(args.progress))
+    outcome = run(pipeline, full_refresh=args.full_refresh, source_kwargs=source_kwargs)
+    print(format_summary(outcome))
+    return EXIT_OK
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
+
+    from .credentials import TwilioCredentials
+
+    config = EmulatorConfig(data=DataSpec(seed=args.seed))
+    with run_emulator(config) as emulator:
+        print(f"emulator serving demo data at {emulator.base_url}")
+        credentials = TwilioCredentials()
+        credentials.account_sid = emulator.account_sid
+        credentials.auth_token = emulator.auth_token
+        pipeline = make_pipeline("duckdb", DATASET_NAME, _progress(args.progress))
+        # A fresh start each time: the demo's data is the emulator's, not a real account's.
+        outcome = run(
+            pipeline,
+            full_refresh=True,
+            source_kwargs={"credentials": credentials, "base_url": emulator.base_url},
+        )
+    print(format_summary(outcome))
+    print(_example_queries(pipeline))
+    return EXIT_OK
+
+
+def format_summary(outcome: RunOutcome) -> str:
+    """One screen a scheduler log can keep: what was written, scanned, skipped and retried."""
+    report = outcome.report
+    rows = " · ".join(f"{table} {count:,}" for table, count in outcome.rows_written.items())
+    lines = [
+        f"twilio_conversations: loaded into {outcome.destination} dataset {outcome.dataset} "
+        f"in {outcome.elapsed_s:.1f} s",
+        f"  rows written   {rows}",
+        f"  services       {report.services_scanned} scanned",
+        f"  users          {report.users_scanned:,} scanned · {report.users_changed:,} changed · "
+        f"{report.users_removed:,} removed · {len(report.skipped):,} skipped",
+        f"  conversations  {report.conversation_rows_fetched:,} rows read",
+        f"  requests       {report.requests.requests:,} ({report.requests.retries:,} retries)",
+    ]
+    for skipped in report.skipped[:10]:
+        lines.append(f"  skipped        {skipped.service_sid}/{skipped.user}: {skipped.reason}")
+    if len(report.skipped) > 10:
+        lines.append(f"  skipped        ... and {len(report.skipped) - 10} more")
+    for ref in report.unresolved_users:
+        lines.append(f"  not found      user {ref!r} is in no scanned service")
+    return "\n".join(lines)
+
+
+EXAMPLE_QUERIES = {
+    "Users with the most unread messages": """
+        select u.identity, sum(uc.unread_messages_count) as unread, count(*) as conversations
+        from user_conversations uc join users u on u.sid = uc.user_sid
+        group by u.identity order by unread desc nulls last limit 5""",
+    "Conversations by state and notification level": """
+        select conversation_state, notification_level, count(*) as memberships
+        from user_conversations group by all order by all""",
+}
+
+
+def _example_queries(pipeline: Any) -> str:
+    out = []
+    with pipeline.sql_client() as client:
+        for title, sql in EXAMPLE_QUERIES.items():
+            with client.execute_query(sql) as cursor:
+                columns = [c[0] for c in cursor.description]
+                rows = cursor.fetchall()
+            out.append(f"\n-- {title}\n" + _format_table(columns, rows))
+    return "\n".join(out)
+
+
+def _format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(map(str, columns))] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The connector's own error inside dlt's wrappers, else the innermost cause."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        if isinstance(current, TwilioConnectorError):
+            return current
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    if isinstance(exc, PipelineStepFailed) and seen:
+        return seen[-1]
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

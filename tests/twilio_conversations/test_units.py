@@ -1,0 +1,190 @@
+"""Pure pieces: change capture, the date_updated window, record shaping, configuration checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+from twilio_conversations import changes
+from twilio_conversations.credentials import TwilioCredentials
+from twilio_conversations.discovery import (
+    user_path,
+    validate_max_workers,
+    validate_page_size,
+    validate_service_sids,
+    validate_user_refs,
+)
+from twilio_conversations.errors import ConfigurationError
+from twilio_conversations.records import (
+    parse_attributes,
+    user_conversations_table,
+    user_tombstones_table,
+)
+from twilio_conversations.window import UpdatedWindow
+
+IS = "IS" + "0" * 32
+US = "US" + "1" * 32
+
+
+def row(conversation: str, **fields: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "chat_service_sid": IS,
+        "user_sid": US,
+        "conversation_sid": conversation,
+        "unread_messages_count": 1,
+        "date_updated": "2024-01-01T00:00:00Z",
+        "timers": {},
+        "attributes": "{}",
+    }
+    base.update(fields)
+    return base
+
+
+class TestChanges:
+    def test_fingerprint_ignores_list_order_but_not_content(self) -> None:
+        a, b = row("CH1"), row("CH2")
+        assert changes.fingerprint([a, b], "conversation_sid") == changes.fingerprint(
+            [b, a], "conversation_sid"
+        )
+        changed = row("CH2", unread_messages_count=2)
+        assert changes.fingerprint([a, b], "conversation_sid") != changes.fingerprint(
+            [a, changed], "conversation_sid"
+        )
+        assert len(changes.fingerprint([], "conversation_sid")) == 2 * changes.FINGERPRINT_BYTES
+
+    def test_new_changed_unchanged_vanished(self) -> None:
+        state: changes.FingerprintState = {}
+        assert changes.has_changed(state, IS, US, "f1")
+        changes.remember(state, IS, US, "f1")
+        assert not changes.has_changed(state, IS, US, "f1")
+        assert changes.has_changed(state, IS, US, "f2")
+        changes.remember(state, IS, "US2", "f3")
+        assert changes.vanished(state, IS, {US}) == ["US2"]
+        changes.forget(state, IS, ["US2", US])
+        assert state == {}
+        changes.remember(state, "IS_gone", US, "f")
+        assert changes.vanished_scopes(state, {IS}) == ["IS_gone"]
+
+
+class TestWindow:
+    def test_open_window_keeps_everything(self) -> None:
+        rows = [row("CH1", date_updated=None), row("CH2")]
+        assert UpdatedWindow.from_config(None, None).select(rows) == rows
+
+    def test_bounds_are_half_open(self) -> None:
+        window = UpdatedWindow.from_config("2024-01-01", "2024-02-01T00:00:00Z")
+        assert window.contains("2024-01-01T00:00:00Z")
+        assert window.contains("2024-01-31T23:59:59Z")
+        assert not window.contains("2024-02-01T00:00:00Z")
+        assert not window.contains("2023-12-31T23:59:59Z")
+        assert not window.contains(None)
+        assert window.start == datetime(2024, 1, 1, tzinfo=UTC)
+
+    @pytest.mark.parametrize(("start", "end"), [("yesterday", None), ("2024-02-01", "2024-01-01")])
+    def test_bad_windows_are_rejected(self, start: str, end: str | None) -> None:
+        with pytest.raises(ConfigurationError):
+            UpdatedWindow.from_config(start, end)
+
+
+class TestRecords:
+    def test_typed_table(self) -> None:
+        table = user_conversations_table(
+            [
+                row(
+                    "CH1",
+                    timers={"date_inactive": "2024-01-02T00:00:00Z", "date_closed": None},
+                    attributes='{"topic": "billing"}',
+                    links={"participant": "p", "conversation": "c"},
+                ),
+                row("CH2", attributes="not json", last_read_message_index=None),
+            ]
+        )
+        assert table.schema.field("date_updated").type == pa.timestamp("us", tz="UTC")
+        assert table.schema.field("unread_messages_count").type == pa.int64()
+        first, second = table.to_pylist()
+        assert first["timers__date_inactive"] == datetime(2024, 1, 2, tzinfo=UTC)
+        assert first["links__participant"] == "p"
+        assert json.loads(first["attributes_json"]) == {"topic": "billing"}
+        assert second["attributes"] == "not json" and second["attributes_json"] is None
+        assert not any(r["_deleted"] for r in (first, second))
+
+    def test_new_api_fields_become_columns(self) -> None:
+        table = user_conversations_table([row("CH1", brand_new=5), row("CH2", brand_new=None)])
+        assert table.column("brand_new").to_pylist() == [5, None]
+
+    def test_tombstones(self) -> None:
+        (tomb,) = user_tombstones_table([(IS, US)]).to_pylist()
+        assert (tomb["chat_service_sid"], tomb["user_sid"], tomb["_deleted"]) == (IS, US, True)
+
+    def test_parse_attributes(self) -> None:
+        assert parse_attributes("{}") == "{}"
+        assert parse_attributes("{bad") is None
+        assert parse_attributes(None) is None
+
+
+class TestConfiguration:
+    def test_service_sids(self) -> None:
+        assert validate_service_sids([IS, IS]) == [IS]
+        assert validate_service_sids(f"{IS},{IS}") == [IS]
+        for bad in ("IS123", "is" + "0" * 32, "IS" + "G" * 32, "US" + "0" * 32):
+            with pytest.raises(ConfigurationError, match="not a Conversation Service SID"):
+                validate_service_sids([bad])
+
+    def test_user_refs(self) -> None:
+        assert validate_user_refs([US, "alice@example.com", "a/b?c#d%e ü"]) == [
+            US,
+            "alice@example.com",
+            "a/b?c#d%e ü",
+        ]
+        with pytest.raises(ConfigurationError, match="looks like a SID"):
+            validate_user_refs(["US" + "Z" * 32])
+        with pytest.raises(ConfigurationError):
+            validate_user_refs(["x" * 257])
+        with pytest.raises(ConfigurationError, match="empty"):
+            validate_user_refs([""])
+
+    def test_user_path_encodes_identities(self) -> None:
+        assert user_path(IS, "a/b?c#d%e ü").endswith("/Users/a%2Fb%3Fc%23d%25e%20%C3%BC")
+
+    @pytest.mark.parametrize("size", [0, 1001, -1])
+    def test_page_size(self, size: int) -> None:
+        with pytest.raises(ConfigurationError, match="page_size"):
+            validate_page_size(size)
+        assert validate_page_size(1) == 1 and validate_page_size(1000) == 1000
+
+    def test_max_workers(self) -> None:
+        with pytest.raises(ConfigurationError):
+            validate_max_workers(0)
+
+
+class TestCredentials:
+    def test_token_pair_and_env_fallback(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "a" * 32)
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "secret")
+        creds = TwilioCredentials()
+        creds.resolve()
+        assert creds.basic_auth_pair() == ("AC" + "a" * 32, "secret")
+
+    def test_api_key_wins(self) -> None:
+        creds = TwilioCredentials()
+        creds.account_sid, creds.auth_token = "AC" + "a" * 32, "t"
+        creds.api_key_sid, creds.api_key_secret = "SK" + "b" * 32, "s"
+        assert creds.basic_auth_pair() == ("SK" + "b" * 32, "s")
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({}, "credentials missing"),
+            ({"account_sid": "AC1", "auth_token": "t"}, "not an Account SID"),
+            ({"api_key_sid": "SK" + "b" * 32}, "set together"),
+            ({"api_key_sid": "KS1", "api_key_secret": "s"}, "not an API Key SID"),
+        ],
+    )
+    def test_incomplete_or_malformed(self, fields: dict[str, str], message: str) -> None:
+        creds = TwilioCredentials()
+        for name, value in fields.items():
+            setattr(creds, name, value)
+        with pytest.raises(ConfigurationError, match=message):
+            creds.basic_auth_pair()
