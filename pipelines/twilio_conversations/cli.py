@@ -116,7 +116,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _progress(choice: str | None) -> Any:
-    import dlt
+    from dlt.common.runtime.collector import LogCollector
 
     if choice == "none":
         return None
@@ -124,7 +124,7 @@ def _progress(choice: str | None) -> Any:
         choice = "tqdm" if sys.stderr.isatty() else "log"
     if choice == "log":
         # One line every 10 s on stderr: readable in log collectors, no terminal control codes.
-        return dlt.progress.log(log_period=10.0, logger=sys.stderr, dump_system_stats=False)
+        return LogCollector(log_period=10.0, logger=sys.stderr, dump_system_stats=False)
     return choice
 
 

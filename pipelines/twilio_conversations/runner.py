@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
+from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.progress import TCollectorArg
 
@@ -32,19 +33,21 @@ class RunOutcome:
 
 
 def make_pipeline(
-    destination: str = "duckdb",
+    destination: TDestinationReferenceArg = "duckdb",
     dataset_name: str = DATASET_NAME,
     progress: TCollectorArg = "log",
     pipelines_dir: str | None = None,
 ) -> dlt.Pipeline:
     """The pipeline with pinned names: renaming pipeline or dataset would reset its state."""
-    return dlt.pipeline(
+    options: dict[str, Any] = {"pipelines_dir": pipelines_dir} if pipelines_dir else {}
+    pipeline: dlt.Pipeline = dlt.pipeline(
         pipeline_name=PIPELINE_NAME,
         destination=destination,
         dataset_name=dataset_name,
         progress=progress,
-        pipelines_dir=pipelines_dir,
+        **options,
     )
+    return pipeline
 
 
 def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
@@ -74,10 +77,9 @@ def run(
     report = RunReport()
     started = time.perf_counter()
     source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
+    options: dict[str, Any] = {"refresh": "drop_sources"} if full_refresh else {}
     load_info = pipeline.run(
-        source,
-        loader_file_format=preferred_loader_file_format(pipeline),
-        refresh="drop_sources" if full_refresh else None,
+        source, loader_file_format=preferred_loader_file_format(pipeline), **options
     )
     normalize_info = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
