@@ -1,0 +1,48 @@
+"""A local emulator of Twilio's Conversations API (v1) for tests, demos and benchmarks.
+
+It serves the read endpoints the connector uses (services, users, user conversations and their
+default-service twins) plus the writes Twilio has that change user-conversation rows, with
+Twilio's paging, error bodies, authentication and headers, over deterministic generated data.
+Faults (429, 503, dropped connections, broken bodies) and latency can be injected reproducibly.
+
+    from twilio_emulator import EmulatorConfig, DataSpec, run_emulator
+
+    with run_emulator(EmulatorConfig(data=DataSpec(seed=7))) as emu:
+        print(emu.base_url, emu.account_sid)
+
+See docs/emulator.md.
+"""
+
+from .config import (
+    DEMO_ACCOUNT_SID,
+    DEMO_API_KEY_SECRET,
+    DEMO_API_KEY_SID,
+    DEMO_AUTH_TOKEN,
+    DataSpec,
+    EmulatorConfig,
+    PageSizePolicy,
+)
+from .errors import TwilioError
+from .faults import FaultController, FaultKind
+from .server import Emulator, run_emulator
+from .stats import Stats, StatsSnapshot
+from .store import PostedMessage, Store
+
+__all__ = [
+    "DEMO_ACCOUNT_SID",
+    "DEMO_API_KEY_SECRET",
+    "DEMO_API_KEY_SID",
+    "DEMO_AUTH_TOKEN",
+    "DataSpec",
+    "Emulator",
+    "EmulatorConfig",
+    "FaultController",
+    "FaultKind",
+    "PageSizePolicy",
+    "PostedMessage",
+    "Stats",
+    "StatsSnapshot",
+    "Store",
+    "TwilioError",
+    "run_emulator",
+]

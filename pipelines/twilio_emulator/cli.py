@@ -1,0 +1,214 @@
+"""Command line: ``python -m twilio_emulator`` (and ``twilio-conversations emulator``).
+
+``add_arguments`` and ``run`` are separate so the project's own CLI can mount the emulator as a
+sub-command with exactly the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from .config import (
+    DEMO_ACCOUNT_SID,
+    DEMO_AUTH_TOKEN,
+    PAGE_SIZE_POLICIES,
+    DataSpec,
+    EmulatorConfig,
+)
+from .faults import DEFAULT_MIX, FaultKind
+from .server import Emulator
+from .store import Store
+
+
+def _rate(value: str) -> float:
+    rate = float(value)
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return rate
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return number
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every emulator flag to ``parser``."""
+    net = parser.add_argument_group("server")
+    net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    net.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to bind, 0 = any free port (default: %(default)s)",
+    )
+    net.add_argument(
+        "--public-url",
+        default=None,
+        help="base of every *_url in responses (default: the Host the client connected to)",
+    )
+    auth = parser.add_argument_group("credentials (HTTP Basic)")
+    auth.add_argument(
+        "--account-sid", default=DEMO_ACCOUNT_SID, help="Account SID (default: %(default)s)"
+    )
+    auth.add_argument(
+        "--auth-token", default=DEMO_AUTH_TOKEN, help="Auth Token (default: the demo token)"
+    )
+    auth.add_argument("--api-key-sid", default=None, help="also accept this API Key SID (SK...)")
+    auth.add_argument("--api-key-secret", default=None, help="secret of --api-key-sid")
+    data = parser.add_argument_group("generated data (deterministic for a seed)")
+    data.add_argument("--seed", type=int, default=7, help="data seed (default: %(default)s)")
+    data.add_argument(
+        "--services",
+        type=int,
+        default=3,
+        help="number of services; the first is the default service (default: %(default)s)",
+    )
+    data.add_argument(
+        "--users", type=_non_negative, default=40, help="users per service (default: %(default)s)"
+    )
+    data.add_argument(
+        "--max-conversations",
+        type=_non_negative,
+        default=120,
+        help="most conversations of one user in the mixed distribution "
+        "(0, 1-10, 11-50, >50) (default: %(default)s)",
+    )
+    data.add_argument(
+        "--conversations-per-user",
+        type=_non_negative,
+        default=None,
+        help="give every user exactly N conversations instead of the mix (benchmarks)",
+    )
+    behaviour = parser.add_argument_group("behaviour")
+    behaviour.add_argument(
+        "--page-size-policy",
+        choices=PAGE_SIZE_POLICIES,
+        default="clamp",
+        help="PageSize above the spec maximum (50; 100 for services): clamp it, reject it "
+        "(strict, 400/20007) or honour it up to 1000 (lenient) (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="delay added to every request, in ms (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--fault-rate",
+        type=_rate,
+        default=0.0,
+        help="share of requests (0..1) that fail with a random fault kind (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--fault-kinds",
+        default=",".join(DEFAULT_MIX),
+        help="comma-separated fault kinds used by --fault-rate, from: "
+        + ", ".join(k.value for k in FaultKind)
+        + " (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--fault-seed", type=int, default=None, help="seed of the fault sequence (default: --seed)"
+    )
+    behaviour.add_argument(
+        "--retry-after",
+        type=_non_negative,
+        default=1,
+        help="Retry-After seconds of the 429-retry-after fault (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "--slow-ms",
+        type=float,
+        default=2000.0,
+        help="extra delay of the 'slow' fault, in ms (default: %(default)s)",
+    )
+    behaviour.add_argument(
+        "-v", "--verbose", action="store_true", help="log one line per request (DEBUG)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """An :class:`EmulatorConfig` from parsed flags."""
+    kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
+    for kind in kinds:
+        FaultKind(kind)  # raises ValueError on an unknown kind
+    return EmulatorConfig(
+        account_sid=args.account_sid,
+        auth_token=args.auth_token,
+        api_key_sid=args.api_key_sid,
+        api_key_secret=args.api_key_secret,
+        data=DataSpec(
+            seed=args.seed,
+            services=args.services,
+            users=args.users,
+            max_conversations=args.max_conversations,
+            conversations_per_user=args.conversations_per_user,
+        ),
+        latency_ms=args.latency_ms,
+        fault_rate=args.fault_rate,
+        fault_kinds=kinds,
+        fault_seed=args.fault_seed,
+        retry_after_s=args.retry_after,
+        slow_ms=args.slow_ms,
+        page_size_policy=args.page_size_policy,
+        host=args.host,
+        port=args.port,
+        public_url=args.public_url,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the data, serve until Ctrl-C, return an exit code."""
+    if getattr(args, "verbose", False):
+        logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("twilio_emulator").setLevel(logging.DEBUG)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    store = Store.generate(config.data, config.account_sid)
+    rows = store.membership_count()
+    elapsed = time.perf_counter() - started
+    emulator = Emulator(config, store)
+    try:
+        emulator.start()
+    except OSError as err:
+        print(f"error: cannot listen on {config.host}:{config.port}: {err}", file=sys.stderr)
+        return 1
+    print(f"Twilio Conversations emulator listening on {emulator.base_url}", flush=True)
+    print(
+        f"Credentials in use: account SID {config.account_sid}"
+        + (f", API key SID {config.api_key_sid}" if config.api_key_sid else "")
+        + " (auth token / key secret as configured)",
+        flush=True,
+    )
+    print(
+        f"Data: seed {config.data.seed}, {len(store.services)} services "
+        f"(default {store.default_service_sid}), {rows} user-conversation rows, "
+        f"generated in {elapsed:.2f} s. Ctrl-C to stop.",
+        flush=True,
+    )
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        emulator.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m twilio_emulator``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_emulator",
+        description="Serve a local emulator of Twilio's Conversations API (v1) over HTTP.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,73 @@
+"""Configuration objects: what data to generate and how the server behaves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: Demo credentials: the emulator's own, they open nothing real.
+DEMO_ACCOUNT_SID = "AC00000000000000000000000000000001"
+DEMO_AUTH_TOKEN = "emulator-demo-auth-token"
+DEMO_API_KEY_SID = "SK00000000000000000000000000000001"
+DEMO_API_KEY_SECRET = "emulator-demo-api-key-secret"
+
+PageSizePolicy = Literal["clamp", "strict", "lenient"]
+PAGE_SIZE_POLICIES: tuple[PageSizePolicy, ...] = ("clamp", "strict", "lenient")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape of the generated data set; the same spec always generates the same data.
+
+    ``users`` is per service. With ``conversations_per_user`` set, every user belongs to exactly
+    that many conversations (benchmarks); otherwise each user gets a mix of 0, a few (1-10), a
+    moderate number (11-50) and more than 50 (up to ``max_conversations``) conversations.
+    """
+
+    seed: int = 7
+    services: int = 3
+    users: int = 40
+    max_conversations: int = 120
+    conversations_per_user: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.services < 1:
+            raise ValueError("services must be >= 1 (the default service always exists)")
+        if self.users < 0 or self.max_conversations < 0:
+            raise ValueError("users and max_conversations must be >= 0")
+        if self.conversations_per_user is not None and self.conversations_per_user < 0:
+            raise ValueError("conversations_per_user must be >= 0")
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything the server needs. ``port=0`` picks a free port.
+
+    ``fault_kinds`` is the mix used by ``fault_rate`` (``None`` = the default mix: 429 with and
+    without Retry-After, 503, dropped connection). ``fault_seed`` defaults to ``data.seed``.
+    ``public_url`` overrides the base of every ``*_url`` (default: the Host the client used).
+    """
+
+    account_sid: str = DEMO_ACCOUNT_SID
+    auth_token: str = DEMO_AUTH_TOKEN
+    api_key_sid: str | None = None
+    api_key_secret: str | None = None
+    data: DataSpec = field(default_factory=DataSpec)
+    latency_ms: float = 0
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] | None = None
+    fault_seed: int | None = None
+    retry_after_s: int = 1
+    slow_ms: float = 2000
+    page_size_policy: PageSizePolicy = "clamp"
+    host: str = "127.0.0.1"
+    port: int = 0
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.page_size_policy not in PAGE_SIZE_POLICIES:
+            raise ValueError(f"page_size_policy must be one of {PAGE_SIZE_POLICIES}")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("fault_rate must be within 0..1")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")

@@ -1,0 +1,223 @@
+"""Store records → the JSON dicts Twilio serves, field for field as in Twilio's OpenAPI spec.
+
+Rows are rendered lazily, one page at a time, so a million memberships never exist as dicts.
+``twin=True`` renders the default-service form (``/v1/Users/...``, ``/v1/Conversations/...``)
+that Twilio uses for the ``/v1/Users`` endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import Conversation, Membership, Service, User, iso
+
+
+def service(base: str, account_sid: str, svc: Service) -> dict[str, Any]:
+    """``conversations.v1.service``."""
+    url = f"{base}/v1/Services/{svc.sid}"
+    return {
+        "sid": svc.sid,
+        "account_sid": account_sid,
+        "friendly_name": svc.friendly_name,
+        "date_created": iso(svc.date_created),
+        "date_updated": iso(svc.date_updated),
+        "url": url,
+        "links": {
+            "conversations": f"{url}/Conversations",
+            "users": f"{url}/Users",
+            "roles": f"{url}/Roles",
+            "bindings": f"{url}/Bindings",
+            "configuration": f"{url}/Configuration",
+            "participant_conversations": f"{url}/ParticipantConversations",
+            "conversation_with_participants": f"{url}/ConversationWithParticipants",
+        },
+    }
+
+
+def user(
+    base: str, account_sid: str, service_sid: str, usr: User, *, twin: bool = False
+) -> dict[str, Any]:
+    """``conversations.v1.service.service_user`` (or ``conversations.v1.user`` when ``twin``).
+
+    ``is_online`` / ``is_notifiable`` are null: the emulated services have reachability off.
+    """
+    url = (
+        f"{base}/v1/Users/{usr.sid}"
+        if twin
+        else f"{base}/v1/Services/{service_sid}/Users/{usr.sid}"
+    )
+    return {
+        "sid": usr.sid,
+        "account_sid": account_sid,
+        "chat_service_sid": service_sid,
+        "role_sid": usr.role_sid,
+        "identity": usr.identity,
+        "friendly_name": usr.friendly_name,
+        "attributes": usr.attributes,
+        "is_online": None,
+        "is_notifiable": None,
+        "date_created": iso(usr.date_created),
+        "date_updated": iso(usr.date_updated),
+        "url": url,
+        "links": {"user_conversations": f"{url}/Conversations"},
+    }
+
+
+def timers(conv: Conversation) -> dict[str, str]:
+    """``{}`` for active conversations, ``{date_inactive, date_closed}`` otherwise."""
+    out: dict[str, str] = {}
+    if conv.date_inactive is not None:
+        out["date_inactive"] = iso(conv.date_inactive)
+    if conv.date_closed is not None:
+        out["date_closed"] = iso(conv.date_closed)
+    return out
+
+
+def user_conversation(
+    base: str,
+    account_sid: str,
+    service_sid: str,
+    user_sid: str,
+    m: Membership,
+    conv: Conversation,
+    *,
+    twin: bool = False,
+) -> dict[str, Any]:
+    """``conversations.v1.service.service_user.service_user_conversation``."""
+    if twin:
+        url = f"{base}/v1/Users/{user_sid}/Conversations/{conv.sid}"
+        conv_url = f"{base}/v1/Conversations/{conv.sid}"
+    else:
+        url = f"{base}/v1/Services/{service_sid}/Users/{user_sid}/Conversations/{conv.sid}"
+        conv_url = f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
+    return {
+        "account_sid": account_sid,
+        "chat_service_sid": service_sid,
+        "conversation_sid": conv.sid,
+        "unread_messages_count": conv.unread(m.last_read_message_index),
+        "last_read_message_index": m.last_read_message_index,
+        "participant_sid": m.participant_sid,
+        "user_sid": user_sid,
+        "friendly_name": conv.friendly_name,
+        "conversation_state": conv.state,
+        "timers": timers(conv),
+        "attributes": conv.attributes,
+        "date_created": iso(conv.date_created),
+        "date_updated": iso(conv.date_updated),
+        "created_by": conv.created_by,
+        "notification_level": "muted" if m.muted else "default",
+        "unique_name": conv.unique_name,
+        "url": url,
+        "links": {
+            "participant": f"{conv_url}/Participants/{m.participant_sid}",
+            "conversation": conv_url,
+        },
+    }
+
+
+def conversation(
+    base: str, account_sid: str, service_sid: str, conv: Conversation, *, twin: bool = False
+) -> dict[str, Any]:
+    """``conversations.v1.service.service_conversation`` (the fields the emulator keeps)."""
+    url = (
+        f"{base}/v1/Conversations/{conv.sid}"
+        if twin
+        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
+    )
+    return {
+        "account_sid": account_sid,
+        "chat_service_sid": service_sid,
+        "messaging_service_sid": None,
+        "sid": conv.sid,
+        "friendly_name": conv.friendly_name,
+        "unique_name": conv.unique_name,
+        "attributes": conv.attributes,
+        "date_created": iso(conv.date_created),
+        "date_updated": iso(conv.date_updated),
+        "state": conv.state,
+        "timers": timers(conv),
+        "url": url,
+        "links": {
+            "participants": f"{url}/Participants",
+            "messages": f"{url}/Messages",
+            "webhooks": f"{url}/Webhooks",
+        },
+        "bindings": None,
+    }
+
+
+def participant(
+    base: str,
+    account_sid: str,
+    service_sid: str,
+    conv: Conversation,
+    usr: User,
+    m: Membership,
+    joined: int,
+    *,
+    twin: bool = False,
+) -> dict[str, Any]:
+    """``conversations.v1.service.service_conversation.service_conversation_participant``."""
+    conv_url = (
+        f"{base}/v1/Conversations/{conv.sid}"
+        if twin
+        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
+    )
+    return {
+        "account_sid": account_sid,
+        "chat_service_sid": service_sid,
+        "conversation_sid": conv.sid,
+        "sid": m.participant_sid,
+        "identity": usr.identity,
+        "attributes": "{}",
+        "messaging_binding": None,
+        "role_sid": usr.role_sid,
+        "date_created": iso(joined),
+        "date_updated": iso(joined),
+        "url": f"{conv_url}/Participants/{m.participant_sid}",
+        "last_read_message_index": m.last_read_message_index,
+        "last_read_timestamp": None,
+    }
+
+
+def message(
+    base: str,
+    account_sid: str,
+    service_sid: str,
+    conv: Conversation,
+    message_sid: str,
+    index: int,
+    author: str,
+    body: str | None,
+    ts: int,
+    *,
+    twin: bool = False,
+) -> dict[str, Any]:
+    """``conversations.v1.service.service_conversation.service_conversation_message``."""
+    conv_url = (
+        f"{base}/v1/Conversations/{conv.sid}"
+        if twin
+        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
+    )
+    url = f"{conv_url}/Messages/{message_sid}"
+    return {
+        "account_sid": account_sid,
+        "chat_service_sid": service_sid,
+        "conversation_sid": conv.sid,
+        "sid": message_sid,
+        "index": index,
+        "author": author,
+        "body": body,
+        "media": None,
+        "attributes": "{}",
+        "participant_sid": None,
+        "date_created": iso(ts),
+        "date_updated": iso(ts),
+        "delivery": None,
+        "url": url,
+        "links": {
+            "delivery_receipts": f"{url}/Receipts",
+            "channel_metadata": f"{url}/ChannelMetadata",
+        },
+        "content_sid": None,
+    }
