@@ -3,6 +3,7 @@ PostgreSQL server, and helpers that compare a destination with the emulator's tr
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -12,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,3 +101,54 @@ def postgres_server() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- Emulator and pipelines --------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_emulator() -> Iterator[Any]:
+    """Factory: `start_emulator(users=5, ...)` serves a fresh emulator until the test ends."""
+    from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
+
+    stack = contextlib.ExitStack()
+
+    def start(config: Any = None, **spec: Any) -> Any:
+        if config is None:
+            config = EmulatorConfig(data=DataSpec(**spec))
+        return stack.enter_context(run_emulator(config))
+
+    with stack:
+        yield start
+
+
+@pytest.fixture
+def emulator(start_emulator: Any) -> Any:
+    """A small emulator: 2 services x 12 users, some with more than 50 conversations."""
+    return start_emulator(seed=11, services=2, users=12, max_conversations=70)
+
+
+@pytest.fixture
+def run_pipeline(isolated_dlt: Path) -> Any:
+    """`run_pipeline(emulator, destination=..., **source_kwargs)` -> RunOutcome, in this test's dirs."""
+    import dlt
+    from twilio_conversations.credentials import TwilioCredentials
+    from twilio_conversations.runner import make_pipeline, run
+
+    def _run(
+        emu: Any, destination: Any = None, full_refresh: bool = False, **source_kwargs: Any
+    ) -> Any:
+        credentials = TwilioCredentials()
+        credentials.account_sid = emu.account_sid
+        credentials.auth_token = emu.auth_token
+        source_kwargs.setdefault("credentials", credentials)
+        source_kwargs.setdefault("base_url", emu.base_url)
+        destination = destination or dlt.destinations.duckdb(str(isolated_dlt / "test.duckdb"))
+        pipeline = make_pipeline(
+            destination, progress=None, pipelines_dir=str(isolated_dlt / "pipelines")
+        )
+        outcome = run(pipeline, full_refresh=full_refresh, source_kwargs=source_kwargs)
+        outcome.pipeline = pipeline
+        return outcome
+
+    return _run

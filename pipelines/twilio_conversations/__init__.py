@@ -264,11 +264,12 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         state, service_sid, result.user_sid, result.fingerprint
                     ):
                         continue
+                    known = changes.is_known(state, service_sid, result.user_sid)
                     report.users_changed += 1
                     changes.remember(state, service_sid, result.user_sid, result.fingerprint)
                     if result.rows:
                         buffer.extend(result.rows)
-                    else:  # the user left every conversation (or none is in the window)
+                    elif known:  # the user left every conversation (or none is in the window)
                         yield user_tombstones_table([(service_sid, result.user_sid)])
                     if len(buffer) >= ARROW_BATCH_ROWS:
                         report.conversation_rows_emitted += len(buffer)

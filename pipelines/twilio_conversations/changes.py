@@ -45,6 +45,11 @@ def has_changed(state: FingerprintState, scope: str, key: str, new_fingerprint: 
     return state.get(scope, {}).get(key) != new_fingerprint
 
 
+def is_known(state: FingerprintState, scope: str, key: str) -> bool:
+    """Whether the destination holds this partition (a new, empty one needs no tombstone)."""
+    return key in state.get(scope, {})
+
+
 def remember(state: FingerprintState, scope: str, key: str, new_fingerprint: str) -> None:
     """Record what the destination will hold once this load commits."""
     state.setdefault(scope, {})[key] = new_fingerprint

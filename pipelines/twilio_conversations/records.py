@@ -70,6 +70,8 @@ USERS_COLUMNS: TTableSchemaColumns = {
     "attributes": {"data_type": "text"},
     "attributes_json": {"data_type": "json"},
     "joined_channels_count": {"data_type": "bigint"},
+    "is_online": {"data_type": "bool"},
+    "is_notifiable": {"data_type": "bool"},
     "date_created": _TIMESTAMP_HINT,
     "date_updated": _TIMESTAMP_HINT,
     DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},

@@ -1,0 +1,172 @@
+"""End-to-end: the real source over loopback against the emulator, into a real DuckDB file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mirror import assert_user_conversations_mirror, load_ids, loaded_rows
+from twilio_conversations.window import UpdatedWindow
+
+
+def users_by_conversation_count(emu: Any) -> dict[int, list[tuple[str, str]]]:
+    counts: dict[int, list[tuple[str, str]]] = {}
+    for service in emu.services():
+        for user in emu.users(service["sid"]):
+            n = len(emu.user_conversations(service["sid"], user["sid"]))
+            counts.setdefault(n, []).append((service["sid"], user["sid"]))
+    return counts
+
+
+def test_first_load_mirrors_api_and_second_run_writes_nothing(
+    emulator: Any, run_pipeline: Any
+) -> None:
+    truth = emulator.all_user_conversations()
+    counts = users_by_conversation_count(emulator)
+    assert max(counts) > 50, "the fixture must page through some users' lists"
+    assert 0 in counts, "the fixture must have users without conversations"
+
+    first = run_pipeline(emulator)
+    assert first.rows_written["user_conversations"] == len(truth)
+    assert assert_user_conversations_mirror(first.pipeline, truth) == len(truth)
+    n_users = sum(len(emulator.users(s["sid"])) for s in emulator.services())
+    assert first.report.users_scanned == n_users
+    assert len(loaded_rows(first.pipeline, "users")) == n_users
+    assert len(loaded_rows(first.pipeline, "services")) == len(emulator.services())
+    loads_after_first = load_ids(first.pipeline, "user_conversations")
+
+    second = run_pipeline(emulator)
+    assert second.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
+    assert second.report.users_scanned == n_users
+    assert load_ids(second.pipeline, "user_conversations") == loads_after_first
+    assert_user_conversations_mirror(second.pipeline, truth)
+
+
+def test_typed_schema(emulator: Any, run_pipeline: Any) -> None:
+    outcome = run_pipeline(emulator)
+    columns = outcome.pipeline.default_schema.get_table_columns("user_conversations")
+    types = {name: col.get("data_type") for name, col in columns.items()}
+    for name in ("date_created", "date_updated", "timers__date_inactive", "timers__date_closed"):
+        assert types[name] == "timestamp", name
+    assert types["unread_messages_count"] == "bigint"
+    assert types["last_read_message_index"] == "bigint"
+    assert types["conversation_state"] == "text"
+    assert types["attributes"] == "text"
+    assert types["attributes_json"] == "json"
+    assert {"links__participant", "links__conversation"} <= types.keys()
+    key = [n for n, c in columns.items() if c.get("primary_key")]
+    assert sorted(key) == ["chat_service_sid", "conversation_sid", "user_sid"]
+
+
+def test_users_with_older_conversations_than_an_earlier_users_newest_all_load(
+    start_emulator: Any, run_pipeline: Any
+) -> None:
+    """The naive child-resource cursor keeps one cursor for all users and drops these rows."""
+    emu = start_emulator(seed=3, services=1, users=0)
+    service_sid = emu.services()[0]["sid"]
+    store = emu.store
+    old = [store.create_conversation(service_sid, friendly_name=f"old {i}") for i in range(3)]
+    early = store.create_user(service_sid, "a-early@example.com")
+    late = store.create_user(service_sid, "z-late@example.com")
+    for conversation in old:
+        store.join(service_sid, late, conversation)
+    newest = store.create_conversation(service_sid, friendly_name="newest")
+    store.join(service_sid, early, newest)  # the first user listed has the newest date_updated
+    truth = emu.all_user_conversations()
+    assert len(truth) == 4
+
+    first = run_pipeline(emu)
+    assert assert_user_conversations_mirror(first.pipeline, truth) == 4
+
+    # The late user joins another old conversation: its date_updated is older than the newest
+    # value any cursor has seen, and it must still arrive.
+    older = store.create_conversation(service_sid, friendly_name="older still")
+    store.update_conversation(service_sid, newest, friendly_name="newest, renamed")
+    store.join(service_sid, late, older)
+    second = run_pipeline(emu)
+    assert assert_user_conversations_mirror(second.pipeline, emu.all_user_conversations()) == 5
+
+
+def test_date_updated_window(emulator: Any, run_pipeline: Any) -> None:
+    truth = emulator.all_user_conversations()
+    stamps = sorted(r["date_updated"] for r in truth)
+    start, end = stamps[len(stamps) // 4], stamps[3 * len(stamps) // 4]
+    window = UpdatedWindow.from_config(start, end)
+    outcome = run_pipeline(emulator, start_date=start, end_date=end)
+    loaded = assert_user_conversations_mirror(outcome.pipeline, truth, window)
+    assert 0 < loaded < len(truth)
+    # Widening the window to everything brings the rest in.
+    wider = run_pipeline(emulator)
+    assert assert_user_conversations_mirror(wider.pipeline, truth) == len(truth)
+    assert outcome.pipeline.state["sources"]["twilio_conversations"]["resources"][
+        "user_conversations"
+    ]["date_updated_cursor"] == max(stamps)
+
+
+def test_configured_services_and_users(emulator: Any, run_pipeline: Any) -> None:
+    service = emulator.services()[1]["sid"]
+    users = emulator.users(service)
+    by_count = sorted(users, key=lambda u: -len(emulator.user_conversations(service, u["sid"])))
+    chosen_sid, chosen_identity = by_count[0]["sid"], by_count[1]["identity"]
+    outcome = run_pipeline(
+        emulator, service_sids=[service], user_sids=[chosen_sid, chosen_identity]
+    )
+    expected = emulator.user_conversations(service, chosen_sid) + emulator.user_conversations(
+        service, by_count[1]["sid"]
+    )
+    assert_user_conversations_mirror(outcome.pipeline, expected)
+    assert {r["sid"] for r in loaded_rows(outcome.pipeline, "users")} == {
+        chosen_sid,
+        by_count[1]["sid"],
+    }
+    assert [r["sid"] for r in loaded_rows(outcome.pipeline, "services")] == [service]
+
+
+def test_identity_with_reserved_characters(start_emulator: Any, run_pipeline: Any) -> None:
+    emu = start_emulator(seed=5, services=1, users=0)
+    service_sid = emu.services()[0]["sid"]
+    identity = "a/b?c#d%e ü+x@example.com"
+    user = emu.store.create_user(service_sid, identity)
+    conversation = emu.store.create_conversation(service_sid, friendly_name="odd identity")
+    emu.store.join(service_sid, user, conversation)
+    outcome = run_pipeline(emu, user_sids=[identity])
+    assert_user_conversations_mirror(outcome.pipeline, emu.all_user_conversations())
+    assert outcome.report.users_scanned == 1
+
+
+def test_unknown_configured_user_is_reported_not_fatal(emulator: Any, run_pipeline: Any) -> None:
+    service = emulator.services()[0]["sid"]
+    user = emulator.users(service)[0]
+    outcome = run_pipeline(
+        emulator, service_sids=[service], user_sids=[user["sid"], "nobody@example.com"]
+    )
+    assert outcome.report.unresolved_users == ["nobody@example.com"]
+    assert_user_conversations_mirror(
+        outcome.pipeline, emulator.user_conversations(service, user["sid"])
+    )
+
+
+def test_user_vanishing_between_listing_and_reading_is_skipped(
+    emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twilio_conversations import discovery
+
+    service = emulator.services()[0]["sid"]
+    victim = max(
+        emulator.users(service), key=lambda u: len(emulator.user_conversations(service, u["sid"]))
+    )
+    original = discovery.Catalog.users
+
+    def list_then_delete(self: Any, service_sid: str) -> Any:
+        listed = original(self, service_sid)
+        if service_sid == service and any(
+            u["sid"] == victim["sid"] for u in emulator.users(service)
+        ):
+            emulator.store.delete_user(service, victim["sid"])  # gone right after the listing
+        return listed
+
+    monkeypatch.setattr(discovery.Catalog, "users", list_then_delete)
+    outcome = run_pipeline(emulator)
+    assert [(s.service_sid, s.user) for s in outcome.report.skipped] == [(service, victim["sid"])]
+    assert "404" in outcome.report.skipped[0].reason
+    assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
