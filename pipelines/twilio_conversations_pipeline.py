@@ -19,7 +19,7 @@ def load_everything() -> None:
     pipeline = dlt.pipeline(
         pipeline_name="twilio_conversations",
         destination="duckdb",
-        dataset_name="twilio_conversations",
+        dataset_name="twilio",  # not the DuckDB file's name: see runner.DATASET_NAME
         progress="log",
     )
     info = pipeline.run(
@@ -33,7 +33,7 @@ def load_selected_users(service_sid: str, identities: list[str]) -> None:
     pipeline = dlt.pipeline(
         pipeline_name="twilio_conversations",
         destination="duckdb",
-        dataset_name="twilio_conversations",
+        dataset_name="twilio",  # not the DuckDB file's name: see runner.DATASET_NAME
     )
     source = twilio_conversations(service_sids=[service_sid], user_sids=identities)
     print(pipeline.run(source, loader_file_format=preferred_loader_file_format(pipeline)))
@@ -44,7 +44,7 @@ def backfill(start_date: str, end_date: str) -> None:
     pipeline = dlt.pipeline(
         pipeline_name="twilio_conversations_backfill",
         destination="duckdb",
-        dataset_name="twilio_conversations_backfill",
+        dataset_name="twilio_backfill",
     )
     source = twilio_conversations(start_date=start_date, end_date=end_date)
     print(pipeline.run(source, loader_file_format=preferred_loader_file_format(pipeline)))

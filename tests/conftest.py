@@ -130,7 +130,7 @@ def emulator(start_emulator: Any) -> Any:
 
 @pytest.fixture
 def run_pipeline(isolated_dlt: Path) -> Any:
-    """`run_pipeline(emulator, destination=..., **source_kwargs)` -> RunOutcome, in this test's dirs."""
+    """`run_pipeline(emu, destination=..., **source_kwargs)` -> RunOutcome in this test's dirs."""
     import dlt
     from twilio_conversations.credentials import TwilioCredentials
     from twilio_conversations.runner import make_pipeline, run

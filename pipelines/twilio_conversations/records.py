@@ -59,7 +59,13 @@ USER_CONVERSATIONS_ARROW_SCHEMA = pa.schema(
 
 # dlt hints the arrow schema cannot express: `attributes_json` holds JSON text (a JSON column
 # in DuckDB/PostgreSQL); the tombstone flag deletes by key; enums stay text.
-_TIMESTAMP_HINT: TColumnSchema = {"data_type": "timestamp", "timezone": True}
+
+
+def _timestamp_hint() -> TColumnSchema:
+    # A fresh dict per column: dlt writes the column name into the hint it is given.
+    return {"data_type": "timestamp", "timezone": True}
+
+
 USER_CONVERSATIONS_COLUMNS: TTableSchemaColumns = {
     "attributes_json": {"data_type": "json"},
     DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
@@ -72,14 +78,14 @@ USERS_COLUMNS: TTableSchemaColumns = {
     "joined_channels_count": {"data_type": "bigint"},
     "is_online": {"data_type": "bool"},
     "is_notifiable": {"data_type": "bool"},
-    "date_created": _TIMESTAMP_HINT,
-    "date_updated": _TIMESTAMP_HINT,
+    "date_created": _timestamp_hint(),
+    "date_updated": _timestamp_hint(),
     DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
 }
 SERVICES_COLUMNS: TTableSchemaColumns = {
     "sid": {"data_type": "text", "nullable": False},
-    "date_created": _TIMESTAMP_HINT,
-    "date_updated": _TIMESTAMP_HINT,
+    "date_created": _timestamp_hint(),
+    "date_updated": _timestamp_hint(),
     DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
 }
 

@@ -16,7 +16,10 @@ from . import twilio_conversations
 from .report import RunReport
 
 PIPELINE_NAME = "twilio_conversations"
-DATASET_NAME = "twilio_conversations"
+# Not "twilio_conversations": DuckDB names the catalog after the file (twilio_conversations.duckdb)
+# and since DuckDB 2.0 a schema of the same name makes every `twilio_conversations.<table>`
+# reference ambiguous (a Binder Error in dlt's own queries and in analysts' SQL).
+DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
 
 
