@@ -221,7 +221,9 @@ class App:
                     raise method_not_allowed(req.method)
                 # Twin routes (/v1/Users...) have no {service}: they mean the default service.
                 service_sid = params.pop("service", None) or self.store.default_service_sid
-                return handler(req, params, service_sid, route.twin)
+                response = handler(req, params, service_sid, route.twin)
+                response.route = route.name
+                return response
             raise NotFound(path)
         except NotFound:
             # Twilio names the requested path, without the version prefix.

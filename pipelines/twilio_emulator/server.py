@@ -130,6 +130,15 @@ class _Handler(BaseHTTPRequestHandler):
         started = time.perf_counter()
         in_flight = emu.stats.begin()
         route, status, fault = "unknown", None, None
+        recorded = False
+
+        def record() -> None:
+            # Counted before the answer leaves, so a client that has its answer sees it counted.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                emu.stats.end(route, status, fault)
+
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
@@ -139,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             if delay > 0:
                 time.sleep(delay / 1000)
             if fault == FaultKind.DROP:
+                route = "fault"
+                record()
                 self._drop()
                 return
             resp = _fault_response(fault, emu.config.retry_after_s) if fault else None
@@ -168,12 +179,13 @@ class _Handler(BaseHTTPRequestHandler):
                 ("Twilio-Concurrent-Requests", str(in_flight)),
                 ("Twilio-Request-Duration", f"{duration:.3f}"),
             ]
+            record()
             # One write for headers and body: see the module docstring.
             self.wfile.write(_encode(resp, extra, self.close_connection, announced) + payload)
             if fault == FaultKind.SHORT_BODY:
                 self._drop()
         finally:
-            emu.stats.end(route, status, fault)
+            record()
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "%s %s -> %s%s in %.1f ms",
