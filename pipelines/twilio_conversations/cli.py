@@ -136,8 +136,9 @@ def _progress(choice: str | None) -> Any:
     if choice is None:
         choice = "tqdm" if sys.stderr.isatty() else "log"
     if choice == "log":
-        # One line every 10 s on stderr: readable in log collectors, no terminal control codes.
-        return LogCollector(log_period=10.0, logger=sys.stderr, dump_system_stats=False)
+        # Plain lines every 10 s on stdout, beside the summary: readable in log collectors, no
+        # terminal control codes, and stderr stays free for the one-line error.
+        return LogCollector(log_period=10.0, logger=sys.stdout, dump_system_stats=False)
     return choice
 
 

@@ -1,0 +1,126 @@
+"""The console script as a scheduler runs it: a real subprocess, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+CLI = [sys.executable, "-m", "twilio_conversations.cli"]
+
+
+def cli(emu: Any, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
+        "TWILIO_ACCOUNT_SID": emu.account_sid,
+        "TWILIO_AUTH_TOKEN": emu.auth_token,
+        **env,
+    }
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def table_count(path: Path, table: str) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return int(con.execute(f"select count(*) from twilio.{table}").fetchall()[0][0])
+
+
+def test_run_loads_and_prints_summary(emulator: Any, tmp_path: Path) -> None:
+    result = cli(emulator, "run", "--progress", "log", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = len(emulator.all_user_conversations())
+    assert f"user_conversations {rows:,}" in result.stdout
+    assert "requests" in result.stdout and "retries" in result.stdout
+    assert table_count(tmp_path / "twilio_conversations.duckdb", "user_conversations") == rows
+    # The token is never printed, nor written to the pipeline's files.
+    assert emulator.auth_token not in result.stdout + result.stderr
+
+
+def test_duckdb_file_overridable_the_dlt_way(emulator: Any, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere.duckdb"
+    result = cli(emulator, "run", cwd=tmp_path, DESTINATION__DUCKDB__CREDENTIALS=str(target))
+    assert result.returncode == 0, result.stderr
+    assert table_count(target, "services") == len(emulator.services())
+    assert not (tmp_path / "twilio_conversations.duckdb").exists()
+
+
+def test_bad_credentials_fail_fast_with_one_line_and_load_nothing(
+    emulator: Any, tmp_path: Path
+) -> None:
+    emulator.stats.reset()
+    result = cli(emulator, "run", cwd=tmp_path, TWILIO_AUTH_TOKEN="wrong-token")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: authentication failed"), result.stderr
+    assert "wrong-token" not in result.stderr + result.stdout
+    assert emulator.stats.snapshot().total == 1, "a 401 must not be retried"
+    db = tmp_path / "twilio_conversations.duckdb"
+    if db.exists():
+        with duckdb.connect(str(db), read_only=True) as con:
+            tables = con.execute(
+                "select table_name from information_schema.tables where table_schema='twilio'"
+            ).fetchall()
+        assert ("user_conversations",) not in tables
+
+
+def test_unknown_service_fails_naming_it(emulator: Any, tmp_path: Path) -> None:
+    missing = "IS" + "f" * 32
+    result = cli(emulator, "run", "--service-sid", missing, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: service {missing} not found: not listed by {emulator.base_url}/v1/Services "
+        "for these credentials"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--service-sid", "IS123"], {}, "not a Conversation Service SID"),
+        (["--user-sid", "US" + "X" * 32], {}, "looks like a SID"),
+        (["--page-size", "0"], {}, "page_size 0"),
+        (["--page-size", "5000"], {}, "page_size 5000"),
+        (["--start-date", "last tuesday"], {}, "start_date"),
+        (
+            [],
+            {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "conversations.twilio.com"},
+            "absolute URL",
+        ),
+        ([], {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "http://example.com"}, "plain http"),
+        ([], {"TWILIO_ACCOUNT_SID": "", "TWILIO_AUTH_TOKEN": ""}, "credentials missing"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_request(
+    emulator: Any, tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    emulator.stats.reset()
+    result = cli(emulator, "run", *args, cwd=tmp_path, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert emulator.stats.snapshot().total == 0
+
+
+def test_help_documents_every_flag(tmp_path: Path) -> None:
+    out = subprocess.run([*CLI, "run", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0
+    for flag in (
+        "--destination",
+        "--dataset",
+        "--full-refresh",
+        "--progress",
+        "--service-sid",
+        "--user-sid",
+        "--page-size",
+        "--max-workers",
+        "--start-date",
+        "--end-date",
+    ):
+        assert flag in out.stdout
