@@ -1,0 +1,130 @@
+"""The command line: every flag documented, flags mapped to the config, a real serve + Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+
+import pytest
+import requests
+from twilio_emulator import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN, cli
+
+FLAGS = [
+    "--host",
+    "--port",
+    "--public-url",
+    "--account-sid",
+    "--auth-token",
+    "--api-key-sid",
+    "--api-key-secret",
+    "--seed",
+    "--services",
+    "--users",
+    "--max-conversations",
+    "--conversations-per-user",
+    "--page-size-policy",
+    "--latency-ms",
+    "--fault-rate",
+    "--fault-kinds",
+    "--fault-seed",
+    "--retry-after",
+    "--slow-ms",
+    "--verbose",
+]
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_help_documents_every_flag() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twilio_emulator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for flag in FLAGS:
+        assert re.search(rf"{flag}\b[^\n]*\n?\s+\S", result.stdout), flag
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    for action in parser._actions:  # noqa: SLF001
+        assert action.help, action.option_strings
+
+
+def test_flags_map_to_the_config() -> None:
+    args = _parse(
+        "--port=0",
+        "--seed=9",
+        "--services=2",
+        "--users=7",
+        "--max-conversations=60",
+        "--conversations-per-user=4",
+        "--latency-ms=5",
+        "--fault-rate=0.25",
+        "--fault-kinds=503,drop",
+        "--page-size-policy=strict",
+        "--api-key-sid=SK" + "2" * 32,
+        "--api-key-secret=s",
+    )
+    config = cli.config_from_args(args)
+    assert config.port == 0 and config.host == "127.0.0.1"
+    assert (config.data.seed, config.data.services, config.data.users) == (9, 2, 7)
+    assert config.data.max_conversations == 60 and config.data.conversations_per_user == 4
+    assert config.latency_ms == 5 and config.fault_rate == 0.25
+    assert config.fault_kinds == ("503", "drop") and config.page_size_policy == "strict"
+    assert config.account_sid == DEMO_ACCOUNT_SID and config.auth_token == DEMO_AUTH_TOKEN
+    assert config.api_key_sid == "SK" + "2" * 32
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--fault-rate=2"], ["--page-size-policy=loose"], ["--users=-1"], ["--port=x"]],
+)
+def test_bad_flags_are_rejected(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse(*argv)
+
+
+def test_unknown_fault_kind_fails_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(_parse("--port=0", "--fault-kinds=teapot")) == 2
+    assert "teapot" in capsys.readouterr().err
+
+
+def test_serves_until_interrupted() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twilio_emulator", "--port", "0", "--users", "3", "--services", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=30), "no output from the emulator"
+        first = process.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", first)
+        assert match, first
+        credentials = process.stdout.readline()
+        assert DEMO_ACCOUNT_SID in credentials and DEMO_AUTH_TOKEN not in credentials
+        response = requests.get(
+            f"{match.group(1)}/v1/Users", auth=(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN), timeout=10
+        )
+        assert response.status_code == 200 and len(response.json()["users"]) == 3
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

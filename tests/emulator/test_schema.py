@@ -1,0 +1,133 @@
+"""Every list response validates against the response schemas of Twilio's OpenAPI spec.
+
+openapi-core validates types, patterns, enums and nullability; the spec does not forbid extra
+properties, so the field sets are compared with the schemas' property lists as well.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from twilio_emulator import Emulator
+
+from .helpers import membership_counts, session_for
+
+SPEC_PATH = Path("/work/shared/twilio/twilio_conversations_v1.json")
+if not SPEC_PATH.exists():  # CI lays shared/ next to the clone
+    SPEC_PATH = Path(__file__).resolve().parents[3] / "shared/twilio/twilio_conversations_v1.json"
+
+openapi_core = pytest.importorskip("openapi_core")
+from openapi_core.contrib.requests import (  # noqa: E402
+    RequestsOpenAPIRequest,
+    RequestsOpenAPIResponse,
+)
+
+TWILIO = "https://conversations.twilio.com"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    if not SPEC_PATH.exists():
+        pytest.skip(f"Twilio's spec not found at {SPEC_PATH}")
+    loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def openapi(spec: dict[str, Any]) -> Any:
+    return openapi_core.OpenAPI.from_dict(spec)
+
+
+def _validate(openapi: Any, emu: Emulator, response: requests.Response) -> None:
+    """Validate ``response`` as if it came from Twilio's host (the spec pins its servers)."""
+    url = response.request.url
+    assert url is not None
+    as_twilio = requests.Request("GET", TWILIO + url[len(emu.base_url) :])
+    openapi.validate_response(RequestsOpenAPIRequest(as_twilio), RequestsOpenAPIResponse(response))
+
+
+def _properties(spec: dict[str, Any], name: str) -> set[str]:
+    return set(spec["components"]["schemas"][name]["properties"])
+
+
+def _list_urls(emu: Emulator) -> list[str]:
+    base = emu.base_url
+    urls = [f"{base}/v1/Services", f"{base}/v1/Services?PageSize=1", f"{base}/v1/Users?PageSize=3"]
+    for service in emu.services():
+        sid = service["sid"]
+        urls.append(f"{base}/v1/Services/{sid}/Users?PageSize=5")
+        counts = membership_counts(emu, sid)
+        # Users with 0 rows, one page and several pages.
+        for user in {min(counts, key=counts.__getitem__), max(counts, key=counts.__getitem__)}:
+            urls.append(f"{base}/v1/Services/{sid}/Users/{user}/Conversations")
+            urls.append(f"{base}/v1/Services/{sid}/Users/{user}/Conversations?PageSize=20")
+    user = max(membership_counts(emu, emu.default_service_sid).items(), key=lambda item: item[1])[0]
+    urls.append(f"{base}/v1/Users/{user}/Conversations?PageSize=10")
+    return urls
+
+
+def test_every_list_page_validates(emu: Emulator, openapi: Any, spec: dict[str, Any]) -> None:
+    item_schema = {
+        "services": "conversations.v1.service",
+        "users": "conversations.v1.service.service_user",
+        "conversations": "conversations.v1.service.service_user.service_user_conversation",
+    }
+    meta_keys = {
+        "page",
+        "page_size",
+        "first_page_url",
+        "previous_page_url",
+        "url",
+        "next_page_url",
+        "key",
+    }
+    pages = 0
+    with session_for(emu) as session:
+        for start in _list_urls(emu):
+            url: str | None = start
+            while url:
+                response = session.get(url)
+                assert response.status_code == 200
+                _validate(openapi, emu, response)
+                body = response.json()
+                key = body["meta"]["key"]
+                assert set(body) == {key, "meta"}
+                assert set(body["meta"]) == meta_keys
+                for item in body[key]:
+                    assert set(item) == _properties(spec, item_schema[key])
+                url = body["meta"]["next_page_url"]
+                pages += 1
+    assert pages > 20
+
+
+def test_user_links_include_user_conversations(emu: Emulator, http: requests.Session) -> None:
+    user = emu.users(emu.default_service_sid)[0]
+    assert set(user["links"]) == {"user_conversations"}
+    row = next(r for r in emu.all_user_conversations())
+    assert set(row["links"]) == {"participant", "conversation"}
+
+
+def test_fetch_user_validates(emu: Emulator, openapi: Any, http: requests.Session) -> None:
+    user = emu.users(emu.default_service_sid)[0]
+    for url in (user["url"], f"{emu.base_url}/v1/Users/{user['sid']}"):
+        response = http.get(url)
+        _validate(openapi, emu, response)
+        assert response.json() == {
+            **user,
+            "url": response.json()["url"],
+            "links": response.json()["links"],
+        }
+
+
+def test_validation_catches_a_broken_row(
+    emu: Emulator, openapi: Any, http: requests.Session
+) -> None:
+    """The check can fail: a row whose account SID breaks the pattern is rejected."""
+    response = http.get(f"{emu.base_url}/v1/Services")
+    response._content = response.content.replace(b'"account_sid":"AC', b'"account_sid":"XX')  # noqa: SLF001
+    with pytest.raises(Exception, match="does not match"):
+        _validate(openapi, emu, response)
