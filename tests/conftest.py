@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -93,7 +94,8 @@ def postgres_server() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        # trust auth ignores the password, but dlt requires one in the credentials
+        yield f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             [*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
@@ -136,7 +138,11 @@ def run_pipeline(isolated_dlt: Path) -> Any:
     from twilio_conversations.runner import make_pipeline, run
 
     def _run(
-        emu: Any, destination: Any = None, full_refresh: bool = False, **source_kwargs: Any
+        emu: Any,
+        destination: Any = None,
+        full_refresh: bool = False,
+        dataset: str = "twilio",
+        **source_kwargs: Any,
     ) -> Any:
         credentials = TwilioCredentials()
         credentials.account_sid = emu.account_sid
@@ -145,10 +151,23 @@ def run_pipeline(isolated_dlt: Path) -> Any:
         source_kwargs.setdefault("base_url", emu.base_url)
         destination = destination or dlt.destinations.duckdb(str(isolated_dlt / "test.duckdb"))
         pipeline = make_pipeline(
-            destination, progress=None, pipelines_dir=str(isolated_dlt / "pipelines")
+            destination, dataset, progress=None, pipelines_dir=str(isolated_dlt / "pipelines")
         )
         outcome = run(pipeline, full_refresh=full_refresh, source_kwargs=source_kwargs)
         outcome.pipeline = pipeline
         return outcome
 
     return _run
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def destination(request: pytest.FixtureRequest, isolated_dlt: Path) -> dict[str, Any]:
+    """run_pipeline kwargs for each tested destination: a DuckDB file, or a schema of its own
+    on the session's throwaway PostgreSQL server."""
+    import dlt
+
+    if request.param == "duckdb":
+        return {"destination": dlt.destinations.duckdb(str(isolated_dlt / "test.duckdb"))}
+    url = request.getfixturevalue("postgres_server")
+    dataset = "t_" + hashlib.blake2b(str(isolated_dlt).encode(), digest_size=6).hexdigest()
+    return {"destination": dlt.destinations.postgres(url), "dataset": dataset}

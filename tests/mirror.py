@@ -43,14 +43,9 @@ def loaded_rows(
     with pipeline.sql_client() as client:
         qualified = client.make_qualified_table_name(table)
         select = ", ".join(columns) if columns else "*"
-        try:
-            with client.execute_query(f"SELECT {select} FROM {qualified}") as cursor:
-                names = [c[0] for c in cursor.description]
-                return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        except Exception as exc:  # table not created yet
-            if "does not exist" in str(exc) or "not found" in str(exc).lower():
-                return []
-            raise
+        with client.execute_query(f"SELECT {select} FROM {qualified}") as cursor:
+            names = [c[0] for c in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
 
 def loaded_user_conversations(pipeline: dlt.Pipeline) -> dict[tuple[str, ...], tuple[Any, ...]]:
@@ -85,4 +80,6 @@ def assert_user_conversations_mirror(
 
 
 def load_ids(pipeline: dlt.Pipeline, table: str) -> set[str]:
-    return {r["_dlt_load_id"] for r in loaded_rows(pipeline, table, ["_dlt_load_id"])}
+    ids = {r["_dlt_load_id"] for r in loaded_rows(pipeline, table, ["_dlt_load_id"])}
+    assert None not in ids, f"rows of {table} without _dlt_load_id"
+    return ids

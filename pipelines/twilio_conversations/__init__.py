@@ -12,11 +12,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import dlt
 import pyarrow as pa
-from dlt.common.schema.typing import TMergeDispositionDict
+from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
 from dlt.sources import DltResource
 
 from . import changes
@@ -38,6 +38,7 @@ from .records import (
     user_conversations_table,
     user_tombstones_table,
     with_parsed_attributes,
+    with_row_hash,
 )
 from .report import RunReport
 from .settings import (
@@ -74,6 +75,7 @@ def twilio_conversations(
     request_max_attempts: int = DEFAULT_REQUEST_MAX_ATTEMPTS,
     request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    history: bool = False,
     run_report: RunReport | None = None,
 ) -> Sequence[DltResource]:
     """Twilio Conversations services, users and user conversations.
@@ -90,10 +92,13 @@ def twilio_conversations(
         request_max_attempts: Attempts per request before the run fails.
         request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
         request_timeout: Seconds to wait for a connection or a response.
+        history: Also keep every version of each user conversation, with validity ranges, in
+            `user_conversations_history` (dlt `scd2`).
         run_report: Collects counters for the run summary; a fresh one when omitted.
 
     Returns:
-        The resources `services`, `users` and `user_conversations`.
+        The resources `services`, `users` and `user_conversations`, plus
+        `user_conversations_history` in history mode.
     """
     report = run_report if run_report is not None else RunReport()
     settings = _Settings(
@@ -114,11 +119,11 @@ def twilio_conversations(
         report.requests,
     )
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
-    return (
-        services_resource(catalog),
-        users_resource(catalog),
-        user_conversations_resource(catalog, settings),
-    )
+    current = user_conversations_resource(catalog, settings)
+    resources = [services_resource(catalog), users_resource(catalog), current]
+    if history:
+        resources.append(user_conversations_history_resource(current))
+    return resources
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         resource_state = dlt.current.resource_state()
         state = resource_state.setdefault("fingerprints", {})
         report = catalog.report
+        load_id = _current_load_id()
         buffer: list[dict[str, Any]] = []
         newest: str | None = resource_state.get("date_updated_cursor")
         services = catalog.services()
@@ -270,10 +276,10 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                     if result.rows:
                         buffer.extend(result.rows)
                     elif known:  # the user left every conversation (or none is in the window)
-                        yield user_tombstones_table([(service_sid, result.user_sid)])
+                        yield user_tombstones_table([(service_sid, result.user_sid)], load_id)
                     if len(buffer) >= ARROW_BATCH_ROWS:
                         report.conversation_rows_emitted += len(buffer)
-                        yield user_conversations_table(buffer)
+                        yield user_conversations_table(buffer, load_id)
                         buffer = []
                 if catalog.scans_all_users:
                     skipped = {s.user for s in report.skipped if s.service_sid == service_sid}
@@ -281,16 +287,16 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                     gone = changes.vanished(state, service_sid, listed | skipped)
                     if gone:
                         report.users_removed += len(gone)
-                        yield user_tombstones_table((service_sid, sid) for sid in gone)
+                        yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
                         changes.forget(state, service_sid, gone)
         if buffer:
             report.conversation_rows_emitted += len(buffer)
-            yield user_conversations_table(buffer)
+            yield user_conversations_table(buffer, load_id)
         if catalog.scans_all_services:
             for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
                 gone = list(state[service_sid])
                 report.users_removed += len(gone)
-                yield user_tombstones_table((service_sid, sid) for sid in gone)
+                yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
                 changes.forget(state, service_sid, gone)
         report.unresolved_users = catalog.unresolved_user_refs()
         if newest:
@@ -298,6 +304,43 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
             resource_state["date_updated_cursor"] = newest
 
     return user_conversations
+
+
+# History: dlt `scd2` keyed by row hash. Only partitions (users) sent in this load may be retired,
+# and a tombstone counts as "sent" without being inserted, so a user who left every conversation
+# has all current versions closed. The placeholders are dlt's qualified table names.
+_HISTORY_SCOPE = (
+    "EXISTS (SELECT 1 FROM {staging_table} AS s WHERE s.chat_service_sid = "
+    "{table}.chat_service_sid AND s.user_sid = {table}.user_sid)"
+)
+_HISTORY: TScd2StrategyDict = {
+    "disposition": "merge",
+    "strategy": "scd2",
+    "source_filter": f"{DELETED_COLUMN} = FALSE",
+    "destination_scope": _HISTORY_SCOPE,
+}
+
+
+def user_conversations_history_resource(current: DltResource) -> DltResource:
+    @dlt.transformer(
+        name="user_conversations_history",
+        data_from=current,
+        write_disposition=cast(Any, _HISTORY),  # dlt's transformer stub omits strategy dicts
+        columns=USER_CONVERSATIONS_COLUMNS,
+    )
+    def user_conversations_history(table: pa.Table) -> Iterator[pa.Table]:
+        """Every version of each user conversation: `_dlt_valid_from` / `_dlt_valid_to` (null =
+        current). Fed by the same changed partitions and tombstones as `user_conversations`."""
+        yield with_row_hash(table)
+
+    return user_conversations_history
+
+
+def _current_load_id() -> str | None:
+    try:
+        return str(dlt.current.load_package_state()["load_id"])
+    except Exception:  # iterated outside a pipeline run: no load package, no load id
+        return None
 
 
 def _bounded_parallel(

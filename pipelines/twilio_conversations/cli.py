@@ -126,6 +126,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-workers", type=int, help="users fetched in parallel")
     parser.add_argument("--start-date", help="keep rows with date_updated >= this (ISO 8601)")
     parser.add_argument("--end-date", help="keep rows with date_updated < this (ISO 8601)")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        default=None,
+        help="also keep every version of each user conversation (user_conversations_history)",
+    )
 
 
 def _progress(choice: str | None) -> Any:
@@ -153,6 +159,7 @@ def _run_command(args: argparse.Namespace) -> int:
             "max_workers",
             "start_date",
             "end_date",
+            "history",
         )
         if (value := getattr(args, name)) is not None
     }

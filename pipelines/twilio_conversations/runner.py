@@ -21,6 +21,7 @@ PIPELINE_NAME = "twilio_conversations"
 # reference ambiguous (a Binder Error in dlt's own queries and in analysts' SQL).
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
+HISTORY_TABLE = "user_conversations_history"
 
 
 @dataclass
@@ -86,10 +87,11 @@ def run(
     )
     normalize_info = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
+    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
     return RunOutcome(
         load_info=load_info,
         report=report,
-        rows_written={table: row_counts.get(table, 0) for table in TABLES},
+        rows_written={table: row_counts.get(table, 0) for table in tables},
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,

@@ -34,6 +34,7 @@ def test_first_load_mirrors_api_and_second_run_writes_nothing(
     assert len(loaded_rows(first.pipeline, "users")) == n_users
     assert len(loaded_rows(first.pipeline, "services")) == len(emulator.services())
     loads_after_first = load_ids(first.pipeline, "user_conversations")
+    assert loads_after_first == {first.load_info.loads_ids[0]}
 
     second = run_pipeline(emulator)
     assert second.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
