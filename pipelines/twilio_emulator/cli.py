@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 import time
+from types import FrameType
 
 from .config import (
     DEMO_ACCOUNT_SID,
@@ -190,18 +193,28 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     print(
-        f"Data: seed {config.data.seed}, {len(store.services)} services "
+        f"Data: seed {config.data.seed}, {len(store.services)} service(s) "
         f"(default {store.default_service_sid}), {rows} user-conversation rows, "
         f"generated in {elapsed:.2f} s. Ctrl-C to stop.",
         flush=True,
     )
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # Stop as cleanly on SIGTERM (service managers, containers) as on Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         emulator.serve_forever()
     except KeyboardInterrupt:
         print("stopped", flush=True)
     finally:
         emulator.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
