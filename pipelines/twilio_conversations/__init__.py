@@ -117,7 +117,9 @@ def twilio_conversations(
             timeout=request_timeout,
         ),
         report.requests,
+        max_in_flight=settings.max_workers,
     )
+    report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     current = user_conversations_resource(catalog, settings)
     resources = [services_resource(catalog), users_resource(catalog), current]

@@ -206,6 +206,12 @@ def format_summary(outcome: RunOutcome) -> str:
         f"  conversations  {report.conversation_rows_fetched:,} rows read",
         f"  requests       {report.requests.requests:,} ({report.requests.retries:,} retries)",
     ]
+    limit = report.concurrency
+    if limit is not None and limit.lowest < limit.ceiling:
+        lines.append(
+            f"  throttled      429s cut parallel requests from {limit.ceiling} to {limit.lowest}"
+            f" (now {limit.limit})"
+        )
     for skipped in report.skipped[:10]:
         lines.append(f"  skipped        {skipped.service_sid}/{skipped.user}: {skipped.reason}")
     if len(report.skipped) > 10:

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -46,11 +46,13 @@ from .errors import (
     UnsafeUrlError,
 )
 from .settings import (
+    DEFAULT_MAX_WORKERS,
     DEFAULT_REQUEST_BACKOFF_FACTOR,
     DEFAULT_REQUEST_MAX_ATTEMPTS,
     DEFAULT_REQUEST_MAX_RETRY_DELAY,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from .throttle import AdaptiveLimit
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "twilio-conversations-dlt/0.1"
@@ -222,6 +224,7 @@ class TwilioClient:
         auth: (username, password) for HTTP Basic: Account SID + token or API key + secret.
         retry: Retry budget per request.
         stats: Counters shared with the run summary.
+        max_in_flight: Most requests in flight at once; halved on each 429 and regrown slowly.
     """
 
     def __init__(
@@ -230,10 +233,12 @@ class TwilioClient:
         auth: tuple[str, str],
         retry: RetryPolicy | None = None,
         stats: RequestStats | None = None,
+        max_in_flight: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         self.base_url = validate_base_url(base_url)
         self.retry = retry or RetryPolicy()
         self.stats = stats or RequestStats()
+        self.concurrency = AdaptiveLimit(max_in_flight)
         self._auth = HttpBasicAuth(*auth)
         self._local = threading.local()
 
@@ -301,7 +306,14 @@ class TwilioClient:
             before_sleep=self._before_retry,
             reraise=True,
         )
-        session.send = retrying.wraps(session.send)  # type: ignore[method-assign]
+        send: Callable[..., requests.Response] = session.send
+
+        def send_in_slot(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            # Each attempt holds a slot; waiting out a backoff does not.
+            with self.concurrency.slot():
+                return send(request, **kwargs)
+
+        session.send = retrying.wraps(send_in_slot)  # type: ignore[method-assign]
         return session
 
     def _before_retry(self, state: RetryCallState) -> None:
@@ -313,6 +325,10 @@ class TwilioClient:
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.stats.record_response(response.status_code)
         status = response.status_code
+        if status == 429:
+            self.concurrency.throttled()
+        elif status < 400:
+            self.concurrency.succeeded()
         if status in RETRY_STATUSES:
             raise _RetryableResponseError(f"HTTP {status}", response=response)
         if status >= 400:

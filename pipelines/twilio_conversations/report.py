@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .client import RequestStats
+from .throttle import AdaptiveLimit
 
 
 @dataclass
@@ -28,6 +29,7 @@ class RunReport:
     conversation_rows_emitted: int = 0
     skipped: list[SkippedUser] = field(default_factory=list)
     unresolved_users: list[str] = field(default_factory=list)
+    concurrency: AdaptiveLimit | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def skip(self, service_sid: str, user: str, reason: str) -> None:
