@@ -174,7 +174,8 @@ def _demo_command(args: argparse.Namespace) -> int:
 
     from .credentials import TwilioCredentials
 
-    config = EmulatorConfig(data=DataSpec(seed=args.seed))
+    # Several services, a mix of users with none, a few and more than 50 conversations (paging).
+    config = EmulatorConfig(data=DataSpec(seed=args.seed, services=3, users=60))
     with run_emulator(config) as emulator:
         print(f"emulator serving demo data at {emulator.base_url}")
         credentials = TwilioCredentials()

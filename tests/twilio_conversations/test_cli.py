@@ -124,3 +124,23 @@ def test_help_documents_every_flag(tmp_path: Path) -> None:
         "--end-date",
     ):
         assert flag in out.stdout
+
+
+def test_example_pipeline_script_runs(emulator: Any, tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "pipelines" / "twilio_conversations_pipeline.py"
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emulator.base_url,
+            "TWILIO_ACCOUNT_SID": emulator.account_sid,
+            "TWILIO_AUTH_TOKEN": emulator.auth_token,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = len(emulator.all_user_conversations())
+    assert table_count(tmp_path / "twilio_conversations.duckdb", "user_conversations") == rows
