@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -95,8 +96,6 @@ def iso(ts: int) -> str:
 
 def parse_iso(value: str) -> int:
     """Parse Twilio's ISO 8601 timestamp (``Z`` or an offset) into epoch seconds."""
-    from datetime import datetime
-
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {value!r}")
