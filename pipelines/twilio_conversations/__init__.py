@@ -72,6 +72,7 @@ def twilio_conversations(
     max_workers: int = DEFAULT_MAX_WORKERS,
     start_date: str | datetime | None = None,
     end_date: str | datetime | None = None,
+    lookback_days: float | None = None,
     request_max_attempts: int = DEFAULT_REQUEST_MAX_ATTEMPTS,
     request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
@@ -89,6 +90,8 @@ def twilio_conversations(
         max_workers: Users fetched in parallel (each user's pages stay in order).
         start_date: Only rows with `date_updated` at or after this moment are kept.
         end_date: Only rows with `date_updated` before this moment are kept (backfill windows).
+        lookback_days: A rolling start: only rows updated in the last N days are kept (rows
+            that age out are removed from the mirror).
         request_max_attempts: Attempts per request before the run fails.
         request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
         request_timeout: Seconds to wait for a connection or a response.
@@ -106,7 +109,7 @@ def twilio_conversations(
         user_refs=validate_user_refs(user_sids),
         page_size=validate_page_size(page_size),
         max_workers=validate_max_workers(max_workers),
-        window=UpdatedWindow.from_config(start_date, end_date),
+        window=UpdatedWindow.from_config(start_date, end_date, lookback_days),
     )
     client = TwilioClient(
         base_url,

@@ -127,6 +127,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-date", help="keep rows with date_updated >= this (ISO 8601)")
     parser.add_argument("--end-date", help="keep rows with date_updated < this (ISO 8601)")
     parser.add_argument(
+        "--lookback-days", type=float, help="keep rows updated in the last N days (rolling start)"
+    )
+    parser.add_argument(
         "--history",
         action="store_true",
         default=None,
@@ -159,6 +162,7 @@ def _run_command(args: argparse.Namespace) -> int:
             "max_workers",
             "start_date",
             "end_date",
+            "lookback_days",
             "history",
         )
         if (value := getattr(args, name)) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import ConfigurationError
@@ -39,10 +39,20 @@ class UpdatedWindow:
 
     @classmethod
     def from_config(
-        cls, start_date: str | datetime | None, end_date: str | datetime | None
+        cls,
+        start_date: str | datetime | None,
+        end_date: str | datetime | None,
+        lookback_days: float | None = None,
+        now: datetime | None = None,
     ) -> UpdatedWindow:
+        """Build the window; `lookback_days` is a rolling start (the later of it and start_date)."""
         start = parse_timestamp(start_date, setting="start_date") if start_date else None
         end = parse_timestamp(end_date, setting="end_date") if end_date else None
+        if lookback_days is not None:
+            if lookback_days <= 0:
+                raise ConfigurationError(f"lookback_days {lookback_days!r} must be positive")
+            rolling = (now or datetime.now(UTC)) - timedelta(days=lookback_days)
+            start = max(start, rolling) if start else rolling
         if start and end and end <= start:
             raise ConfigurationError(
                 f"end_date {end_date!r} must be after start_date {start_date!r}"

@@ -82,6 +82,15 @@ class TestWindow:
         assert not window.contains(None)
         assert window.start == datetime(2024, 1, 1, tzinfo=UTC)
 
+    def test_lookback_is_a_rolling_start(self) -> None:
+        now = datetime(2024, 3, 1, tzinfo=UTC)
+        window = UpdatedWindow.from_config(None, None, lookback_days=10, now=now)
+        assert window.start == datetime(2024, 2, 20, tzinfo=UTC)
+        later = UpdatedWindow.from_config("2024-02-25", None, lookback_days=10, now=now)
+        assert later.start == datetime(2024, 2, 25, tzinfo=UTC)
+        with pytest.raises(ConfigurationError, match="lookback_days"):
+            UpdatedWindow.from_config(None, None, lookback_days=0)
+
     @pytest.mark.parametrize(("start", "end"), [("yesterday", None), ("2024-02-01", "2024-01-01")])
     def test_bad_windows_are_rejected(self, start: str, end: str | None) -> None:
         with pytest.raises(ConfigurationError):
