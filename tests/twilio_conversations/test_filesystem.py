@@ -56,14 +56,21 @@ CURRENT_BY_SID = """
 """
 
 
+def query_rows(sql: str) -> list[dict[str, Any]]:
+    """Rows of a DuckDB query as dicts (`.arrow()` is a Table on DuckDB 1.x, a reader on 2.x)."""
+    result = duckdb.sql(sql).arrow()
+    table = result.read_all() if hasattr(result, "read_all") else result
+    rows: list[dict[str, Any]] = table.to_pylist()
+    return rows
+
+
 def _root(bucket: Path, pipeline: dlt.Pipeline) -> str:
     return str(bucket / pipeline.dataset_name)
 
 
 def raw_rows(bucket: Path, pipeline: dlt.Pipeline, table: str) -> list[dict[str, Any]]:
     sql = ALL_ROWS.format(root=_root(bucket, pipeline), table=table)
-    rows: list[dict[str, Any]] = duckdb.sql(sql).to_arrow_table().to_pylist()
-    return rows
+    return query_rows(sql)
 
 
 def current_user_conversations(
@@ -72,7 +79,7 @@ def current_user_conversations(
     root = _root(bucket, pipeline)
     all_rows = ALL_ROWS.format(root=root, table="user_conversations")
     sql = CURRENT_USER_CONVERSATIONS.format(root=root, all_rows=all_rows)
-    rows = duckdb.sql(sql).to_arrow_table().to_pylist()
+    rows = query_rows(sql)
     current = {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in rows}
     assert len(current) == len(rows), "duplicate primary keys in the current state"
     return current
@@ -163,7 +170,8 @@ def test_dataset_api_reads_the_parquet_folder(
     destination = dlt.destinations.filesystem(bucket_url=bucket.as_uri())
     outcome = run_pipeline(emulator, destination=destination)
     dataset = outcome.pipeline.dataset()
-    # fetchall, not .arrow(): dlt 1.31 calls the connection's fetch_arrow_table, gone in DuckDB 2.0.
+    # fetchall, not .arrow(): dlt 1.31 calls the connection's fetch_arrow_table, which DuckDB 2.0
+    # no longer has.
     rows = dataset("select count(*) from user_conversations where not _deleted").fetchall()
     assert rows == [(len(emulator.all_user_conversations()),)]
 

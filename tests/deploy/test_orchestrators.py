@@ -1,0 +1,228 @@
+"""The Airflow DAG and the Dagster definitions import, build their tasks and run for real.
+
+Each orchestrator runs in a child interpreter: by default the one running the tests, or the one
+named by AIRFLOW_PYTHON / DAGSTER_PYTHON (a separate virtualenv with the orchestrator and this
+project installed), since Airflow reads its configuration and sets up logging when imported.
+The tests skip, saying so, when the orchestrator is not installed there. The emulator serves in
+this process; the runs load into a DuckDB file that the test then reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW_DAG = REPO / "deploy" / "airflow" / "twilio_conversations_dag.py"
+DAGSTER_DEFINITIONS = REPO / "deploy" / "dagster" / "definitions.py"
+RESULT_MARK = "RESULT:"
+
+
+def interpreter(variable: str, module: str, install_hint: str) -> str:
+    python = os.environ.get(variable) or sys.executable
+    probe = subprocess.run(
+        [
+            python,
+            "-c",
+            f"import importlib.util as u, sys; sys.exit(u.find_spec({module!r}) is None)",
+        ],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"{module} not installed for {python} ({install_hint}; or set {variable})")
+    return python
+
+
+@pytest.fixture
+def airflow_python() -> str:
+    return interpreter("AIRFLOW_PYTHON", "airflow", "pip install -e '.[airflow]'")
+
+
+@pytest.fixture
+def dagster_python() -> str:
+    return interpreter("DAGSTER_PYTHON", "dagster_dlt", "pip install -e '.[dagster]'")
+
+
+def run_script(python: str, script: str, env: dict[str, str], cwd: Path) -> Any:
+    """Run `script` in `python`; it prints one `RESULT:<json>` line, returned parsed."""
+    done = subprocess.run(
+        [python, "-c", textwrap.dedent(script)],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    results = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    assert done.returncode == 0 and results, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return json.loads(results[-1][len(RESULT_MARK) :])
+
+
+def emulator_env(emu: Any, database: Path) -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": emu.account_sid,
+        "TWILIO_AUTH_TOKEN": emu.auth_token,
+        "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
+        "TWILIO_CONVERSATIONS_DESTINATION": "duckdb",
+        "DESTINATION__DUCKDB__CREDENTIALS": str(database),
+    }
+
+
+def loaded_count(database: Path) -> int:
+    with duckdb.connect(str(database), read_only=True) as con:
+        row = con.execute("select count(*) from twilio.user_conversations").fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- Airflow -----------------------------------------------------------------------------------
+
+AIRFLOW_BUILD = """
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder={dags!r})
+    dag = bag.dags.get("twilio_conversations")
+    print("RESULT:" + json.dumps({{
+        "import_errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
+        "dag_ids": sorted(bag.dags),
+        "tasks": [t.task_id for t in dag.tasks] if dag else [],
+        "max_active_runs": dag.max_active_runs if dag else None,
+        "catchup": dag.catchup if dag else None,
+        "schedule": str(getattr(dag, "schedule", None) or getattr(dag, "schedule_interval", "")),
+    }}))
+"""
+
+AIRFLOW_TEST_RUN = """
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    dag = DagBag(dag_folder={dags!r}).dags["twilio_conversations"]
+    run = dag.test()
+    print("RESULT:" + json.dumps({{
+        "state": str(run.state),
+        "tasks": {{ti.task_id: str(ti.state) for ti in run.get_task_instances()}},
+    }}))
+"""
+
+
+@pytest.fixture
+def airflow_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    home = tmp_path / "airflow"
+    dags = home / "dags"
+    dags.mkdir(parents=True)
+    shutil.copy(AIRFLOW_DAG, dags)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+    }
+    return dags, env
+
+
+def test_airflow_dag_builds_one_task_for_the_source(
+    airflow_python: str, airflow_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    dags, env = airflow_home
+    result = run_script(airflow_python, AIRFLOW_BUILD.format(dags=str(dags)), env, tmp_path)
+    assert result["import_errors"] == {}
+    assert result["dag_ids"] == ["twilio_conversations"]
+    # decompose="none": the three resources share one walk of services and users.
+    assert result["tasks"] == ["twilio_conversations.twilio_conversations"]
+    assert result["max_active_runs"] == 1
+    assert result["catchup"] is False
+    assert "*/30 * * * *" in result["schedule"]
+
+
+@pytest.mark.slow
+def test_airflow_dag_run_loads_the_emulator(
+    airflow_python: str,
+    airflow_home: tuple[Path, dict[str, str]],
+    emulator: Any,
+    tmp_path: Path,
+) -> None:
+    dags, env = airflow_home
+    migrate = subprocess.run(
+        [airflow_python, "-m", "airflow", "db", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    database = tmp_path / "airflow.duckdb"
+    env = {**env, **emulator_env(emulator, database)}
+    result = run_script(airflow_python, AIRFLOW_TEST_RUN.format(dags=str(dags)), env, tmp_path)
+    assert result["state"].endswith("success"), result
+    assert list(result["tasks"].values()) == ["success"]
+    assert loaded_count(database) == len(emulator.all_user_conversations())
+
+
+# -- Dagster -----------------------------------------------------------------------------------
+
+DAGSTER_LOAD = """
+    import importlib.util, json
+    spec = importlib.util.spec_from_file_location("twilio_definitions", {path!r})
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    repo = module.defs.get_repository_def()
+    result = {{
+        "assets": sorted(k.to_user_string() for k in module.twilio_conversations_assets.keys),
+        "schedules": [(s.name, s.cron_schedule, s.job_name) for s in repo.schedule_defs],
+        "jobs": sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")),
+    }}
+    if {materialize!r}:
+        import dagster as dg
+        rows = []
+        for _ in range(2):
+            resources = {{"dlt": module.DagsterDltResource()}}
+            run = dg.materialize([module.twilio_conversations_assets], resources=resources)
+            events = run.get_asset_materialization_events()
+            materialized = [e.event_specific_data.materialization for e in events]
+            rows.append({{
+                m.asset_key.to_user_string(): getattr(m.metadata.get("rows_loaded"), "value", 0)
+                for m in materialized
+            }})
+            result["success"] = result.get("success", True) and run.success
+        result["rows_loaded"] = rows
+    print("RESULT:" + json.dumps(result))
+"""
+
+DAGSTER_ASSETS = [
+    "dlt_twilio_conversations_services",
+    "dlt_twilio_conversations_user_conversations",
+    "dlt_twilio_conversations_users",
+]
+
+
+def test_dagster_definitions_load_without_credentials(dagster_python: str, tmp_path: Path) -> None:
+    """The code location loads where no Twilio credentials exist (only run workers have them)."""
+    script = DAGSTER_LOAD.format(path=str(DAGSTER_DEFINITIONS), materialize=False)
+    result = run_script(dagster_python, script, {}, tmp_path)
+    assert result["assets"] == DAGSTER_ASSETS
+    assert result["schedules"] == [
+        ["twilio_conversations_job_schedule", "*/30 * * * *", "twilio_conversations_job"]
+    ]
+    assert result["jobs"] == ["twilio_conversations_job"]
+
+
+def test_dagster_materialize_loads_the_emulator_then_nothing(
+    dagster_python: str, emulator: Any, tmp_path: Path
+) -> None:
+    database = tmp_path / "dagster.duckdb"
+    script = DAGSTER_LOAD.format(path=str(DAGSTER_DEFINITIONS), materialize=True)
+    result = run_script(dagster_python, script, emulator_env(emulator, database), tmp_path)
+    assert result["success"]
+    truth = emulator.all_user_conversations()
+    first, second = result["rows_loaded"]
+    assert first["dlt_twilio_conversations_user_conversations"] == len(truth)
+    # dagster-dlt drops local state before each run; dlt restores it from the destination.
+    assert set(second.values()) == {0}
+    assert loaded_count(database) == len(truth)
