@@ -17,7 +17,7 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from .errors import ConfigurationError, TwilioConnectorError
-from .runner import DATASET_NAME, RunOutcome, make_pipeline, run
+from .runner import DATASET_NAME, DEMO_PIPELINE_NAME, RunOutcome, make_pipeline, run
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -185,7 +185,9 @@ def _demo_command(args: argparse.Namespace) -> int:
         credentials = TwilioCredentials()
         credentials.account_sid = emulator.account_sid
         credentials.auth_token = emulator.auth_token
-        pipeline = make_pipeline("duckdb", DATASET_NAME, _progress(args.progress))
+        pipeline = make_pipeline(
+            "duckdb", DATASET_NAME, _progress(args.progress), pipeline_name=DEMO_PIPELINE_NAME
+        )
         # A fresh start each time: the demo's data is the emulator's, not a real account's.
         outcome = run(
             pipeline,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from . import twilio_conversations
 from .report import RunReport
 
 PIPELINE_NAME = "twilio_conversations"
+# The demo keeps its own pipeline state, so running it never resets a real account's pipeline.
+DEMO_PIPELINE_NAME = "twilio_conversations_demo"
+DUCKDB_FILE = "twilio_conversations.duckdb"
 # Not "twilio_conversations": DuckDB names the catalog after the file (twilio_conversations.duckdb)
 # and since DuckDB 2.0 a schema of the same name makes every `twilio_conversations.<table>`
 # reference ambiguous (a Binder Error in dlt's own queries and in analysts' SQL).
@@ -41,17 +45,34 @@ def make_pipeline(
     dataset_name: str = DATASET_NAME,
     progress: TCollectorArg = "log",
     pipelines_dir: str | None = None,
+    pipeline_name: str = PIPELINE_NAME,
 ) -> dlt.Pipeline:
     """The pipeline with pinned names: renaming pipeline or dataset would reset its state."""
     options: dict[str, Any] = {"pipelines_dir": pipelines_dir} if pipelines_dir else {}
     pipeline: dlt.Pipeline = dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
-        destination=destination,
+        pipeline_name=pipeline_name,
+        destination=_duckdb_in_working_dir(destination),
         dataset_name=dataset_name,
         progress=progress,
         **options,
     )
     return pipeline
+
+
+def _duckdb_in_working_dir(destination: TDestinationReferenceArg) -> TDestinationReferenceArg:
+    """Plain "duckdb" means ./twilio_conversations.duckdb in the current directory.
+
+    dlt would otherwise put the file in the directory of the pipeline's *first* run (it keeps
+    that in the pipeline's local state), so a run from elsewhere would write to a file the user
+    is not looking at. Credentials configured the dlt way (DESTINATION__DUCKDB__CREDENTIALS,
+    config.toml) still win.
+    """
+    if destination != "duckdb":
+        return destination
+    for provider in (dlt.secrets, dlt.config):
+        if provider.get("destination.duckdb.credentials") is not None:
+            return destination
+    return dlt.destinations.duckdb(os.path.abspath(DUCKDB_FILE))
 
 
 def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
