@@ -18,6 +18,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from .errors import ConfigurationError, TwilioConnectorError
 from .runner import DATASET_NAME, DEMO_PIPELINE_NAME, RunOutcome, make_pipeline, run
+from .views import EXAMPLE_QUERIES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -228,21 +229,10 @@ def format_summary(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
-EXAMPLE_QUERIES = {
-    "Users with the most unread messages": """
-        select u.identity, sum(uc.unread_messages_count) as unread, count(*) as conversations
-        from user_conversations uc join users u on u.sid = uc.user_sid
-        group by u.identity order by unread desc nulls last limit 5""",
-    "Conversations by state and notification level": """
-        select conversation_state, notification_level, count(*) as memberships
-        from user_conversations group by all order by all""",
-}
-
-
 def _example_queries(pipeline: Any) -> str:
     out = []
     with pipeline.sql_client() as client:
-        for title, sql in EXAMPLE_QUERIES.items():
+        for title, sql in EXAMPLE_QUERIES.items():  # over the views the runner refreshed
             with client.execute_query(sql) as cursor:
                 columns = [c[0] for c in cursor.description]
                 rows = cursor.fetchall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -15,6 +16,9 @@ from dlt.pipeline.progress import TCollectorArg
 
 from . import twilio_conversations
 from .report import RunReport
+from .views import create_views
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "twilio_conversations"
 # The demo keeps its own pipeline state, so running it never resets a real account's pipeline.
@@ -38,6 +42,7 @@ class RunOutcome:
     elapsed_s: float = 0.0
     destination: str = ""
     dataset: str = DATASET_NAME
+    views: list[str] = field(default_factory=list)
 
 
 def make_pipeline(
@@ -106,6 +111,7 @@ def run(
     load_info = pipeline.run(
         source, loader_file_format=preferred_loader_file_format(pipeline), **options
     )
+    views = _refresh_views(pipeline)
     normalize_info = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
@@ -116,4 +122,14 @@ def run(
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
+        views=views,
     )
+
+
+def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:
+    """(Re)create the analyst views; the load has succeeded, so a failure here only warns."""
+    try:
+        return create_views(pipeline)
+    except Exception as exc:
+        logger.warning("views not refreshed: %s", str(exc).splitlines()[0])
+        return []
