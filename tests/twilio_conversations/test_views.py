@@ -168,6 +168,7 @@ def test_views_on_duckdb_match_truth_and_follow_changes(emulator: Any, run_pipel
     service_sid = emulator.default_service_sid
     emulator.store.create_user(service_sid, "no.conversations@example.com")  # zero row
     outcome = run_pipeline(emulator)
+    assert outcome.views == VIEW_NAMES  # the runner refreshes them after every load
     assert create_views(outcome.pipeline) == VIEW_NAMES
     assert_views_match_truth(outcome.pipeline, emulator)
     assert_example_queries_run(outcome.pipeline, emulator)
@@ -239,6 +240,7 @@ def test_views_on_postgres_match_truth(
         # An older view of the same name with other columns: CREATE OR REPLACE VIEW alone
         # cannot change columns on PostgreSQL, create_views must still replace it.
         qualified = client.make_qualified_table_name("service_summary")
+        client.execute_sql(f"DROP VIEW IF EXISTS {qualified}")  # the runner made the current one
         client.execute_sql(f"CREATE VIEW {qualified} AS SELECT 1 AS old_column")
     assert create_views(outcome.pipeline) == VIEW_NAMES
     assert create_views(outcome.pipeline) == VIEW_NAMES
