@@ -114,14 +114,19 @@ def bucket(tmp_path: Path) -> Path:
 
 
 def test_parquet_folder_first_run_mirrors_and_unchanged_second_run_writes_nothing(
-    emulator: Any, run_pipeline: Any, bucket: Path, capfd: pytest.CaptureFixture[str]
+    emulator: Any,
+    run_pipeline: Any,
+    bucket: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     destination = dlt.destinations.filesystem(bucket_url=bucket.as_uri())
     truth = emulator.all_user_conversations()
     first = run_pipeline(emulator, destination=destination)
-    # dlt keeps the merge hints in the schema but the plain filesystem appends instead (dlt's
-    # logger writes to stderr itself, so the warning is read there).
-    assert "Falling back to `append` on `user_conversations`" in capfd.readouterr().err
+    # dlt keeps the merge hints in the schema but the plain filesystem appends instead. (dlt's
+    # logger writes to stderr itself unless logging was set up before, so look in both.)
+    logged = caplog.text + capfd.readouterr().err
+    assert "Falling back to `append` on `user_conversations`" in logged
     pipeline = first.pipeline
     assert pipeline.default_schema.get_table("user_conversations")["write_disposition"] == "merge"
 
