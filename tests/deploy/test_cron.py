@@ -68,6 +68,8 @@ def test_crontab_parses_and_schedule_is_valid(job: tuple[dict[str, str], list[st
     assert variables["SHELL"] == "/bin/bash"
     assert {"TC_HOME", "TC_ENV_FILE", "TC_LOG"} <= variables.keys()
     assert "flock -n" in command and "twilio-conversations run --progress log" in command
+    job_lines = [line for line in CRONTAB.read_text().splitlines() if line.startswith("*/")]
+    assert job_lines[0] in (REPO / "docs" / "scheduling.md").read_text(), "docs show another line"
     env_keys = {
         m[1] for line in ENV_EXAMPLE.read_text().splitlines() if (m := VARIABLE.match(line))
     }
