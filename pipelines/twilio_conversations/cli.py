@@ -220,6 +220,11 @@ def format_summary(outcome: RunOutcome) -> str:
             f"  throttled      429s cut parallel requests from {limit.ceiling} to {limit.lowest}"
             f" (now {limit.limit})"
         )
+    if outcome.recovered_packages:
+        lines.append(
+            f"  recovered      {outcome.recovered_packages} load package(s) left by an earlier"
+            " run were loaded first"
+        )
     for skipped in report.skipped[:10]:
         lines.append(f"  skipped        {skipped.service_sid}/{skipped.user}: {skipped.reason}")
     if len(report.skipped) > 10:

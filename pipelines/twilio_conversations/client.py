@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -108,23 +109,28 @@ def validate_base_url(base_url: str) -> str:
     """Return the base URL without a trailing slash, or raise if it is unusable or unsafe.
 
     Plain `http://` is accepted only for loopback hosts (the emulator, tunnels in tests):
-    anywhere else it would send credentials in clear text.
+    anywhere else it would send credentials in clear text. Errors never repeat the whole value,
+    which may hold a secret pasted by mistake; they name its scheme and host at most.
     """
-    parts = urlsplit(base_url.strip())
+    example = "e.g. https://conversations.twilio.com"
+    try:
+        parts = urlsplit(base_url.strip())
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ConfigurationError(f"base_url is not a valid URL ({example})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"base_url {base_url!r} must be an absolute URL such as https://conversations.twilio.com"
+            f"base_url must be an absolute URL with scheme and host, {example}"
         )
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not contain credentials")
+    origin = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigurationError(
-            f"base_url {base_url!r} uses plain http; only https is allowed, except on loopback"
+            f"base_url {origin} uses plain http; only https is allowed, except on loopback"
         )
     if parts.query or parts.fragment or parts.path.strip("/"):
-        raise ConfigurationError(
-            f"base_url {base_url!r} must be scheme and host only, e.g. https://conversations.twilio.com"
-        )
+        raise ConfigurationError(f"base_url {origin} must be scheme and host only, {example}")
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -207,13 +213,30 @@ def _twilio_error_fields(response: requests.Response) -> tuple[int | None, str]:
     return None, f"{response.reason or 'error'} (non-JSON body, {content_type})"
 
 
-def _looks_like_json_object(response: requests.Response) -> bool:
-    # A cheap check that avoids parsing every page twice: Twilio lists are JSON objects.
+def _parse_once(response: requests.Response, list_key: str | None) -> None:
+    """Decode a 2xx body once, check it is what Twilio sends, and make `.json()` reuse it.
+
+    Runs inside the retry loop, so an HTML page from a proxy, an empty or truncated body, or a
+    JSON object without the list and its `meta` is retried, and in the end reported, but never
+    read as a (possibly empty) page. dlt's paginator and data selector each call
+    `response.json()`; serving the decoded body from here also halves the JSON decoding.
+    """
     content_type = response.headers.get("Content-Type")
     if content_type is not None and "json" not in content_type:
-        return False  # e.g. an HTML error page from a proxy in front of the API
-    body = response.content.strip()
-    return body.startswith(b"{") and body.endswith(b"}")
+        raise _RetryableResponseError(f"body is {content_type}, not JSON", response=response)
+    try:
+        body = response.json()
+    except ValueError:
+        raise _RetryableResponseError("body is not valid JSON", response=response) from None
+    if not isinstance(body, dict):
+        raise _RetryableResponseError("body is not a JSON object", response=response)
+    if list_key is not None:
+        meta = body.get("meta")
+        if not isinstance(body.get(list_key), list) or not isinstance(meta, dict):
+            raise _RetryableResponseError(
+                f"page has no {list_key!r} list and 'meta' object", response=response
+            )
+    response.json = lambda *args, **kwargs: body  # type: ignore[method-assign]
 
 
 class TwilioClient:
@@ -261,7 +284,7 @@ class TwilioClient:
             params=params,
             paginator=PinnedJSONLinkPaginator(self.base_url),
             data_selector=key,
-            hooks={"response": [self._on_response]},
+            hooks={"response": [partial(self._on_response, list_key=key)]},
         )
         with self._translated_errors(path):
             for page in pages:
@@ -322,7 +345,9 @@ class TwilioClient:
         reason = str(response.status_code) if response is not None else type(exc).__name__
         self.stats.record_retry(reason)
 
-    def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    def _on_response(
+        self, response: requests.Response, *args: Any, list_key: str | None = None, **kwargs: Any
+    ) -> None:
         self.stats.record_response(response.status_code)
         status = response.status_code
         if status == 429:
@@ -333,8 +358,7 @@ class TwilioClient:
             raise _RetryableResponseError(f"HTTP {status}", response=response)
         if status >= 400:
             raise _ErrorResponse(f"HTTP {status}", response=response)
-        if not _looks_like_json_object(response):
-            raise _RetryableResponseError("malformed body", response=response)
+        _parse_once(response, list_key)
 
     @contextmanager
     def _translated_errors(self, path: str) -> Iterator[None]:
@@ -358,7 +382,7 @@ class TwilioClient:
                     "or api_key_sid/api_key_secret"
                 )
             if response.status_code < 400:
-                message = f"malformed response body: {message}"
+                message = f"malformed response body: {exc}"
             return TwilioAPIError(response.status_code, code, message, url)
         return TwilioConnectionError(
             f"could not get {_strip_query(url)} after {self.retry.max_attempts} attempts: "

@@ -44,3 +44,7 @@ class TwilioAPIError(TwilioConnectorError):
 
 class TwilioConnectionError(TwilioConnectorError):
     """The API could not be reached, or kept failing, after every retry."""
+
+
+class RunInProgressError(TwilioConnectorError):
+    """Another run of the same pipeline holds its lock."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +17,9 @@ from dlt.common.pipeline import LoadInfo
 from dlt.pipeline.progress import TCollectorArg
 
 from . import twilio_conversations
+from .errors import RunInProgressError
 from .report import RunReport
-from .views import create_views
+from .views import create_views, drop_views
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class RunOutcome:
     destination: str = ""
     dataset: str = DATASET_NAME
     views: list[str] = field(default_factory=list)
+    recovered_packages: int = 0
 
 
 def make_pipeline(
@@ -101,17 +105,24 @@ def run(
 ) -> RunOutcome:
     """Run one extract-normalize-load cycle and collect what it did.
 
-    Pending load packages left by a crashed run are finished first by dlt itself, so a re-run
-    after a failure neither loses nor duplicates anything.
+    One run at a time per pipeline (a lock file beside its working dir): a second run started
+    while one is going fails at once with one line. Load packages left by a crashed run are
+    finished first, then the API is read as usual, so a re-run after a failure neither loses,
+    duplicates nor misses anything. (dlt's own `run` would load the leftovers and skip the
+    extract.)
     """
     report = RunReport()
     started = time.perf_counter()
     source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
-    options: dict[str, Any] = {"refresh": "drop_sources"} if full_refresh else {}
-    load_info = pipeline.run(
-        source, loader_file_format=preferred_loader_file_format(pipeline), **options
-    )
-    views = _refresh_views(pipeline)
+    file_format = preferred_loader_file_format(pipeline)
+    with _exclusive(pipeline):
+        recovered = _finish_pending_packages(pipeline)
+        options: dict[str, Any] = {}
+        if full_refresh:
+            drop_views(pipeline)  # PostgreSQL will not drop tables that views depend on
+            options["refresh"] = "drop_sources"
+        load_info = pipeline.run(source, loader_file_format=file_format, **options)
+        views = _refresh_views(pipeline)
     normalize_info = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
@@ -123,7 +134,38 @@ def run(
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         views=views,
+        recovered_packages=recovered,
     )
+
+
+@contextmanager
+def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock for the pipeline; released when the process dies."""
+    os.makedirs(pipeline.pipelines_dir, exist_ok=True)
+    path = os.path.join(pipeline.pipelines_dir, f".{pipeline.pipeline_name}.lock")
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgressError(
+                f"another run of pipeline {pipeline.pipeline_name!r} is in progress "
+                f"(lock {path}); try again when it has finished"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finish_pending_packages(pipeline: dlt.Pipeline) -> int:
+    """Normalize and load what a crashed run left behind; return how many packages that was."""
+    if not pipeline.has_pending_data:
+        return 0
+    pending = len(pipeline.list_extracted_load_packages()) + len(
+        pipeline.list_normalized_load_packages()
+    )
+    pipeline.run()  # with no data, dlt's run only finishes the pending packages
+    return pending
 
 
 def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:

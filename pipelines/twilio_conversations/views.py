@@ -167,6 +167,26 @@ LIMIT 5""",
 SUPPORTED_DESTINATIONS = frozenset({"duckdb", "motherduck", "postgres"})
 
 
+def _supports_views(pipeline: Any) -> bool:
+    destination_type = str(pipeline.destination.destination_type).rsplit(".", 1)[-1]
+    return destination_type in SUPPORTED_DESTINATIONS
+
+
+def drop_views(pipeline: Any) -> list[str]:
+    """Drop the views, e.g. before a full refresh drops their tables (PostgreSQL refuses to drop
+    a table that a view depends on). Returns the names of the views it dropped."""
+    if not _supports_views(pipeline):
+        return []
+    dropped: list[str] = []
+    with pipeline.sql_client() as client:
+        if not client.has_dataset():
+            return []
+        for view in VIEWS:
+            client.execute_sql(f"DROP VIEW IF EXISTS {client.make_qualified_table_name(view)}")
+            dropped.append(view)
+    return dropped
+
+
 def create_views(pipeline: Any) -> list[str]:
     """Create or replace the views in `pipeline`'s dataset; return the names created.
 
@@ -177,7 +197,7 @@ def create_views(pipeline: Any) -> list[str]:
     (`CREATE OR REPLACE VIEW` may only append columns there).
     """
     destination_type = str(pipeline.destination.destination_type).rsplit(".", 1)[-1]
-    if destination_type not in SUPPORTED_DESTINATIONS:
+    if not _supports_views(pipeline):
         logger.info("views not created: destination %s is not supported", destination_type)
         return []
     created: list[str] = []
