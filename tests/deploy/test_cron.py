@@ -131,7 +131,6 @@ def test_cron_line_loads_into_duckdb_and_logs_the_exit_code(
     emulator: Any, cron_home: CronHome
 ) -> None:
     cron_home.write_env(**emulator_env(emulator))
-    started = time.perf_counter()
     done = cron_home.run()
     log = cron_home.log_text()
     assert done.returncode == 0, log
@@ -149,7 +148,6 @@ def test_cron_line_loads_into_duckdb_and_logs_the_exit_code(
     assert again.returncode == 0
     assert cron_home.log_text().count("twilio-conversations exit 0") == 2
     assert "user_conversations 0" in cron_home.log_text().split("exit 0")[1]
-    assert time.perf_counter() - started < 120
 
 
 def test_bad_credentials_exit_1_with_one_error_line(emulator: Any, cron_home: CronHome) -> None:
