@@ -284,7 +284,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         yield user_tombstones_table([(service_sid, result.user_sid)], load_id)
                     if len(buffer) >= ARROW_BATCH_ROWS:
                         report.conversation_rows_emitted += len(buffer)
-                        yield user_conversations_table(buffer, load_id)
+                        yield user_conversations_table(buffer, load_id, _stored_column_types())
                         buffer = []
                 if catalog.scans_all_users:
                     skipped = {s.user for s in report.skipped if s.service_sid == service_sid}
@@ -296,7 +296,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         changes.forget(state, service_sid, gone)
         if buffer:
             report.conversation_rows_emitted += len(buffer)
-            yield user_conversations_table(buffer, load_id)
+            yield user_conversations_table(buffer, load_id, _stored_column_types())
         if catalog.scans_all_services:
             for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
                 gone = list(state[service_sid])
@@ -339,6 +339,19 @@ def user_conversations_history_resource(current: DltResource) -> DltResource:
         yield with_row_hash(table)
 
     return user_conversations_history
+
+
+def _stored_column_types() -> dict[str, str]:
+    """dlt data types of `user_conversations` columns known so far (for variant columns)."""
+    try:
+        table = dlt.current.source_schema().tables.get("user_conversations", {})
+    except Exception:  # iterated outside a pipeline run
+        return {}
+    return {
+        name: str(column["data_type"])
+        for name, column in table.get("columns", {}).items()
+        if column.get("data_type")
+    }
 
 
 def _current_load_id() -> str | None:

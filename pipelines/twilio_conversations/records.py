@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+from dlt.common.libs.pyarrow import get_column_type_from_py_arrow
 from dlt.common.schema.typing import TColumnSchema, TTableSchemaColumns
 
 from .settings import DELETED_COLUMN
@@ -116,26 +117,76 @@ def _dig(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def user_conversations_table(
-    rows: Sequence[Mapping[str, Any]], load_id: str | None = None
+    rows: Sequence[Mapping[str, Any]],
+    load_id: str | None = None,
+    stored_types: Mapping[str, str] | None = None,
 ) -> pa.Table:
     """Build one typed arrow table from API user-conversation records.
 
-    `load_id` fills `_dlt_load_id`, which dlt adds to dict rows but not to arrow tables: with it
-    analysts (and tests) can see which load last wrote each row.
+    Schema drift never fails a run, and is handled the way dlt handles it for dict rows: a value
+    that does not fit its column's type goes to a variant column `<name>__v_<type>` instead
+    (e.g. `unread_messages_count__v_text`), and fields Twilio adds become new columns.
+
+    Args:
+        rows: Records as the API sent them.
+        load_id: Fills `_dlt_load_id`, which dlt adds to dict rows but not to arrow tables: with
+            it analysts (and tests) can see which load last wrote each row.
+        stored_types: dlt data types of the columns the destination already has, so a new field
+            whose type changed between runs also lands in a variant column.
     """
     columns: list[pa.Array] = []
-    for _, arrow_type, path in _USER_CONVERSATION_FIELDS:
-        values = [_dig(row, path) for row in rows]
-        if arrow_type == UTC_TIMESTAMP:
-            columns.append(pa.array(values, pa.string()).cast(UTC_TIMESTAMP))
-        else:
-            columns.append(pa.array(values, arrow_type))
+    variants: list[tuple[str, pa.Array]] = []
+    for name, arrow_type, path in _USER_CONVERSATION_FIELDS:
+        typed, misfits = _typed_column([_dig(row, path) for row in rows], arrow_type)
+        columns.append(typed)
+        if misfits is not None:
+            variants.append((f"{name}__v_text", pa.array(misfits, pa.string())))
     columns.append(pa.array([parse_attributes(row.get("attributes")) for row in rows], pa.string()))
     columns.append(pa.array([False] * len(rows), pa.bool_()))
     table = pa.Table.from_arrays(columns, schema=USER_CONVERSATIONS_ARROW_SCHEMA)
+    for name, array in variants:
+        table = table.append_column(name, array)
     for name in _unknown_fields(rows):
-        table = table.append_column(name, _infer_column([row.get(name) for row in rows]))
+        array = _infer_column([row.get(name) for row in rows])
+        table = table.append_column(_variant_name(name, array.type, stored_types or {}), array)
     return _with_load_id(table, load_id)
+
+
+_CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError)
+
+
+def _convert(values: list[Any], arrow_type: pa.DataType) -> pa.Array:
+    if arrow_type == UTC_TIMESTAMP:
+        return pa.array(values, pa.string()).cast(UTC_TIMESTAMP)
+    return pa.array(values, arrow_type)
+
+
+def _typed_column(values: list[Any], arrow_type: pa.DataType) -> tuple[pa.Array, list[Any] | None]:
+    """The typed column, plus the values that did not fit it as text (None when all fit)."""
+    try:
+        return _convert(values, arrow_type), None
+    except _CONVERSION_ERRORS:
+        pass  # rare: sort the values one by one
+    typed: list[Any] = []
+    misfits: list[Any] = []
+    for value in values:
+        try:
+            _convert([value], arrow_type)
+        except _CONVERSION_ERRORS:
+            typed.append(None)
+            misfits.append(value if isinstance(value, str) else json.dumps(value, default=str))
+        else:
+            typed.append(value)
+            misfits.append(None)
+    return _convert(typed, arrow_type), misfits
+
+
+def _variant_name(name: str, arrow_type: pa.DataType, stored_types: Mapping[str, str]) -> str:
+    stored = stored_types.get(name)
+    if stored is None:
+        return name
+    data_type = get_column_type_from_py_arrow(arrow_type).get("data_type")
+    return name if data_type in (None, stored) else f"{name}__v_{data_type}"
 
 
 def _with_load_id(table: pa.Table, load_id: str | None) -> pa.Table:

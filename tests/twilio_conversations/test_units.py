@@ -123,6 +123,20 @@ class TestRecords:
         table = user_conversations_table([row("CH1", brand_new=5), row("CH2", brand_new=None)])
         assert table.column("brand_new").to_pylist() == [5, None]
 
+    def test_values_that_do_not_fit_go_to_a_variant_column(self) -> None:
+        table = user_conversations_table(
+            [row("CH1", unread_messages_count="12"), row("CH2", unread_messages_count=4)]
+        )
+        assert table.column("unread_messages_count").to_pylist() == [None, 4]
+        assert table.column("unread_messages_count__v_text").to_pylist() == ["12", None]
+
+    def test_new_field_changing_type_lands_in_a_variant(self) -> None:
+        table = user_conversations_table(
+            [row("CH1", priority="high")], stored_types={"priority": "bigint"}
+        )
+        assert "priority" not in table.column_names
+        assert table.column("priority__v_text").to_pylist() == ["high"]
+
     def test_tombstones(self) -> None:
         (tomb,) = user_tombstones_table([(IS, US)]).to_pylist()
         assert (tomb["chat_service_sid"], tomb["user_sid"], tomb["_deleted"]) == (IS, US, True)
