@@ -18,7 +18,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,10 +76,17 @@ def emulator_env(emu: Any, database: Path) -> dict[str, str]:
     }
 
 
-def loaded_count(database: Path) -> int:
-    with duckdb.connect(str(database), read_only=True) as con:
-        row = con.execute("select count(*) from twilio.user_conversations").fetchone()
-    return int(row[0]) if row else 0
+def loaded_count(python: str, database: Path) -> int:
+    """Rows in the DuckDB file, read by `python`: its DuckDB wrote the file, and DuckDB reads
+    files of its own storage version or older only."""
+    script = f"""
+        import duckdb, json
+        with duckdb.connect({str(database)!r}, read_only=True) as con:
+            (count,) = con.execute("select count(*) from twilio.user_conversations").fetchone()
+        print("RESULT:" + json.dumps(count))
+    """
+    count: int = run_script(python, script, {}, database.parent)
+    return count
 
 
 # -- Airflow -----------------------------------------------------------------------------------
@@ -162,7 +168,7 @@ def test_airflow_dag_run_loads_the_emulator(
     result = run_script(airflow_python, AIRFLOW_TEST_RUN.format(dags=str(dags)), env, tmp_path)
     assert result["state"].endswith("success"), result
     assert list(result["tasks"].values()) == ["success"]
-    assert loaded_count(database) == len(emulator.all_user_conversations())
+    assert loaded_count(airflow_python, database) == len(emulator.all_user_conversations())
 
 
 # -- Dagster -----------------------------------------------------------------------------------
@@ -225,4 +231,4 @@ def test_dagster_materialize_loads_the_emulator_then_nothing(
     assert first["dlt_twilio_conversations_user_conversations"] == len(truth)
     # dagster-dlt drops local state before each run; dlt restores it from the destination.
     assert set(second.values()) == {0}
-    assert loaded_count(database) == len(truth)
+    assert loaded_count(dagster_python, database) == len(truth)
