@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 FAST_RETRIES: dict[str, Any] = {
     "request_max_attempts": 6,
     "request_max_retry_delay": 0.2,
-    "request_timeout": 1.0,
+    "request_timeout": 2.0,
 }
 
 

@@ -79,21 +79,11 @@ URL_WITH_TOKEN = "https://AC" + "1" * 32 + ":tok-in-url-9z@conversations.twilio.
             [],
             {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "http://127.0.0.1:port"},
             "base_url",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="client.validate_base_url never checks the port: 'http://127.0.0.1:port' "
-                "is accepted and the run later fails with a bare ValueError (exit 1)",
-            ),
         ),
         pytest.param(
             [],
             {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "http://[::1"},
             "base_url",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="client.validate_base_url lets urlsplit's ValueError ('Invalid IPv6 URL') "
-                "escape: exit 1 and a message that does not name base_url",
-            ),
         ),
     ],
 )
@@ -108,11 +98,6 @@ def test_bad_input_gives_one_clear_line_and_exit_2_before_any_request(
     assert "tok-in-url-9z" not in out + "".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.validate_base_url echoes the whole base_url in its error: a secret pasted "
-    "into a scheme-less URL ('AC…:token@host') is printed",
-)
 def test_base_url_errors_never_echo_an_embedded_secret(main: Any) -> None:
     code, out, lines = main(
         SOURCES__TWILIO_CONVERSATIONS__BASE_URL="AC" + "1" * 32 + ":tok-in-url-9z@example.com"

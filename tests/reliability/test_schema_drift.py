@@ -80,34 +80,35 @@ def test_new_fields_become_new_columns_without_failing(
         ).fetchall() == [(3, "vip")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.user_conversations_table types a new field from its first values "
-    "(_infer_column); when they later change type the arrow column conflicts with the stored "
-    "column and the load fails terminally ('Could not convert string ... to INT64')",
-)
 def test_a_new_field_changing_type_evolves_the_schema(
-    small: Any, run_pipeline: Any, drift: Any
+    small: Any, run_pipeline: Any, drift: Any, tmp_path: Path
 ) -> None:
     drift(add_fields)
     run_pipeline(small, **FAST_RETRIES)
     drift(lambda row: row.update(priority="high"))
     outcome = run_pipeline(small, **FAST_RETRIES)
     assert_exact_mirror(outcome.pipeline, small)
+    found = columns(tmp_path)
+    assert found["priority"] == "BIGINT" and found["priority__v_text"] == "VARCHAR", found
+    with duckdb.connect(str(tmp_path / "test.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "select distinct priority, priority__v_text from twilio.user_conversations"
+        ).fetchall() == [(None, "high")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="records.user_conversations_table casts known fields to fixed arrow types; a known "
-    "field served with another type (unread_messages_count as text) fails every run at extract",
-)
 def test_a_known_field_changing_type_evolves_the_schema(
-    small: Any, run_pipeline: Any, drift: Any
+    small: Any, run_pipeline: Any, drift: Any, tmp_path: Path
 ) -> None:
     run_pipeline(small, **FAST_RETRIES)
     drift(lambda row: row.update(unread_messages_count="12"))
     outcome = run_pipeline(small, **FAST_RETRIES)
-    assert outcome.rows_written["user_conversations"] > 0
+    assert outcome.rows_written["user_conversations"] == len(small.all_user_conversations())
+    assert columns(tmp_path)["unread_messages_count__v_text"] == "VARCHAR"
+    with duckdb.connect(str(tmp_path / "test.duckdb"), read_only=True) as con:
+        assert con.execute(
+            "select distinct unread_messages_count, unread_messages_count__v_text "
+            "from twilio.user_conversations"
+        ).fetchall() == [(None, "12")]
 
 
 def run_with_contract(emu: Any, tmp_path: Path, how: str, mode: str) -> dlt.Pipeline:
