@@ -30,11 +30,14 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import requests
+from dlt.common.jsonpath import compile_path
 from dlt.sources.helpers.requests import Session
 from dlt.sources.helpers.rest_client.auth import HttpBasicAuth
 from dlt.sources.helpers.rest_client.client import RESTClient
 from dlt.sources.helpers.rest_client.paginators import JSONLinkPaginator
+from jsonpath_ng import JSONPath
 from tenacity import RetryCallState, Retrying, retry_any, retry_if_exception_type
 from tenacity.stop import stop_after_attempt
 
@@ -149,11 +152,24 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+# dlt compiles a JSON path string on every use (once per page for the data selector, once per
+# list for the paginator); compiled once here, that was about a third of the CPU of a run.
+_NEXT_PAGE_URL_PATH = compile_path("meta.next_page_url")
+_LIST_PATHS: dict[str, JSONPath] = {}
+
+
+def _list_path(key: str) -> JSONPath:
+    path = _LIST_PATHS.get(key)
+    if path is None:
+        path = _LIST_PATHS.setdefault(key, compile_path(key))
+    return path
+
+
 class PinnedJSONLinkPaginator(JSONLinkPaginator):
     """Follows `meta.next_page_url`, refusing any URL off the configured origin."""
 
     def __init__(self, base_url: str) -> None:
-        super().__init__(next_url_path="meta.next_page_url")
+        super().__init__(next_url_path=_NEXT_PAGE_URL_PATH)
         self._origin = _origin(base_url)
 
     def update_request(self, request: requests.Request) -> None:
@@ -225,7 +241,7 @@ def _parse_once(response: requests.Response, list_key: str | None) -> None:
     if content_type is not None and "json" not in content_type:
         raise _RetryableResponseError(f"body is {content_type}, not JSON", response=response)
     try:
-        body = response.json()
+        body = orjson.loads(response.content)  # several times faster than the json module
     except ValueError:
         raise _RetryableResponseError("body is not valid JSON", response=response) from None
     if not isinstance(body, dict):
@@ -283,7 +299,7 @@ class TwilioClient:
             path,
             params=params,
             paginator=PinnedJSONLinkPaginator(self.base_url),
-            data_selector=key,
+            data_selector=_list_path(key),
             hooks={"response": [partial(self._on_response, list_key=key)]},
         )
         with self._translated_errors(path):

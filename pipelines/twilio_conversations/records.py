@@ -107,13 +107,13 @@ def parse_attributes(raw: Any) -> str | None:
     return raw
 
 
-def _dig(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = record
-    for part in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
+def _column_values(rows: Sequence[Mapping[str, Any]], path: tuple[str, ...]) -> list[Any]:
+    """One field of every row; `path` is one key, or two for `timers` / `links`."""
+    if len(path) == 1:
+        (key,) = path
+        return [row.get(key) for row in rows]
+    outer, inner = path
+    return [v.get(inner) if isinstance(v := row.get(outer), dict) else None for row in rows]
 
 
 def user_conversations_table(
@@ -137,7 +137,7 @@ def user_conversations_table(
     columns: list[pa.Array] = []
     variants: list[tuple[str, pa.Array]] = []
     for name, arrow_type, path in _USER_CONVERSATION_FIELDS:
-        typed, misfits = _typed_column([_dig(row, path) for row in rows], arrow_type)
+        typed, misfits = _typed_column(_column_values(rows, path), arrow_type)
         columns.append(typed)
         if misfits is not None:
             variants.append((f"{name}__v_text", pa.array(misfits, pa.string())))
