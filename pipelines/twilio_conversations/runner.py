@@ -87,9 +87,10 @@ def _duckdb_in_working_dir(destination: TDestinationReferenceArg) -> TDestinatio
 def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
     """Parquet where the destination takes it, else its own default.
 
-    Measured here on 50,000 rows into DuckDB: parquet loads in 0.7 s where the default
-    insert_values took 15 s, and our arrow tables reach parquet without a per-row pass.
-    PostgreSQL takes no parquet; dlt then writes its preferred format (insert_values) itself.
+    Measured here on 50,000 rows: into DuckDB parquet loads in 0.7 s where the default
+    insert_values took 15 s (our arrow tables reach parquet without a per-row pass); into
+    PostgreSQL parquet (through the ADBC driver of the `postgres` extra) took 2.3-3.2 s, against
+    5-8 s for csv and 14-22 s for insert_values.
     """
     capabilities = pipeline.destination.capabilities()
     if "parquet" in capabilities.supported_loader_file_formats:
