@@ -9,7 +9,6 @@ TWILIO_AUTH_TOKEN, or TWILIO_API_KEY / TWILIO_API_SECRET). Run from the project 
 from __future__ import annotations
 
 import dlt
-
 from twilio_conversations import twilio_conversations
 from twilio_conversations.runner import preferred_loader_file_format
 

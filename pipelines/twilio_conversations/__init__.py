@@ -253,6 +253,20 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         state = resource_state.setdefault("fingerprints", {})
         report = catalog.report
         load_id = _current_load_id()
+        # Nothing loaded yet (first run, or after a full refresh): every row is new, so a plain
+        # append equals the merge and spares the destination a staging copy and a delete-insert
+        # (at 1,000,000 rows DuckDB's merge alone needed about 1.9 GB).
+        first_load = not state
+        hinted = False
+
+        def batch(rows: list[dict[str, Any]]) -> Any:
+            nonlocal hinted
+            table = user_conversations_table(rows, load_id, _stored_column_types())
+            if first_load and not hinted:
+                hinted = True
+                return dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="append"))
+            return table
+
         buffer: list[dict[str, Any]] = []
         newest: str | None = resource_state.get("date_updated_cursor")
         services = catalog.services()
@@ -284,7 +298,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         yield user_tombstones_table([(service_sid, result.user_sid)], load_id)
                     if len(buffer) >= ARROW_BATCH_ROWS:
                         report.conversation_rows_emitted += len(buffer)
-                        yield user_conversations_table(buffer, load_id, _stored_column_types())
+                        yield batch(buffer)
                         buffer = []
                 if catalog.scans_all_users:
                     skipped = {s.user for s in report.skipped if s.service_sid == service_sid}
@@ -296,7 +310,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         changes.forget(state, service_sid, gone)
         if buffer:
             report.conversation_rows_emitted += len(buffer)
-            yield user_conversations_table(buffer, load_id, _stored_column_types())
+            yield batch(buffer)
         if catalog.scans_all_services:
             for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
                 gone = list(state[service_sid])

@@ -24,6 +24,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The emulator parses its own flags, so the scheduled `run` never imports it.
+        return _emulator_main(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -85,15 +89,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.set_defaults(handler=_demo_command)
 
-    emulator_parser = commands.add_parser(
-        "emulator",
-        help="serve the local Twilio Conversations API emulator",
-        description="Serve a local emulator of the Twilio Conversations v1 API.",
-    )
-    from twilio_emulator import cli as emulator_cli  # the CLI joins source and emulator
-
-    emulator_cli.add_arguments(emulator_parser)
-    emulator_parser.set_defaults(handler=emulator_cli.run)
+    # Listed for --help; main() hands `emulator ...` to the emulator's own parser.
+    commands.add_parser("emulator", help="serve the local Twilio Conversations API emulator")
     return parser
 
 
@@ -172,6 +169,17 @@ def _run_command(args: argparse.Namespace) -> int:
     outcome = run(pipeline, full_refresh=args.full_refresh, source_kwargs=source_kwargs)
     print(format_summary(outcome))
     return EXIT_OK
+
+
+def _emulator_main(argv: list[str]) -> int:
+    from twilio_emulator import cli as emulator_cli  # the CLI joins source and emulator
+
+    parser = argparse.ArgumentParser(
+        prog="twilio-conversations emulator",
+        description="Serve a local emulator of the Twilio Conversations v1 API.",
+    )
+    emulator_cli.add_arguments(parser)
+    return emulator_cli.run(parser.parse_args(argv))
 
 
 def _demo_command(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import random
 import threading
 import time
@@ -329,6 +330,13 @@ class TwilioClient:
 
     def _new_session(self) -> requests.Session:
         session = Session(timeout=self.retry.timeout, raise_for_status=False)
+        # requests re-reads proxy and CA settings from the environment on every request (a scan
+        # of os.environ each time); read them once for our single host instead.
+        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            session.verify = ca_bundle
+        session.trust_env = False
         retrying = Retrying(
             wait=_JitteredBackoff(self.retry),
             retry=retry_any(

@@ -207,11 +207,6 @@ def test_load_step_runs_against_emulator_and_postgres(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    reason="until the runner drops its views before --full-refresh: PostgreSQL refuses to drop "
-    "tables that views depend on ('cannot drop table users because other objects depend on it')",
-    strict=False,
-)
 def test_manual_full_refresh_reloads_everything(
     workflow: dict[Any, Any],
     stand_in_secrets: tuple[Any, dict[str, str]],
