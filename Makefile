@@ -22,7 +22,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/twilio-conversations demo
 
-test: $(VENV)/.installed-dev
+# Lint and types first (seconds), then every test: unit, end-to-end on DuckDB and a throwaway
+# PostgreSQL, reliability, recipes, notebook and a benchmark smoke run.
+test: lint typecheck
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 lint: $(VENV)/.installed-dev
