@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("dlt").addFilter(_ExpectedArrowHintOverride())
+    logging.getLogger("dlt").addFilter(_ExpectedDltWarnings())
     try:
         code: int = args.handler(args)
         return code
@@ -50,15 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if usage else EXIT_FAILED
 
 
-class _ExpectedArrowHintOverride(logging.Filter):
-    """Hide dlt's per-run warning that our `json` hint overrides the arrow `string` type of
-    `attributes_json`: that override is the intent (arrow has no JSON type), not a problem."""
+class _ExpectedDltWarnings(logging.Filter):
+    """Hide two dlt warnings about intended behaviour, so scheduler logs show real problems:
+    our `json` hint overrides the arrow `string` type of `attributes_json` (arrow has no JSON
+    type), and the first load, a plain append, has no use for the hard-delete flag."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if "user_conversations" not in message:
+            return True
         return not (
             "when merging arrow schema with dlt schema" in message
-            and "user_conversations" in message
+            or ('"hard_delete" column hint' in message and 'disposition "append"' in message)
         )
 
 
@@ -256,7 +259,9 @@ def _example_queries(pipeline: Any) -> str:
 def _format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [list(map(str, columns))] + [["" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
