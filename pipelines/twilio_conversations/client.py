@@ -176,9 +176,10 @@ class PinnedJSONLinkPaginator(JSONLinkPaginator):
     def update_request(self, request: requests.Request) -> None:
         next_url = self._next_reference
         if next_url and urlsplit(next_url).scheme and _origin(next_url) != self._origin:
+            scheme, host, port = self._origin
             raise UnsafeUrlError(
                 f"refusing next_page_url on another host: {_strip_query(next_url)} "
-                f"(configured {self._origin[0]}://{self._origin[1]})"
+                f"(configured {scheme}://{host}:{port})"
             )
         super().update_request(request)
 
@@ -378,6 +379,11 @@ class TwilioClient:
             self.concurrency.throttled()
         elif status < 400:
             self.concurrency.succeeded()
+        if 300 <= status < 400:
+            # Twilio's API does not redirect; following one could carry credentials elsewhere.
+            location = response.headers.get("Location", "")
+            target = _strip_query(location) if urlsplit(location).scheme else location or "?"
+            raise UnsafeUrlError(f"refusing to follow a redirect (HTTP {status}) to {target}")
         if status in RETRY_STATUSES:
             raise _RetryableResponseError(f"HTTP {status}", response=response)
         if status >= 400:

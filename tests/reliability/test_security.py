@@ -23,7 +23,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from mirror import loaded_rows
 from twilio_conversations import cli
 from twilio_conversations.client import RetryPolicy, TwilioClient
-from twilio_conversations.errors import TwilioAPIError, UnsafeUrlError
+from twilio_conversations.errors import UnsafeUrlError
 from twilio_conversations.runner import make_pipeline, run
 from twilio_emulator import DataSpec, EmulatorConfig
 
@@ -132,7 +132,9 @@ def test_redirect_to_another_host_is_refused_not_followed(recorder: Recorder) ->
             (ACCOUNT_SID, TOKEN),
             RetryPolicy(max_attempts=2, backoff_factor=0.01, max_delay=0.05, timeout=5),
         )
-        with pytest.raises(TwilioAPIError, match=r"\(HTTP 302\)") as failure:
+        with pytest.raises(
+            UnsafeUrlError, match=r"refusing to follow a redirect \(HTTP 302\)"
+        ) as failure:
             list(client.iter_pages("/v1/Services", "services"))
     finally:
         api.shutdown()
