@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test lint typecheck bench emulator clean
+.PHONY: demo test test-orchestrators lint typecheck bench emulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -34,6 +34,18 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# Airflow and Dagster each in a virtualenv of their own (they pin much of the world); the
+# recipe tests in tests/deploy/test_orchestrators.py use them through AIRFLOW_PYTHON and
+# DAGSTER_PYTHON and skip, saying so, without them. CI runs `make test-orchestrators`.
+.venv-%/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$*]'
+	@touch $@
+
+test-orchestrators: $(VENV)/.installed-dev .venv-airflow/.installed .venv-dagster/.installed
+	AIRFLOW_PYTHON=$(CURDIR)/.venv-airflow/bin/python DAGSTER_PYTHON=$(CURDIR)/.venv-dagster/bin/python \
+		$(BIN)/python -m pytest -q tests/deploy/test_orchestrators.py
+
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.run
 
@@ -41,4 +53,4 @@ emulator: $(VENV)/.installed
 	$(BIN)/twilio-conversations emulator --port 8080
 
 clean:
-	rm -rf $(VENV) twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow .venv-dagster twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
