@@ -8,7 +8,7 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
@@ -214,9 +214,10 @@ def users_resource(catalog: Catalog) -> DltResource:
 class _UserFetch:
     service_sid: str
     user_sid: str
-    rows: list[dict[str, Any]] | None  # None: the user vanished (404) and is skipped
+    rows: list[Mapping[str, Any]] | None  # None: the user vanished (404) and is skipped
     fingerprint: str = ""
     fetched: int = 0
+    newest: str | None = None  # the latest date_updated among the rows
 
 
 def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltResource:
@@ -238,7 +239,8 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
             raise
         rows = settings.window.select(fetched)
         digest = changes.fingerprint(rows, sort_key="conversation_sid")
-        return _UserFetch(service_sid, user_sid, rows, digest, len(fetched))  # type: ignore[arg-type]
+        newest = max((r["date_updated"] for r in rows if r.get("date_updated")), default=None)
+        return _UserFetch(service_sid, user_sid, rows, digest, len(fetched), newest)
 
     @dlt.resource(
         name="user_conversations",
@@ -259,7 +261,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         first_load = not state
         hinted = False
 
-        def batch(rows: list[dict[str, Any]]) -> Any:
+        def batch(rows: list[Mapping[str, Any]]) -> Any:
             nonlocal hinted
             table = user_conversations_table(rows, load_id, _stored_column_types())
             if first_load and not hinted:
@@ -267,7 +269,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                 return dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="append"))
             return table
 
-        buffer: list[dict[str, Any]] = []
+        buffer: list[Mapping[str, Any]] = []
         newest: str | None = resource_state.get("date_updated_cursor")
         services = catalog.services()
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
@@ -281,10 +283,8 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         continue
                     report.users_scanned += 1
                     report.conversation_rows_fetched += result.fetched
-                    for row in result.rows:
-                        updated = row.get("date_updated")
-                        if updated and (newest is None or updated > newest):
-                            newest = updated
+                    if result.newest and (newest is None or result.newest > newest):
+                        newest = result.newest
                     if not changes.has_changed(
                         state, service_sid, result.user_sid, result.fingerprint
                     ):
@@ -301,9 +301,8 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         yield batch(buffer)
                         buffer = []
                 if catalog.scans_all_users:
-                    skipped = {s.user for s in report.skipped if s.service_sid == service_sid}
-                    listed = {u["sid"] for u in users} - skipped
-                    gone = changes.vanished(state, service_sid, listed | skipped)
+                    # Users skipped after a 404 were listed, so they are kept, not taken as gone.
+                    gone = changes.vanished(state, service_sid, {u["sid"] for u in users})
                     if gone:
                         report.users_removed += len(gone)
                         yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
