@@ -151,12 +151,9 @@ def services_resource(catalog: Catalog) -> DltResource:
         """Conversation Services (`IS…`), written when they change."""
         state = dlt.current.resource_state().setdefault("fingerprints", {})
         records = catalog.services()
-        changed = []
-        for record in records:
-            digest = changes.fingerprint([record])
-            if changes.has_changed(state, "services", record["sid"], digest):
-                changed.append(with_parsed_attributes(record))
-                changes.remember(state, "services", record["sid"], digest)
+        changed = [
+            with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)
+        ]
         if catalog.scans_all_services:
             gone = changes.vanished(state, "services", {r["sid"] for r in records})
             changed.extend({"sid": sid, DELETED_COLUMN: True} for sid in gone)
@@ -181,12 +178,10 @@ def users_resource(catalog: Catalog) -> DltResource:
         for service in services:
             service_sid = service["sid"]
             records = catalog.users(service_sid)
-            changed = []
-            for record in records:
-                digest = changes.fingerprint([record])
-                if changes.has_changed(state, service_sid, record["sid"], digest):
-                    changed.append(with_parsed_attributes(record))
-                    changes.remember(state, service_sid, record["sid"], digest)
+            changed = [
+                with_parsed_attributes(r)
+                for r in changes.changed_records(state, service_sid, records)
+            ]
             if catalog.scans_all_users:
                 gone = changes.vanished(state, service_sid, {r["sid"] for r in records})
                 changed.extend(
@@ -197,9 +192,7 @@ def users_resource(catalog: Catalog) -> DltResource:
             if changed:
                 yield changed
         if catalog.scans_all_services:
-            for service_sid in changes.vanished_scopes(
-                state, {s["sid"] for s in services} | {"services"}
-            ):
+            for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
                 gone = list(state[service_sid])
                 yield [
                     {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True}

@@ -57,6 +57,20 @@ def remember(state: FingerprintState, scope: str, key: str, new_fingerprint: str
     state.setdefault(scope, {})[key] = new_fingerprint
 
 
+def changed_records(
+    state: FingerprintState, scope: str, records: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """Records (each its own partition, keyed by `sid`) that are new or differ from what the
+    destination holds; their new fingerprints are remembered."""
+    changed = []
+    for record in records:
+        digest = fingerprint([record])
+        if has_changed(state, scope, record["sid"], digest):
+            changed.append(record)
+            remember(state, scope, record["sid"], digest)
+    return changed
+
+
 def vanished(state: FingerprintState, scope: str, seen: Collection[str]) -> list[str]:
     """Keys the destination holds in `scope` that a complete scan no longer saw."""
     return sorted(key for key in state.get(scope, {}) if key not in seen)

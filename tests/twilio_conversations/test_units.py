@@ -68,6 +68,15 @@ class TestChanges:
         assert changes.vanished_scopes(state, {IS}) == ["IS_gone"]
 
 
+    def test_changed_records_remembers_what_it_returns(self) -> None:
+        state: changes.FingerprintState = {}
+        a, b = {"sid": "US1", "identity": "a"}, {"sid": "US2", "identity": "b"}
+        assert changes.changed_records(state, IS, [a, b]) == [a, b]
+        assert changes.changed_records(state, IS, [a, b]) == []
+        renamed = {"sid": "US2", "identity": "bee"}
+        assert changes.changed_records(state, IS, [a, renamed]) == [renamed]
+
+
 class TestWindow:
     def test_open_window_keeps_everything(self) -> None:
         rows = [row("CH1", date_updated=None), row("CH2")]
