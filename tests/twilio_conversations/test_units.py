@@ -67,7 +67,6 @@ class TestChanges:
         changes.remember(state, "IS_gone", US, "f")
         assert changes.vanished_scopes(state, {IS}) == ["IS_gone"]
 
-
     def test_changed_records_remembers_what_it_returns(self) -> None:
         state: changes.FingerprintState = {}
         a, b = {"sid": "US1", "identity": "a"}, {"sid": "US2", "identity": "b"}
