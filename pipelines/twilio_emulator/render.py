@@ -73,6 +73,13 @@ def timers(conv: Conversation) -> dict[str, str]:
     return out
 
 
+def conversation_url(base: str, service_sid: str, conversation_sid: str, *, twin: bool) -> str:
+    """A conversation's URL: under its service, or under the default-service twin paths."""
+    if twin:
+        return f"{base}/v1/Conversations/{conversation_sid}"
+    return f"{base}/v1/Services/{service_sid}/Conversations/{conversation_sid}"
+
+
 def user_conversation(
     base: str,
     account_sid: str,
@@ -86,10 +93,9 @@ def user_conversation(
     """``conversations.v1.service.service_user.service_user_conversation``."""
     if twin:
         url = f"{base}/v1/Users/{user_sid}/Conversations/{conv.sid}"
-        conv_url = f"{base}/v1/Conversations/{conv.sid}"
     else:
         url = f"{base}/v1/Services/{service_sid}/Users/{user_sid}/Conversations/{conv.sid}"
-        conv_url = f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
+    conv_url = conversation_url(base, service_sid, conv.sid, twin=twin)
     return {
         "account_sid": account_sid,
         "chat_service_sid": service_sid,
@@ -119,11 +125,7 @@ def conversation(
     base: str, account_sid: str, service_sid: str, conv: Conversation, *, twin: bool = False
 ) -> dict[str, Any]:
     """``conversations.v1.service.service_conversation`` (the fields the emulator keeps)."""
-    url = (
-        f"{base}/v1/Conversations/{conv.sid}"
-        if twin
-        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
-    )
+    url = conversation_url(base, service_sid, conv.sid, twin=twin)
     return {
         "account_sid": account_sid,
         "chat_service_sid": service_sid,
@@ -158,11 +160,7 @@ def participant(
     twin: bool = False,
 ) -> dict[str, Any]:
     """``conversations.v1.service.service_conversation.service_conversation_participant``."""
-    conv_url = (
-        f"{base}/v1/Conversations/{conv.sid}"
-        if twin
-        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
-    )
+    conv_url = conversation_url(base, service_sid, conv.sid, twin=twin)
     return {
         "account_sid": account_sid,
         "chat_service_sid": service_sid,
@@ -194,11 +192,7 @@ def message(
     twin: bool = False,
 ) -> dict[str, Any]:
     """``conversations.v1.service.service_conversation.service_conversation_message``."""
-    conv_url = (
-        f"{base}/v1/Conversations/{conv.sid}"
-        if twin
-        else f"{base}/v1/Services/{service_sid}/Conversations/{conv.sid}"
-    )
+    conv_url = conversation_url(base, service_sid, conv.sid, twin=twin)
     url = f"{conv_url}/Messages/{message_sid}"
     return {
         "account_sid": account_sid,
