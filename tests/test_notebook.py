@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +73,12 @@ def test_notebook_runs_on_demo_data_and_draws(
     run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
     monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
 
-    started = time.perf_counter()
     nb = execute(notebook, cwd=notebook.parent)
-    elapsed = time.perf_counter() - started
 
     assert f"database: {database}" in stdout(nb)  # found one level up from notebooks/
     assert figures(nb) >= 5, f"only {figures(nb)} figures"
     assert HISTORY_MARKER in stdout(nb) and "run --history" in stdout(nb)
     assert not stderr(nb), stderr(nb)
-    assert elapsed < 90, f"notebook took {elapsed:.0f} s"
 
 
 def test_notebook_charts_history(

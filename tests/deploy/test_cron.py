@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +175,8 @@ def test_overlapping_run_is_skipped_with_75(emulator: Any, cron_home: CronHome) 
     cron_home.write_env(**emulator_env(emulator))
     with open(cron_home.home / ".cron.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a run still in progress holds it
-        started = time.perf_counter()
-        done = cron_home.run()
+        done = cron_home.run()  # would hang until its timeout if flock waited for the lock
         assert done.returncode == 75
-        assert time.perf_counter() - started < 10
     assert "rows written" not in cron_home.log_text()
     assert "twilio-conversations exit 75 at " in cron_home.log_text()
     # Once the lock is free, the next schedule runs normally.
