@@ -28,8 +28,9 @@ PIPELINE_NAME = "twilio_conversations"
 DEMO_PIPELINE_NAME = "twilio_conversations_demo"
 DUCKDB_FILE = "twilio_conversations.duckdb"
 # Not "twilio_conversations": DuckDB names the catalog after the file (twilio_conversations.duckdb)
-# and since DuckDB 2.0 a schema of the same name makes every `twilio_conversations.<table>`
-# reference ambiguous (a Binder Error in dlt's own queries and in analysts' SQL).
+# and a schema of the same name (DuckDB 1.5 and 2.0 alike) makes every
+# `twilio_conversations.<table>` reference ambiguous (a Binder Error in dlt's own queries and in
+# analysts' SQL).
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
 HISTORY_TABLE = "user_conversations_history"
