@@ -17,7 +17,7 @@ from twilio_conversations.window import UpdatedWindow
 COMPARED = [n for n in USER_CONVERSATIONS_ARROW_SCHEMA.names if n != "_deleted"]
 
 
-def _normalise(row: Mapping[str, Any]) -> tuple[Any, ...]:
+def normalise(row: Mapping[str, Any]) -> tuple[Any, ...]:
     values = []
     for name in COMPARED:
         value = row.get(name)
@@ -34,7 +34,7 @@ def expected_user_conversations(
     if window is not None:
         rows = window.select(rows)
     table = user_conversations_table(rows)
-    return {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in table.to_pylist()}
+    return {tuple(r[k] for k in USER_CONVERSATION_KEY): normalise(r) for r in table.to_pylist()}
 
 
 def loaded_rows(
@@ -50,7 +50,7 @@ def loaded_rows(
 
 def loaded_user_conversations(pipeline: dlt.Pipeline) -> dict[tuple[str, ...], tuple[Any, ...]]:
     rows = loaded_rows(pipeline, "user_conversations", COMPARED)
-    loaded = {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in rows}
+    loaded = {tuple(r[k] for k in USER_CONVERSATION_KEY): normalise(r) for r in rows}
     assert len(loaded) == len(rows), "duplicate primary keys in user_conversations"
     return loaded
 
@@ -62,7 +62,14 @@ def assert_user_conversations_mirror(
 ) -> int:
     """Assert the table equals the truth; return the row count."""
     expected = expected_user_conversations(truth_rows, window)
-    loaded = loaded_user_conversations(pipeline)
+    assert_rows_equal(expected, loaded_user_conversations(pipeline))
+    return len(expected)
+
+
+def assert_rows_equal(
+    expected: dict[tuple[str, ...], tuple[Any, ...]], loaded: dict[tuple[str, ...], tuple[Any, ...]]
+) -> None:
+    """Same keys and, row by row, the same normalised values; names the first difference."""
     missing = expected.keys() - loaded.keys()
     extra = loaded.keys() - expected.keys()
     assert not missing, f"{len(missing)} rows missing, e.g. {sorted(missing)[:3]}"
@@ -76,7 +83,6 @@ def assert_user_conversations_mirror(
             if e != got
         }
         raise AssertionError(f"{len(different)} rows differ, e.g. {key}: {diff}")
-    return len(expected)
 
 
 def load_ids(pipeline: dlt.Pipeline, table: str) -> set[str]:

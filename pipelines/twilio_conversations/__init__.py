@@ -290,7 +290,6 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                     elif known:  # the user left every conversation (or none is in the window)
                         yield user_tombstones_table([(service_sid, result.user_sid)], load_id)
                     if len(buffer) >= ARROW_BATCH_ROWS:
-                        report.conversation_rows_emitted += len(buffer)
                         yield batch(buffer)
                         buffer = []
                 if catalog.scans_all_users:
@@ -301,7 +300,6 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
                         changes.forget(state, service_sid, gone)
         if buffer:
-            report.conversation_rows_emitted += len(buffer)
             yield batch(buffer)
         if catalog.scans_all_services:
             for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):

@@ -175,9 +175,7 @@ def _typed_table_fast(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         if len(path) == 2:
             column = pc.struct_field(column, path[1])
         columns.append(column.cast(arrow_type) if arrow_type == UTC_TIMESTAMP else column)
-    columns.append(pa.array([parse_attributes(row.get("attributes")) for row in rows], pa.string()))
-    columns.append(pa.array([False] * len(rows), pa.bool_()))
-    return pa.Table.from_arrays(columns, schema=USER_CONVERSATIONS_ARROW_SCHEMA)
+    return _with_derived_columns(columns, rows)
 
 
 def _typed_table_tolerant(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -188,12 +186,19 @@ def _typed_table_tolerant(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         columns.append(typed)
         if misfits is not None:
             variants.append((f"{name}__v_text", pa.array(misfits, pa.string())))
-    columns.append(pa.array([parse_attributes(row.get("attributes")) for row in rows], pa.string()))
-    columns.append(pa.array([False] * len(rows), pa.bool_()))
-    table = pa.Table.from_arrays(columns, schema=USER_CONVERSATIONS_ARROW_SCHEMA)
+    table = _with_derived_columns(columns, rows)
     for name, array in variants:
         table = table.append_column(name, array)
     return table
+
+
+def _with_derived_columns(columns: list[pa.Array], rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """The API's columns plus `attributes_json` and the (false) delete flag, as one table."""
+    attributes = pa.array([parse_attributes(row.get("attributes")) for row in rows], pa.string())
+    deleted = pa.array([False] * len(rows), pa.bool_())
+    return pa.Table.from_arrays(
+        [*columns, attributes, deleted], schema=USER_CONVERSATIONS_ARROW_SCHEMA
+    )
 
 
 _CONVERSION_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError)

@@ -26,7 +26,6 @@ class RunReport:
     users_changed: int = 0
     users_removed: int = 0
     conversation_rows_fetched: int = 0
-    conversation_rows_emitted: int = 0
     skipped: list[SkippedUser] = field(default_factory=list)
     unresolved_users: list[str] = field(default_factory=list)
     concurrency: AdaptiveLimit | None = None

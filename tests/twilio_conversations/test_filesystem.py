@@ -16,7 +16,7 @@ from typing import Any
 import dlt
 import duckdb
 import pytest
-from mirror import COMPARED, _normalise, expected_user_conversations
+from mirror import assert_rows_equal, expected_user_conversations, normalise
 from twilio_conversations.records import USER_CONVERSATION_KEY
 
 # The load id is the first part of each file name with dlt's default layout
@@ -80,7 +80,7 @@ def current_user_conversations(
     all_rows = ALL_ROWS.format(root=root, table="user_conversations")
     sql = CURRENT_USER_CONVERSATIONS.format(root=root, all_rows=all_rows)
     rows = query_rows(sql)
-    current = {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in rows}
+    current = {tuple(r[k] for k in USER_CONVERSATION_KEY): normalise(r) for r in rows}
     assert len(current) == len(rows), "duplicate primary keys in the current state"
     return current
 
@@ -89,19 +89,6 @@ def current_sids(bucket: Path, pipeline: dlt.Pipeline, table: str) -> set[str]:
     root = _root(bucket, pipeline)
     sql = CURRENT_BY_SID.format(root=root, all_rows=ALL_ROWS.format(root=root, table=table))
     return {sid for (sid,) in duckdb.sql(sql).fetchall()}
-
-
-def assert_equal(loaded: dict[Any, Any], expected: dict[Any, Any]) -> None:
-    assert loaded.keys() == expected.keys()
-    different = [k for k in expected if loaded[k] != expected[k]]
-    if different:
-        key = different[0]
-        diff = {
-            n: (e, g)
-            for n, e, g in zip(COMPARED, expected[key], loaded[key], strict=True)
-            if e != g
-        }
-        raise AssertionError(f"{len(different)} rows differ, e.g. {key}: {diff}")
 
 
 def parquet_files(bucket: Path) -> set[Path]:
@@ -137,11 +124,13 @@ def test_parquet_folder_first_run_mirrors_and_unchanged_second_run_writes_nothin
     assert len(raw) == len(truth) == first.rows_written["user_conversations"]
     assert not any(r["_deleted"] for r in raw)
     # After one run the folder is the mirror, read straight with read_parquet.
-    assert_equal(
-        {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in raw},
+    assert_rows_equal(
         expected_user_conversations(truth),
+        {tuple(r[k] for k in USER_CONVERSATION_KEY): normalise(r) for r in raw},
     )
-    assert_equal(current_user_conversations(bucket, pipeline), expected_user_conversations(truth))
+    assert_rows_equal(
+        expected_user_conversations(truth), current_user_conversations(bucket, pipeline)
+    )
     n_users = sum(len(emulator.users(s["sid"])) for s in emulator.services())
     assert len(raw_rows(bucket, pipeline, "users")) == n_users
     assert len(raw_rows(bucket, pipeline, "services")) == len(emulator.services())
@@ -220,7 +209,9 @@ def test_parquet_folder_appends_changes_and_latest_partition_view_is_the_mirror(
         (service, emptied["sid"]),
     }
     # The latest load of each (service, user) partition, minus tombstones, is the mirror.
-    assert_equal(current_user_conversations(bucket, pipeline), expected_user_conversations(truth))
+    assert_rows_equal(
+        expected_user_conversations(truth), current_user_conversations(bucket, pipeline)
+    )
     assert current_sids(bucket, pipeline, "users") == {
         u["sid"] for s in emulator.services() for u in emulator.users(s["sid"])
     }
@@ -245,9 +236,9 @@ def test_full_refresh_on_parquet_folder_starts_over(
     refreshed = run_pipeline(emulator, destination=destination, full_refresh=True)
     raw = raw_rows(bucket, refreshed.pipeline, "user_conversations")
     assert len(raw) == len(truth)
-    assert_equal(
-        {tuple(r[k] for k in USER_CONVERSATION_KEY): _normalise(r) for r in raw},
+    assert_rows_equal(
         expected_user_conversations(truth),
+        {tuple(r[k] for k in USER_CONVERSATION_KEY): normalise(r) for r in raw},
     )
 
 
