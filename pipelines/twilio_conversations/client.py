@@ -1,7 +1,8 @@
 """The one place that speaks HTTP: auth, paging, retries, host pinning and Twilio's errors.
 
 Built on dlt's `RESTClient` and `JSONLinkPaginator` (Twilio pages carry an absolute
-`meta.next_page_url`) over dlt's `requests` session. What is added here, and why:
+`meta.next_page_url`) over a `requests` session trimmed to what one API origin needs
+(`transport.py`). What is added here, and why:
 
 * Retries use full-jitter exponential backoff and honour `Retry-After`: dlt's retrying client
   has no jitter, so parallel workers that hit a 429 together would retry together.
@@ -34,7 +35,6 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 from dlt.common.jsonpath import compile_path
-from dlt.sources.helpers.requests import Session
 from dlt.sources.helpers.rest_client.auth import HttpBasicAuth
 from dlt.sources.helpers.rest_client.client import RESTClient
 from dlt.sources.helpers.rest_client.paginators import JSONLinkPaginator
@@ -58,6 +58,7 @@ from .settings import (
     DEFAULT_REQUEST_TIMEOUT,
 )
 from .throttle import AdaptiveLimit
+from .transport import ApiSession
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "twilio-conversations-dlt/0.1"
@@ -330,14 +331,8 @@ class TwilioClient:
         return client
 
     def _new_session(self) -> requests.Session:
-        session = Session(timeout=self.retry.timeout, raise_for_status=False)
-        # requests re-reads proxy and CA settings from the environment on every request (a scan
-        # of os.environ each time); read them once for our single host instead.
-        session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
         ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if ca_bundle:
-            session.verify = ca_bundle
-        session.trust_env = False
+        session = ApiSession(self.base_url, self.retry.timeout, ca_bundle)
         retrying = Retrying(
             wait=_JitteredBackoff(self.retry),
             retry=retry_any(
