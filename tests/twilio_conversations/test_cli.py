@@ -144,3 +144,18 @@ def test_example_pipeline_script_runs(emulator: Any, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = len(emulator.all_user_conversations())
     assert table_count(tmp_path / "twilio_conversations.duckdb", "user_conversations") == rows
+
+
+def test_the_executable_freezes_the_heap_but_main_leaves_the_callers_collector_alone(
+    tmp_path: Path,
+) -> None:
+    import gc
+    from importlib.metadata import entry_points
+
+    from twilio_conversations import cli as cli_module
+
+    (script,) = entry_points(group="console_scripts", name="twilio-conversations")
+    assert script.value == "twilio_conversations.cli:console_main"
+    frozen = gc.get_freeze_count()
+    assert cli_module.main(["run", "--page-size", "0", "--progress", "none"]) == 2
+    assert gc.get_freeze_count() == frozen
