@@ -248,19 +248,10 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         state = resource_state.setdefault("fingerprints", {})
         report = catalog.report
         load_id = _current_load_id()
-        # Nothing loaded yet (first run, or after a full refresh): every row is new, so a plain
-        # append equals the merge and spares the destination a staging copy and a delete-insert
-        # (at 1,000,000 rows DuckDB's merge alone needed about 1.9 GB).
-        first_load = not state
-        hinted = False
+        first_load = _FirstLoad(state)
 
         def batch(rows: list[Mapping[str, Any]]) -> Any:
-            nonlocal hinted
-            table = user_conversations_table(rows, load_id, _stored_column_types())
-            if first_load and not hinted:
-                hinted = True
-                return dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="append"))
-            return table
+            return first_load.mark(user_conversations_table(rows, load_id, _stored_column_types()))
 
         buffer: list[Mapping[str, Any]] = []
         newest: str | None = resource_state.get("date_updated_cursor")
@@ -313,6 +304,27 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
             resource_state["date_updated_cursor"] = newest
 
     return user_conversations
+
+
+class _FirstLoad:
+    """The first load of `user_conversations` (no fingerprints yet: the first run, or after a
+    full refresh).
+
+    Every row is then new, so a plain append equals the merge and spares the destination the
+    staging copy and the delete-insert (at 1,000,000 rows DuckDB's merge alone needed about
+    1.9 GB). The hint goes with the first item and holds for the rest of the load. `services`
+    and `users` stay merges even then: they are small, and a destination that cannot merge by
+    partition (Delta) is refused by them at the first run's extract, before anything is written.
+    """
+
+    def __init__(self, fingerprints: Mapping[str, Any]) -> None:
+        self._pending = not fingerprints
+
+    def mark(self, items: Any) -> Any:
+        if not self._pending:
+            return items
+        self._pending = False
+        return dlt.mark.with_hints(items, dlt.mark.make_hints(write_disposition="append"))
 
 
 # History: dlt `scd2` keyed by row hash. Only partitions (users) sent in this load may be retired,
