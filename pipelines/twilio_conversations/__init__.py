@@ -8,8 +8,9 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -385,20 +386,29 @@ def _bounded_parallel(
 ) -> Iterator[_UserFetch]:
     """Run `fn(*task)` in the pool with at most `max_in_flight` pending; yield as they finish.
 
-    Bounding the queue keeps memory flat for services with tens of thousands of users.
+    Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
+    futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
+    and unlocks every pending future on each call, and that was 5-6 % of a run's CPU.
     """
+    finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
     pending: set[Future[_UserFetch]] = set()
     try:
         for task in tasks:
-            pending.add(pool.submit(fn, *task))
+            future = pool.submit(fn, *task)
+            pending.add(future)
+            future.add_done_callback(finished.put)
             if len(pending) >= max_in_flight:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+                yield _next_result(finished, pending)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
+            yield _next_result(finished, pending)
     finally:
         for future in pending:
             future.cancel()
+
+
+def _next_result(
+    finished: queue.SimpleQueue[Future[_UserFetch]], pending: set[Future[_UserFetch]]
+) -> _UserFetch:
+    future = finished.get()
+    pending.discard(future)
+    return future.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -219,3 +220,60 @@ class TestCredentials:
             setattr(creds, name, value)
         with pytest.raises(ConfigurationError, match=message):
             creds.basic_auth_pair()
+
+
+# -- the bounded worker pool --------------------------------------------------------------------
+
+
+def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from twilio_conversations import _bounded_parallel
+
+    lock = threading.Lock()
+    submitted = 0
+    consumed = 0
+    most_ahead = 0
+
+    def tasks() -> Any:
+        nonlocal submitted, most_ahead
+        for i in range(200):
+            with lock:
+                submitted += 1
+                most_ahead = max(most_ahead, submitted - consumed)
+            yield ("IS", f"US{i}")
+
+    with ThreadPoolExecutor(4) as pool:
+        results = []
+        for result in _bounded_parallel(pool, lambda s, u: (s, u), tasks(), max_in_flight=8):
+            with lock:
+                consumed += 1
+            results.append(result)
+    assert sorted(results) == sorted(("IS", f"US{i}") for i in range(200))
+    assert most_ahead <= 8  # never more than max_in_flight submitted and not yet handed out
+
+
+def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from twilio_conversations import _bounded_parallel
+
+    release = threading.Event()
+    started: list[str] = []
+
+    def fetch(service: str, user: str) -> str:
+        started.append(user)
+        if user == "US0":
+            raise RuntimeError("boom")
+        release.wait(5)
+        return user
+
+    tasks = ((("IS", f"US{i}")) for i in range(100))
+    with ThreadPoolExecutor(2) as pool:
+        with pytest.raises(RuntimeError, match="boom"):
+            for _ in _bounded_parallel(pool, fetch, tasks, max_in_flight=4):
+                pass
+        release.set()
+    assert len(started) <= 5  # the queued tasks were cancelled, not run
