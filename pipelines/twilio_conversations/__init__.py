@@ -190,6 +190,7 @@ def users_resource(catalog: Catalog) -> DltResource:
                     for sid in gone
                 )
                 changes.forget(state, service_sid, gone)
+            catalog.done_with_users(service_sid)
             if changed:
                 yield changed
         if catalog.scans_all_services:
@@ -291,6 +292,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         report.users_removed += len(gone)
                         yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
                         changes.forget(state, service_sid, gone)
+                catalog.done_with_users(service_sid)
         if buffer:
             yield batch(buffer)
         if catalog.scans_all_services:

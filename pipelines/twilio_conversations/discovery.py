@@ -31,6 +31,9 @@ from .settings import (
 
 Record = dict[str, Any]
 
+# The resources that read each service's user list: `users` and `user_conversations`.
+USERS_READERS = 2
+
 
 def validate_service_sids(values: Sequence[str] | None) -> list[str]:
     """Configured service SIDs, checked against Twilio's pattern before any request."""
@@ -118,6 +121,7 @@ class Catalog:
         self._lock = threading.RLock()
         self._services: list[Record] | None = None
         self._users: dict[str, list[Record]] = {}
+        self._users_read_by: dict[str, int] = {}
         self._resolved_refs: set[str] = set()
 
     @property
@@ -170,6 +174,19 @@ class Catalog:
                     ]
                 )
             return self._users[service_sid]
+
+    def done_with_users(self, service_sid: str) -> None:
+        """One reader is done with the service's users; the last one lets the listing go.
+
+        Otherwise the whole listing (about 1.7 KB of Python objects per user, 35 MB for 20,000
+        users) stays alive until the run ends, on top of DuckDB's memory during the load. With
+        one of the readers deselected the listing simply lives until the run ends.
+        """
+        with self._lock:
+            done = self._users_read_by.get(service_sid, 0) + 1
+            self._users_read_by[service_sid] = done
+            if done >= USERS_READERS:
+                self._users.pop(service_sid, None)
 
     def unresolved_user_refs(self) -> list[str]:
         """Configured users found in no scanned service (call after every service's users)."""

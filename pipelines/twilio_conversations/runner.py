@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
+from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
-from dlt.common.pipeline import LoadInfo
+from dlt.common.pipeline import LoadInfo, NormalizeInfo
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.extract import DltSource
+from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
 from . import twilio_conversations
 from .errors import RunInProgressError
+from .memory import released_between_steps
 from .report import RunReport
 from .views import create_views, drop_views
 
@@ -34,6 +39,16 @@ DUCKDB_FILE = "twilio_conversations.duckdb"
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
 HISTORY_TABLE = "user_conversations_history"
+# DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
+# (`user_conversations`) and merges one row per user. DuckDB's defaults (a buffer pool of 80 % of
+# RAM, a thread per core) let the INSERT of 1,000,000 rows grow the process by ~750 MB: nothing
+# forces its buffers out. In 64 MB it writes each finished row group to the file and moves on;
+# one thread keeps row groups in flight from multiplying with the cores, and measured no slower
+# than two. Not for later runs: a merge needs memory in proportion to the rows it replaces, and
+# at 64 MB DuckDB failed a 1,000,000-row delete-insert ("Out of Memory") and took 3 x longer
+# over a 200,000-row one. A configured `destination.duckdb.credentials.global_config` is used
+# instead.
+FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads": 1}
 
 
 @dataclass
@@ -123,9 +138,11 @@ def run(
         if full_refresh:
             drop_views(pipeline)  # PostgreSQL will not drop tables that views depend on
             options["refresh"] = "drop_sources"
-        load_info = pipeline.run(source, loader_file_format=file_format, **options)
+        with released_between_steps(pipeline):
+            load_info, normalize_info = _run_in_duckdb_budget(
+                pipeline, source, full_refresh, loader_file_format=file_format, **options
+            )
         views = _refresh_views(pipeline)
-    normalize_info = pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
     return RunOutcome(
@@ -157,6 +174,108 @@ def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_in_duckdb_budget(
+    pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool, **run_options: Any
+) -> tuple[LoadInfo, NormalizeInfo | None]:
+    """`pipeline.run(source)`, in `FIRST_LOAD_DUCKDB_CONFIG` for a first load into DuckDB.
+
+    Should DuckDB run out of memory all the same (the merge of a first load's users does from
+    about 100,000 users), the load package is finished with the configured settings. The budget
+    holds for this run only: the credentials go back as they were, so a later run of the same
+    pipeline object, which merges, gets DuckDB's defaults again.
+    """
+    # The cheap test first: a re-run with local state resolves no destination client here.
+    budgeted = None
+    if isinstance(pipeline.destination, dlt.destinations.duckdb) and _first_load(
+        pipeline, source, full_refresh
+    ):
+        budgeted = _budgeted_credentials(pipeline)
+    if budgeted is None:
+        load_info = pipeline.run(source, **run_options)
+        return load_info, _last_normalize_info(pipeline)
+    destination = pipeline.destination
+    saved = dict(destination.config_params), dict(destination.caps_params)
+    # Where dlt's own run(credentials=...) puts them.
+    destination.config_params["credentials"] = budgeted
+    # One load job at a time: each concurrent INSERT keeps its own row groups in flight.
+    # (`load.parallelism_strategy`, if configured, still wins.)
+    destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
+    try:
+        load_info = pipeline.run(source, **run_options)
+        return load_info, _last_normalize_info(pipeline)
+    except PipelineStepFailed as exc:
+        if exc.step != "load" or not _out_of_memory(exc):
+            raise
+        logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
+        normalize_info = _last_normalize_info(pipeline)
+    finally:
+        destination.config_params.clear()
+        destination.config_params.update(saved[0])
+        destination.caps_params.clear()
+        destination.caps_params.update(saved[1])
+    # the package is normalized and partly loaded: dlt's run finishes it (completed jobs stay)
+    return pipeline.run(), normalize_info
+
+
+def _last_normalize_info(pipeline: dlt.Pipeline) -> NormalizeInfo | None:
+    return pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether DuckDB's "Out of Memory Error" is behind `exc` (dlt keeps a failed job's
+    message, not the exception, so look at the messages too)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if "Out of Memory Error" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _budgeted_credentials(pipeline: dlt.Pipeline) -> Any:
+    """The pipeline's DuckDB credentials plus `FIRST_LOAD_DUCKDB_CONFIG`, or None where the
+    budget does not apply: another destination, or a `global_config` the user configured."""
+    if not isinstance(pipeline.destination, dlt.destinations.duckdb):
+        return None
+    try:
+        resolved = pipeline.destination_client().config.credentials
+    except ConfigurationException:
+        return None  # the run reports what is wrong with the configuration
+    if getattr(resolved, "global_config", None) is not None:
+        return None
+    budget = dict(FIRST_LOAD_DUCKDB_CONFIG)
+    given = pipeline.destination.config_params.get("credentials")
+    if given is None:
+        # A partial dict: dlt resolves the rest (database, pragmas...) as configured.
+        return {"global_config": budget}
+    if isinstance(given, str):  # a path or a connection string, parsed as dlt would
+        return DuckDbCredentials(given, global_config=budget)
+    if isinstance(given, Mapping):
+        return {**given, "global_config": budget}
+    return None  # a credentials object or an open connection: the caller's to configure
+
+
+def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:
+    """Whether nothing is loaded yet (or all is dropped first), so `user_conversations` appends;
+    not with history, whose `scd2` merge takes every row."""
+    if HISTORY_TABLE in source.resources.selected:
+        return False
+    if full_refresh:
+        return True
+    if not _has_fingerprints(pipeline, source.name) and (
+        pipeline.config.restore_from_destination and not pipeline.dev_mode
+    ):
+        # No local state (a fresh worker): `run` would restore it from the destination first,
+        # and with it the resources would merge, so look there as well.
+        pipeline.sync_destination()
+    return not _has_fingerprints(pipeline, source.name)
+
+
+def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
+    resources = pipeline.state.get("sources", {}).get(source_name, {}).get("resources", {})
+    return any(resources.get(table, {}).get("fingerprints") for table in TABLES)
 
 
 def _finish_pending_packages(pipeline: dlt.Pipeline) -> int:

@@ -1,0 +1,140 @@
+"""DuckDB's memory budget for first loads: which settings the load step's DuckDB really gets.
+
+A spy plugged into dlt's step hooks opens the destination as the load step is about to, and
+asks DuckDB for its settings; no timing or memory figure is asserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from dlt.pipeline import trace as dlt_trace
+from mirror import assert_user_conversations_mirror
+from twilio_conversations import runner
+
+BUDGET = dict(runner.FIRST_LOAD_DUCKDB_CONFIG)
+
+
+class DuckDbSettingsAtLoad:
+    """A dlt tracking module: records DuckDB's memory_limit and threads as each load starts."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
+        pass
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step == "load":
+            with pipeline.sql_client() as client:
+                rows = client.execute_sql(
+                    "select current_setting('memory_limit'), current_setting('threads')"
+                )
+            self.seen.append((str(rows[0][0]), int(rows[0][1])))
+
+    def on_end_trace_step(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def settings_at_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[DuckDbSettingsAtLoad]:
+    spy = DuckDbSettingsAtLoad()
+    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    yield spy
+
+
+def duckdb_settings(config: dict[str, Any]) -> tuple[str, int]:
+    """What DuckDB reports for `config` applied to a fresh in-memory database."""
+    import duckdb
+
+    with duckdb.connect(config={k: str(v) for k, v in config.items()}) as con:
+        memory_limit, threads = con.execute(
+            "select current_setting('memory_limit'), current_setting('threads')"
+        ).fetchall()[0]
+    return str(memory_limit), int(threads)
+
+
+DEFAULTS = duckdb_settings({})
+
+
+@pytest.mark.parametrize("configured", ["factory", "environment"])
+def test_first_load_runs_in_the_budget_and_a_merging_run_does_not(
+    emulator: Any,
+    run_pipeline: Any,
+    settings_at_load: DuckDbSettingsAtLoad,
+    isolated_dlt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: str,
+) -> None:
+    database = isolated_dlt / "test.duckdb"
+    if configured == "environment":  # as the CLI and the benchmarks configure it
+        monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(database))
+        destination: Any = "duckdb"
+    else:
+        destination = dlt.destinations.duckdb(str(database))
+    first = run_pipeline(emulator, destination=destination)
+    assert_user_conversations_mirror(first.pipeline, emulator.all_user_conversations())
+    assert settings_at_load.seen == [duckdb_settings(BUDGET)]
+
+    service = emulator.services()[0]["sid"]
+    user = emulator.users(service)[0]["sid"]
+    conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
+    emulator.store.update_conversation(service, conversation, friendly_name="budget test")
+    second = run_pipeline(emulator, destination=destination)
+    assert second.rows_written["user_conversations"] > 0
+    assert_user_conversations_mirror(second.pipeline, emulator.all_user_conversations())
+    # The merge gets DuckDB's defaults: the budget did not stick to the pipeline.
+    assert settings_at_load.seen[1:] == [DEFAULTS]
+
+
+def test_configured_global_config_replaces_the_budget(
+    emulator: Any,
+    run_pipeline: Any,
+    settings_at_load: DuckDbSettingsAtLoad,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "1GB"}')
+    first = run_pipeline(emulator)
+    assert_user_conversations_mirror(first.pipeline, emulator.all_user_conversations())
+    assert settings_at_load.seen == [(duckdb_settings({"memory_limit": "1GB"})[0], DEFAULTS[1])]
+
+
+def test_history_first_load_is_not_budgeted(
+    emulator: Any, run_pipeline: Any, settings_at_load: DuckDbSettingsAtLoad
+) -> None:
+    """History merges (`scd2`) every row even on a first load."""
+    run_pipeline(emulator, history=True)
+    assert settings_at_load.seen == [DEFAULTS]
+
+
+def test_full_refresh_is_budgeted(
+    emulator: Any, run_pipeline: Any, settings_at_load: DuckDbSettingsAtLoad
+) -> None:
+    run_pipeline(emulator)
+    refreshed = run_pipeline(emulator, full_refresh=True)
+    assert_user_conversations_mirror(refreshed.pipeline, emulator.all_user_conversations())
+    assert settings_at_load.seen == [duckdb_settings(BUDGET)] * 2
+
+
+def test_load_out_of_memory_in_the_budget_is_finished_with_defaults(
+    emulator: Any,
+    run_pipeline: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A budget too small for any insert stands in for a first load too big for 64 MB.
+    monkeypatch.setattr(runner, "FIRST_LOAD_DUCKDB_CONFIG", {"memory_limit": "1MB", "threads": 1})
+    truth = emulator.all_user_conversations()
+    first = run_pipeline(emulator)
+    assert "ran out of its memory budget" in caplog.text
+    assert first.rows_written["user_conversations"] == len(truth)
+    assert_user_conversations_mirror(first.pipeline, truth)
+    second = run_pipeline(emulator)
+    assert second.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
