@@ -182,7 +182,7 @@ def _run_in_duckdb_budget(
     """`pipeline.run(source)`, in `FIRST_LOAD_DUCKDB_CONFIG` for a first load into DuckDB.
 
     Should DuckDB run out of memory all the same (the merge of a first load's users does from
-    about 100,000 users), the load package is finished with the configured settings. The budget
+    about 80,000 users), the load package is finished with the configured settings. The budget
     holds for this run only: the credentials go back as they were, so a later run of the same
     pipeline object, which merges, gets DuckDB's defaults again.
     """
