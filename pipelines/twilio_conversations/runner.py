@@ -235,10 +235,9 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _budgeted_credentials(pipeline: dlt.Pipeline) -> Any:
-    """The pipeline's DuckDB credentials plus `FIRST_LOAD_DUCKDB_CONFIG`, or None where the
-    budget does not apply: another destination, or a `global_config` the user configured."""
-    if not isinstance(pipeline.destination, dlt.destinations.duckdb):
-        return None
+    """The DuckDB pipeline's credentials plus `FIRST_LOAD_DUCKDB_CONFIG`, or None where the
+    budget does not apply: a `global_config` the user configured, or credentials given as an
+    object or connection."""
     try:
         resolved = pipeline.destination_client().config.credentials
     except ConfigurationException:
