@@ -12,6 +12,11 @@ when the session is made. So GET requests are prepared directly (URL, params, he
 hooks) and sent by requests' own `send` with redirects off: connection pools, proxies, TLS
 verification, timeouts and the mapping of transport errors stay requests'. Requests with a body
 take requests' own path throughout.
+
+Below the session, `ApiAdapter` (requests' transport-adapter extension point) looks each
+connection pool up once instead of per request, skips the cookie jar and reads a body in one
+call instead of requests' 10 KB generator. Measured per page on the emulator: 0.61 -> 0.50 ms of
+client CPU for the session alone.
 """
 
 from __future__ import annotations
@@ -21,9 +26,15 @@ from typing import Any, cast
 from urllib.parse import urlencode
 
 import requests
+from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
+from requests.exceptions import SSLError as RequestsSSLError
 from requests.hooks import HOOKS
 from requests.structures import CaseInsensitiveDict
-from requests.utils import get_environ_proxies, requote_uri
+from requests.utils import get_encoding_from_headers, get_environ_proxies, requote_uri
+from urllib3.connectionpool import ConnectionPool
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
 
 class ApiSession(requests.Session):
@@ -42,6 +53,10 @@ class ApiSession(requests.Session):
         if ca_bundle:
             self.verify = ca_bundle
         self.trust_env = False  # requests would re-read proxies and CA settings per request
+        self.cookies = _NoCookies()
+        adapter = ApiAdapter()
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
 
     def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
         if request.data or request.json or request.files or request.cookies:
@@ -80,6 +95,90 @@ class ApiSession(requests.Session):
         kwargs.setdefault("allow_redirects", False)  # never followed: see the module docstring
         response: requests.Response = super().send(request, **kwargs)
         return response
+
+
+class ApiAdapter(HTTPAdapter):
+    """requests' `HTTPAdapter` with the per-request lookups done once and the body read at once.
+
+    Sending, proxies, TLS, timeouts and the mapping of urllib3's errors stay `HTTPAdapter.send`;
+    only three of its steps change. The pool for an origin (and proxy, CA bundle, client cert)
+    is looked up once and its TLS settings applied once. The response is built without the
+    cookie jar. Unless the caller streams, the body is read in one `read()`, with the same
+    error mapping as `Response.content`; the connection goes back to the pool once it is read.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pools: dict[tuple[Any, ...], ConnectionPool] = {}
+        self._verified: set[tuple[int, Any, Any]] = set()
+
+    def get_connection_with_tls_context(
+        self,
+        request: requests.PreparedRequest,
+        verify: Any,
+        proxies: Any = None,
+        cert: Any = None,
+    ) -> ConnectionPool:
+        origin = (request.url or "").split("/", 3)[:3]  # scheme, "", netloc
+        key = (*origin, verify, cert, tuple(sorted(proxies.items())) if proxies else None)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            self._pools[key] = pool
+        return pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        key = (id(conn), verify, cert)
+        if key not in self._verified:
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+            self._verified.add(key)
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode() if isinstance(req.url, bytes) else (req.url or "")
+        response.request = req
+        response.connection = self
+        return response
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, stream: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        response = super().send(request, stream=stream, **kwargs)
+        if not stream:
+            _read_body(response)
+        return response
+
+    def close(self) -> None:
+        self._pools.clear()
+        self._verified.clear()
+        super().close()
+
+
+def _read_body(response: requests.Response) -> None:
+    """The whole body in one read; errors mapped as `Response.content` maps them."""
+    try:
+        response._content = response.raw.read(decode_content=True)
+    except ProtocolError as exc:
+        raise ChunkedEncodingError(exc) from exc
+    except DecodeError as exc:
+        raise ContentDecodingError(exc) from exc
+    except ReadTimeoutError as exc:
+        raise requests.ConnectionError(exc) from exc
+    except SSLError as exc:
+        raise RequestsSSLError(exc) from exc
+    response._content_consumed = True  # type: ignore[attr-defined]
+
+
+class _NoCookies(RequestsCookieJar):
+    """Twilio's API sets no cookies; a jar that takes none saves parsing each response for them."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
 
 
 def _with_params(url: str, params: Any) -> str:

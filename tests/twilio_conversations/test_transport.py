@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from twilio_conversations.client import TwilioClient
-from twilio_conversations.transport import ApiSession
+from twilio_conversations.transport import ApiAdapter, ApiSession
 
 BASE = "https://conversations.twilio.com"
 
@@ -141,3 +143,106 @@ def test_no_proxy_bypasses_the_proxy(
     list(client.iter_pages("/v1/Services", "services"))
     assert client.stats.requests == 1
     assert proxy.seen == []  # type: ignore[attr-defined]
+
+
+# -- the adapter: one pool lookup, one body read, requests' errors -----------------------------
+
+
+class _Misbehaving(BaseHTTPRequestHandler):
+    """Bodies that go wrong the ways a network or a proxy makes them go wrong."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = b'{"services": [], "meta": {"next_page_url": null}}'
+        if self.path == "/gzip":
+            self._reply(gzip.compress(body), {"Content-Encoding": "gzip"})
+        elif self.path == "/bad-gzip":
+            self._reply(b"not gzip at all", {"Content-Encoding": "gzip"})
+        elif self.path == "/truncated":
+            self._reply(body[:10], {"Content-Length": str(len(body))}, close=True)
+        elif self.path == "/stalls":
+            self._reply(body[:10], {"Content-Length": str(len(body))}, stall=1.0)
+        else:
+            self._reply(body)
+
+    def _reply(
+        self,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+        stall: float = 0.0,
+    ) -> None:
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))} | (
+            headers or {}
+        )
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        if stall:
+            time.sleep(stall)
+        if close or stall:
+            self.close_connection = True
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def misbehaving() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_one_connection_carries_every_request_of_a_session(misbehaving: str) -> None:
+    session = ApiSession(misbehaving, timeout=5)
+    bodies = [session.get(f"{misbehaving}/ok").json() for _ in range(20)]
+    assert bodies == [{"services": [], "meta": {"next_page_url": None}}] * 20
+    adapter = session.get_adapter(misbehaving)
+    assert isinstance(adapter, ApiAdapter)
+    (pool,) = adapter._pools.values()
+    assert (pool.num_connections, pool.num_requests) == (1, 20)
+
+
+def test_a_gzip_body_is_decoded(misbehaving: str) -> None:
+    response = ApiSession(misbehaving, timeout=5).get(f"{misbehaving}/gzip")
+    assert response.json() == {"services": [], "meta": {"next_page_url": None}}
+
+
+def test_a_streamed_response_is_left_unread(misbehaving: str) -> None:
+    response = ApiSession(misbehaving, timeout=5).get(f"{misbehaving}/ok", stream=True)
+    assert response._content_consumed is False
+    assert response.raw.read() == b'{"services": [], "meta": {"next_page_url": null}}'
+
+
+@pytest.mark.parametrize("path", ["/bad-gzip", "/truncated", "/stalls"])
+def test_a_broken_body_raises_what_requests_raises(misbehaving: str, path: str) -> None:
+    def error_of(session: requests.Session) -> type[BaseException]:
+        with pytest.raises(requests.RequestException) as caught:
+            session.get(f"{misbehaving}{path}", timeout=0.3)
+        return caught.type
+
+    expected = error_of(requests.Session())
+    assert expected is not requests.RequestException  # a specific error, per case
+    assert error_of(ApiSession(misbehaving, timeout=5)) is expected
+
+
+def test_pools_are_kept_per_origin_and_dropped_on_close(misbehaving: str, emulator: Any) -> None:
+    session = ApiSession(misbehaving, timeout=5)
+    session.get(f"{misbehaving}/ok")
+    session.get(
+        f"{emulator.base_url}/v1/Services", auth=(emulator.account_sid, emulator.auth_token)
+    )
+    adapter = session.get_adapter(misbehaving)
+    assert isinstance(adapter, ApiAdapter) and len(adapter._pools) == 2
+    session.close()
+    assert adapter._pools == {}
+    assert session.get(f"{misbehaving}/ok").status_code == 200  # a closed session reconnects
