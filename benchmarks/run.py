@@ -1,6 +1,6 @@
 """Run the benchmarks side by side and print one markdown table.
 
-    python -m benchmarks.run                 # W1 (x3), re-run, 5 % changed, latency sweep
+    python -m benchmarks.run                 # W1 (x5), re-run, 5 % changed, latency sweep
     python -m benchmarks.run --quick         # tiny smoke run (< 60 s), checks every contender
     python -m benchmarks.run --only W1,LAT --repeats 5
     python -m benchmarks.run --scale         # adds SCALE: 20,000 users x 50 (1,000,000 rows)
@@ -13,6 +13,7 @@ goes to stdout and to benchmarks/results/latest.md (raw figures: latest.json).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -240,13 +241,16 @@ def machine() -> dict[str, str]:
         "duckdb": duckdb.__version__,
         "pyarrow": pyarrow.__version__,
         "load": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "venv": f"{Path(sys.prefix).name} (pandas "
+        f"{'installed' if importlib.util.find_spec('pandas') else 'not installed'})",
     }
 
 
 def render(results: dict[str, Any], env: dict[str, str]) -> str:
     out = [
         f"Machine: {env['cpus']} CPUs ({env['cpu']}), {env['memory']} RAM; Python {env['python']}, "
-        f"dlt {env['dlt']}, duckdb {env['duckdb']}, pyarrow {env['pyarrow']}; {env['date']}; "
+        f"dlt {env['dlt']}, duckdb {env['duckdb']}, pyarrow {env['pyarrow']}; venv {env['venv']}; "
+        f"{env['date']}; "
         f"load average at the end {env['load']}; connector at commit {env['commit']}.",
         "",
     ]
@@ -397,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)},SCALE"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="W1 repeats (default 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="W1 repeats (default 5)")
     parser.add_argument("--scale", action="store_true", help="also run SCALE (1,000,000 rows)")
     parser.add_argument("--scale-baseline", action="store_true", help="SCALE with rest_api too")
     parser.add_argument("--workers", default="1,4,8,16,32", help="LAT worker counts")
@@ -418,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = selected - set(ALL) - {"SCALE"}
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     if args.quick:
         w1 = Workload("W1-quick", users=100, conversations_per_user=25)
         lat = Workload("LAT-quick", users=20, conversations_per_user=25, latency_ms=50)
