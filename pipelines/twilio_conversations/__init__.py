@@ -9,19 +9,25 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 from __future__ import annotations
 
 import queue
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import dlt
-import pyarrow as pa
 from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
 from dlt.sources import DltResource
 
 from . import changes
 from .client import RetryPolicy, TwilioClient
+from .columns import (
+    SERVICES_COLUMNS,
+    USER_CONVERSATION_KEY,
+    USER_CONVERSATIONS_COLUMNS,
+    USERS_COLUMNS,
+    with_parsed_attributes,
+)
 from .credentials import TwilioCredentials
 from .discovery import (
     Catalog,
@@ -31,16 +37,6 @@ from .discovery import (
     validate_user_refs,
 )
 from .errors import TwilioAPIError
-from .records import (
-    SERVICES_COLUMNS,
-    USER_CONVERSATION_KEY,
-    USER_CONVERSATIONS_COLUMNS,
-    USERS_COLUMNS,
-    user_conversations_table,
-    user_tombstones_table,
-    with_parsed_attributes,
-    with_row_hash,
-)
 from .report import RunReport
 from .settings import (
     ARROW_BATCH_ROWS,
@@ -55,6 +51,9 @@ from .settings import (
     USER_CONVERSATIONS_PATH,
 )
 from .window import UpdatedWindow
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
 
@@ -253,7 +252,14 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         first_load = _FirstLoad(state)
 
         def batch(rows: list[Mapping[str, Any]]) -> Any:
+            from .records import user_conversations_table  # pyarrow only when rows are written
+
             return first_load.mark(user_conversations_table(rows, load_id, _stored_column_types()))
+
+        def tombstones(partitions: Iterable[tuple[str, str]]) -> Any:
+            from .records import user_tombstones_table
+
+            return user_tombstones_table(partitions, load_id)
 
         buffer: list[Mapping[str, Any]] = []
         newest: str | None = resource_state.get("date_updated_cursor")
@@ -281,7 +287,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                     if result.rows:
                         buffer.extend(result.rows)
                     elif known:  # the user left every conversation (or none is in the window)
-                        yield user_tombstones_table([(service_sid, result.user_sid)], load_id)
+                        yield tombstones([(service_sid, result.user_sid)])
                     if len(buffer) >= ARROW_BATCH_ROWS:
                         yield batch(buffer)
                         buffer = []
@@ -290,7 +296,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                     gone = changes.vanished(state, service_sid, {u["sid"] for u in users})
                     if gone:
                         report.users_removed += len(gone)
-                        yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
+                        yield tombstones((service_sid, sid) for sid in gone)
                         changes.forget(state, service_sid, gone)
                 catalog.done_with_users(service_sid)
         if buffer:
@@ -299,7 +305,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
             for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
                 gone = list(state[service_sid])
                 report.users_removed += len(gone)
-                yield user_tombstones_table(((service_sid, sid) for sid in gone), load_id)
+                yield tombstones((service_sid, sid) for sid in gone)
                 changes.forget(state, service_sid, gone)
         report.unresolved_users = catalog.unresolved_user_refs()
         if newest:
@@ -355,6 +361,8 @@ def user_conversations_history_resource(current: DltResource) -> DltResource:
     def user_conversations_history(table: pa.Table) -> Iterator[pa.Table]:
         """Every version of each user conversation: `_dlt_valid_from` / `_dlt_valid_to` (null =
         current). Fed by the same changed partitions and tombstones as `user_conversations`."""
+        from .records import with_row_hash
+
         yield with_row_hash(table)
 
     return user_conversations_history

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pyarrow as pa
 from dlt.common.pipeline import SupportsPipeline
 from dlt.pipeline import trace
 
@@ -24,7 +23,9 @@ _RELEASE_BEFORE = ("normalize", "load")
 
 def release_free_memory() -> None:
     """Return free allocator memory to the OS; best effort, a no-op where unsupported."""
-    pa.default_memory_pool().release_unused()
+    pyarrow = sys.modules.get("pyarrow")  # not imported: a run that wrote nothing has no pool
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

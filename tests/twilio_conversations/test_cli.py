@@ -15,16 +15,24 @@ CLI = [sys.executable, "-m", "twilio_conversations.cli"]
 
 
 def cli(emu: Any, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
+    return subprocess.run(
+        [*CLI, *args],
+        cwd=cwd,
+        env=environment(emu, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def environment(emu: Any, **env: str) -> dict[str, str]:
+    return {
         **os.environ,
         "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
         "TWILIO_ACCOUNT_SID": emu.account_sid,
         "TWILIO_AUTH_TOKEN": emu.auth_token,
         **env,
     }
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=120
-    )
 
 
 def table_count(path: Path, table: str) -> int:
@@ -159,3 +167,41 @@ def test_the_executable_freezes_the_heap_but_main_leaves_the_callers_collector_a
     frozen = gc.get_freeze_count()
     assert cli_module.main(["run", "--page-size", "0", "--progress", "none"]) == 2
     assert gc.get_freeze_count() == frozen
+
+
+# A run as a production install makes it: pandas (a dev and notebooks extra) cannot be found,
+# since DuckDB imports it when dlt binds a setting, and pandas imports pyarrow.
+_RUN_REPORTING_PYARROW = """
+import sys
+
+class NoPandas:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoPandas())
+from twilio_conversations import cli
+code = cli.main(["run", "--progress", "none"])
+print("pyarrow loaded:", "pyarrow" in sys.modules)
+sys.exit(code)
+"""
+
+
+def test_a_run_with_nothing_to_write_never_loads_pyarrow(emulator: Any, tmp_path: Path) -> None:
+    def pyarrow_loaded() -> bool:
+        result = subprocess.run(
+            [sys.executable, "-c", _RUN_REPORTING_PYARROW],
+            cwd=tmp_path,
+            env=environment(emulator),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return "pyarrow loaded: True" in result.stdout
+
+    assert pyarrow_loaded()  # the first load writes arrow tables
+    assert not pyarrow_loaded()  # nothing changed: nothing to build
+    row = emulator.all_user_conversations()[0]
+    emulator.store.leave(row["chat_service_sid"], row["user_sid"], row["conversation_sid"])
+    assert pyarrow_loaded()  # one user changed: their rows are written again
