@@ -170,3 +170,28 @@ def test_base_url_accepted(url: str, expected: str) -> None:
 def test_base_url_rejected(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         validate_base_url(url)
+
+
+def test_the_request_log_line_is_built_only_when_dlt_logs_info(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    from dlt.common import logger as dlt_logger
+    from dlt.sources.helpers.rest_client import client as rest_client_module
+
+    built: list[str] = []
+    sanitize = rest_client_module.sanitize_url
+    monkeypatch.setattr(
+        rest_client_module, "sanitize_url", lambda url: built.append(url) or sanitize(url)
+    )
+    quiet, chatty = logging.getLogger("dlt-test-quiet"), logging.getLogger("dlt-test-info")
+    quiet.setLevel(logging.WARNING)
+    chatty.setLevel(logging.INFO)
+    with rm.Mocker() as m:
+        m.get(f"{BASE}/v1/Services", json={"services": [], "meta": {"next_page_url": None}})
+        for logger, expected in ((None, 0), (quiet, 0), (chatty, 1)):
+            monkeypatch.setattr(dlt_logger, "LOGGER", logger)
+            built.clear()
+            list(TwilioClient(BASE, AUTH).iter_pages("/v1/Services", "services"))
+            assert len(built) == expected, logger
