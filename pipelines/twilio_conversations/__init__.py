@@ -125,7 +125,10 @@ def twilio_conversations(
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     current = user_conversations_resource(catalog, settings)
-    resources = [services_resource(catalog), users_resource(catalog), current]
+    # dlt extracts resources in turn, in this order. `user_conversations` goes before `users`
+    # so that it reads the user listing page by page, fetching conversations meanwhile; `users`
+    # then finds the listing read (or reads the rest of it).
+    resources = [services_resource(catalog), current, users_resource(catalog)]
     if history:
         resources.append(user_conversations_history_resource(current))
     return resources
@@ -267,8 +270,8 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
             for service in services:
                 service_sid = service["sid"]
-                users = catalog.users(service_sid)
-                tasks = ((service_sid, user["sid"]) for user in users)
+                listed: set[str] = set()
+                tasks = _user_tasks(catalog, service_sid, listed)
                 for result in _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4):
                     if result.rows is None:
                         report.skip(service_sid, result.user_sid, "not found (404) when read")
@@ -293,7 +296,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                         buffer = []
                 if catalog.scans_all_users:
                     # Users skipped after a 404 were listed, so they are kept, not taken as gone.
-                    gone = changes.vanished(state, service_sid, {u["sid"] for u in users})
+                    gone = changes.vanished(state, service_sid, listed)
                     if gone:
                         report.users_removed += len(gone)
                         yield tombstones((service_sid, sid) for sid in gone)
@@ -386,6 +389,17 @@ def _current_load_id() -> str | None:
         return str(dlt.current.load_package_state()["load_id"])
     except Exception:  # iterated outside a pipeline run: no load package, no load id
         return None
+
+
+def _user_tasks(catalog: Catalog, service_sid: str, listed: set[str]) -> Iterator[tuple[str, str]]:
+    """(service, user) for each user of the listing, adding each SID to `listed`.
+
+    Pulled as workers free up, so the listing's next page is read while the first users'
+    conversations are being fetched.
+    """
+    for user in catalog.iter_users(service_sid):
+        listed.add(user["sid"])
+        yield service_sid, user["sid"]
 
 
 def _bounded_parallel(

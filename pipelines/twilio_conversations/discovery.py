@@ -1,13 +1,16 @@
 """Which services and users a run scans: everything the credentials see, or what is configured.
 
 Listings are memoised per run so the `users` and `user_conversations` resources share one walk
-of each service's users instead of paying for it twice.
+of each service's users instead of paying for it twice. The walk is shared page by page: a
+reader gets each user as soon as its page has arrived, so `user_conversations` starts fetching
+the first users' conversations while the rest of the listing is still being read (the listing is
+one page at a time, `users / page_size` round trips in a row).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -94,6 +97,49 @@ def user_path(service_sid: str, user: str) -> str:
     return USER_PATH.format(service_sid=service_sid, user=quote(user, safe=""))
 
 
+class _SharedListing:
+    """One service's user listing, read by several readers, each page requested once.
+
+    Whichever reader is ahead asks for the next page; the others read what has arrived. A failed
+    page fails every reader that reaches it, so none can mistake a partial listing for the whole
+    (which would count the users not yet listed as deleted).
+    """
+
+    def __init__(self, pages: Iterable[list[Record]], lock: threading.RLock) -> None:
+        self._pages: Iterator[list[Record]] | None = iter(pages)
+        self._lock = lock
+        self._records: list[Record] = []
+        self._error: BaseException | None = None
+
+    def read(self) -> Iterator[Record]:
+        index = 0
+        while True:
+            with self._lock:
+                if index == len(self._records):
+                    self._fetch_page()
+                    if index == len(self._records):
+                        return  # the listing is complete
+                arrived = self._records[index:]
+            index += len(arrived)
+            yield from arrived
+
+    def _fetch_page(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._pages is None:
+            return
+        try:
+            page = next(self._pages, None)
+        except BaseException as exc:
+            self._error = exc
+            self._pages = None
+            raise
+        if page is None:
+            self._pages = None
+        else:
+            self._records.extend(page)
+
+
 class Catalog:
     """The services and users of one run.
 
@@ -120,7 +166,7 @@ class Catalog:
         self.report = report
         self._lock = threading.RLock()
         self._services: list[Record] | None = None
-        self._users: dict[str, list[Record]] = {}
+        self._users: dict[str, _SharedListing] = {}
         self._users_read_by: dict[str, int] = {}
         self._resolved_refs: set[str] = set()
 
@@ -158,22 +204,25 @@ class Catalog:
             return self._services
 
     def users(self, service_sid: str) -> list[Record]:
+        """Every scanned user of the service."""
+        return list(self.iter_users(service_sid))
+
+    def iter_users(self, service_sid: str) -> Iterator[Record]:
+        """The scanned users of the service, each as soon as its page has arrived."""
         with self._lock:
-            if service_sid not in self._users:
-                self._users[service_sid] = (
-                    self._resolve_configured_users(service_sid)
+            listing = self._users.get(service_sid)
+            if listing is None:
+                pages: Iterable[list[Record]] = (
+                    self._configured_users(service_sid)
                     if self.user_refs
-                    else [
-                        record
-                        for page in self.client.iter_pages(
-                            USERS_PATH.format(service_sid=service_sid),
-                            USERS_KEY,
-                            {"PageSize": self.page_size},
-                        )
-                        for record in page
-                    ]
+                    else self.client.iter_pages(
+                        USERS_PATH.format(service_sid=service_sid),
+                        USERS_KEY,
+                        {"PageSize": self.page_size},
+                    )
                 )
-            return self._users[service_sid]
+                listing = self._users[service_sid] = _SharedListing(pages, self._lock)
+        return listing.read()
 
     def done_with_users(self, service_sid: str) -> None:
         """One reader is done with the service's users; the last one lets the listing go.
@@ -191,6 +240,9 @@ class Catalog:
     def unresolved_user_refs(self) -> list[str]:
         """Configured users found in no scanned service (call after every service's users)."""
         return [ref for ref in self.user_refs if ref not in self._resolved_refs]
+
+    def _configured_users(self, service_sid: str) -> Iterator[list[Record]]:
+        yield self._resolve_configured_users(service_sid)  # one "page", resolved when first read
 
     def _resolve_configured_users(self, service_sid: str) -> list[Record]:
         found: dict[str, Record] = {}

@@ -156,18 +156,49 @@ def test_user_vanishing_between_listing_and_reading_is_skipped(
     victim = max(
         emulator.users(service), key=lambda u: len(emulator.user_conversations(service, u["sid"]))
     )
-    original = discovery.Catalog.users
+    original = discovery.Catalog.iter_users
 
     def list_then_delete(self: Any, service_sid: str) -> Any:
-        listed = original(self, service_sid)
-        if service_sid == service and any(
-            u["sid"] == victim["sid"] for u in emulator.users(service)
-        ):
-            emulator.store.delete_user(service, victim["sid"])  # gone right after the listing
-        return listed
+        for user in original(self, service_sid):
+            if user["sid"] == victim["sid"] and any(
+                u["sid"] == victim["sid"] for u in emulator.users(service)
+            ):
+                emulator.store.delete_user(service, victim["sid"])  # gone once listed
+            yield user
 
-    monkeypatch.setattr(discovery.Catalog, "users", list_then_delete)
+    monkeypatch.setattr(discovery.Catalog, "iter_users", list_then_delete)
     outcome = run_pipeline(emulator)
     assert [(s.service_sid, s.user) for s in outcome.report.skipped] == [(service, victim["sid"])]
     assert "404" in outcome.report.skipped[0].reason
+    assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
+
+
+def test_conversations_are_fetched_while_the_user_listing_is_still_read(
+    emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import urlsplit
+
+    from twilio_conversations import transport
+
+    sent: list[str] = []
+    original = transport.ApiSession.send
+
+    def recording(self: Any, request: Any, **kwargs: Any) -> Any:
+        sent.append(urlsplit(request.url).path)
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(transport.ApiSession, "send", recording)
+    outcome = run_pipeline(emulator, page_size=5)  # 12 users: three listing pages per service
+    service = emulator.services()[0]["sid"]
+    listing = [i for i, path in enumerate(sent) if path == f"/v1/Services/{service}/Users"]
+    conversations = [
+        i
+        for i, path in enumerate(sent)
+        if path.startswith(f"/v1/Services/{service}/Users/") and path.endswith("/Conversations")
+    ]
+    assert len(listing) == 3
+    assert conversations[0] < listing[-1], "the first users' conversations wait for no listing"
+    assert outcome.report.users_scanned == sum(
+        len(emulator.users(s["sid"])) for s in emulator.services()
+    )
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())

@@ -277,3 +277,61 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
                 pass
         release.set()
     assert len(started) <= 5  # the queued tasks were cancelled, not run
+
+
+# -- the shared user listing -------------------------------------------------------------------
+
+
+class _Pages:
+    """A listing of `pages` pages of two users each, recording each page asked for."""
+
+    def __init__(self, pages: int, fail_at: int | None = None) -> None:
+        self.asked = 0
+        self.pages = pages
+        self.fail_at = fail_at
+
+    def __iter__(self) -> Any:
+        for number in range(self.pages):
+            self.asked += 1
+            if number == self.fail_at:
+                raise RuntimeError(f"page {number} failed")
+            yield [{"sid": f"US{number}a"}, {"sid": f"US{number}b"}]
+
+
+def _listing(pages: _Pages) -> Any:
+    import threading
+
+    from twilio_conversations.discovery import _SharedListing
+
+    return _SharedListing(pages, threading.RLock())
+
+
+def test_a_listing_reader_gets_users_as_their_page_arrives() -> None:
+    pages = _Pages(3)
+    reader = _listing(pages).read()
+    assert next(reader)["sid"] == "US0a"
+    assert pages.asked == 1  # the second page is not read before the first page's users are used
+    assert [u["sid"] for u in reader] == ["US0b", "US1a", "US1b", "US2a", "US2b"]
+
+
+def test_readers_share_one_walk_of_the_listing() -> None:
+    pages = _Pages(3)
+    listing = _listing(pages)
+    first, second = listing.read(), listing.read()
+    seen_first = [next(first)["sid"], next(first)["sid"], next(first)["sid"]]  # into page 2
+    seen_second = [u["sid"] for u in second]  # catches up, then reads page 3 itself
+    seen_first += [u["sid"] for u in first]
+    assert seen_first == seen_second == ["US0a", "US0b", "US1a", "US1b", "US2a", "US2b"]
+    assert pages.asked == 3
+
+
+def test_a_failed_page_fails_every_reader_and_never_ends_a_listing_early() -> None:
+    listing = _listing(_Pages(3, fail_at=1))
+    first, second = listing.read(), listing.read()
+    assert [next(first)["sid"], next(first)["sid"]] == ["US0a", "US0b"]
+    with pytest.raises(RuntimeError, match="page 1 failed"):
+        next(first)
+    # The other reader gets what arrived, then the same failure, not a short "complete" list.
+    assert [next(second)["sid"], next(second)["sid"]] == ["US0a", "US0b"]
+    with pytest.raises(RuntimeError, match="page 1 failed"):
+        next(second)
