@@ -180,29 +180,31 @@ def run(args: argparse.Namespace) -> int:
     rows = store.membership_count()
     elapsed = time.perf_counter() - started
     emulator = Emulator(config, store)
-    try:
-        emulator.start()
-    except OSError as err:
-        print(f"error: cannot listen on {config.host}:{config.port}: {err}", file=sys.stderr)
-        return 1
-    print(f"Twilio Conversations emulator listening on {emulator.base_url}", flush=True)
-    print(
-        f"Credentials in use: account SID {config.account_sid}"
-        + (f", API key SID {config.api_key_sid}" if config.api_key_sid else "")
-        + " (auth token / key secret as configured)",
-        flush=True,
-    )
-    print(
-        f"Data: seed {config.data.seed}, {len(store.services)} service(s) "
-        f"(default {store.default_service_sid}), {rows} user-conversation rows, "
-        f"generated in {elapsed:.2f} s. Ctrl-C to stop.",
-        flush=True,
-    )
     previous = None
     if threading.current_thread() is threading.main_thread():
         # Stop as cleanly on SIGTERM (service managers, containers) as on Ctrl-C.
         previous = signal.signal(signal.SIGTERM, _interrupt)
+    # From before the server answers until it is stopped, Ctrl-C and SIGTERM stop it cleanly:
+    # a client that has seen the first line may send them at once.
     try:
+        try:
+            emulator.start()
+        except OSError as err:
+            print(f"error: cannot listen on {config.host}:{config.port}: {err}", file=sys.stderr)
+            return 1
+        print(f"Twilio Conversations emulator listening on {emulator.base_url}", flush=True)
+        print(
+            f"Credentials in use: account SID {config.account_sid}"
+            + (f", API key SID {config.api_key_sid}" if config.api_key_sid else "")
+            + " (auth token / key secret as configured)",
+            flush=True,
+        )
+        print(
+            f"Data: seed {config.data.seed}, {len(store.services)} service(s) "
+            f"(default {store.default_service_sid}), {rows} user-conversation rows, "
+            f"generated in {elapsed:.2f} s. Ctrl-C to stop.",
+            flush=True,
+        )
         emulator.serve_forever()
     except KeyboardInterrupt:
         print("stopped", flush=True)
