@@ -9,6 +9,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import requests
@@ -99,10 +100,28 @@ def test_unknown_fault_kind_fails_cleanly(capsys: pytest.CaptureFixture[str]) ->
     assert "teapot" in capsys.readouterr().err
 
 
+# `python -m twilio_emulator` that dumps every thread's stack on SIGUSR1, so a test that finds
+# it still running can say where it was.
+_EMULATOR_WITH_STACK_DUMPS = (
+    "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1); "
+    "from twilio_emulator.cli import main; sys.exit(main())"
+)
+
+
 def test_serves_until_interrupted() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "twilio_emulator", "--port", "0", "--users", "3", "--services", "1"],
+        [
+            sys.executable,
+            "-c",
+            _EMULATOR_WITH_STACK_DUMPS,
+            "--port",
+            "0",
+            "--users",
+            "3",
+            "--services",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -123,7 +142,15 @@ def test_serves_until_interrupted() -> None:
         )
         assert response.status_code == 200 and len(response.json()["users"]) == 3
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            process.kill()
+            _, stderr = process.communicate()
+            pytest.fail(f"still running 30 s after SIGINT; its threads:\n{stderr}")
+        assert code == 0, process.stderr.read() if process.stderr else ""
     finally:
         if process.poll() is None:
             process.kill()
