@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import Any
 
 from .config import (
     DEMO_ACCOUNT_SID,
@@ -180,10 +181,14 @@ def run(args: argparse.Namespace) -> int:
     rows = store.membership_count()
     elapsed = time.perf_counter() - started
     emulator = Emulator(config, store)
-    previous = None
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        # Stop as cleanly on SIGTERM (service managers, containers) as on Ctrl-C.
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # Stop cleanly on SIGTERM (service managers, containers) and on SIGINT even when the
+        # parent left SIGINT ignored (a background job of a non-interactive shell, some test
+        # runners' workers): Python keeps an inherited "ignore", and the emulator would then
+        # never stop (seen in CI).
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _interrupt)
     # From before the server answers until it is stopped, Ctrl-C and SIGTERM stop it cleanly:
     # a client that has seen the first line may send them at once.
     try:
@@ -210,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
         print("stopped", flush=True)
     finally:
         emulator.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -155,3 +155,25 @@ def test_serves_until_interrupted() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sigint_stops_it_even_when_the_parent_ignored_sigint() -> None:
+    """Background jobs of non-interactive shells (and some test runners' workers) start with
+    SIGINT ignored, which Python keeps; Ctrl-C / `kill -INT` must stop the emulator anyway."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twilio_emulator", "--port", "0", "--users", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout is not None
+        assert "listening on" in process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
