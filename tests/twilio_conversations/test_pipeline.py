@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mirror import assert_user_conversations_mirror, load_ids, loaded_rows
+from mirror import (
+    assert_services_mirror,
+    assert_user_conversations_mirror,
+    assert_users_mirror,
+    load_ids,
+    truth_users,
+)
 from twilio_conversations.window import UpdatedWindow
 
 
@@ -19,28 +25,30 @@ def users_by_conversation_count(emu: Any) -> dict[int, list[tuple[str, str]]]:
 
 
 def test_first_load_mirrors_api_and_second_run_writes_nothing(
-    emulator: Any, run_pipeline: Any
+    emulator: Any, run_pipeline: Any, destination: dict[str, Any]
 ) -> None:
     truth = emulator.all_user_conversations()
     counts = users_by_conversation_count(emulator)
     assert max(counts) > 50, "the fixture must page through some users' lists"
     assert 0 in counts, "the fixture must have users without conversations"
+    users, services = truth_users(emulator), emulator.services()
 
-    first = run_pipeline(emulator)
+    first = run_pipeline(emulator, **destination)
     assert first.rows_written["user_conversations"] == len(truth)
     assert assert_user_conversations_mirror(first.pipeline, truth) == len(truth)
-    n_users = sum(len(emulator.users(s["sid"])) for s in emulator.services())
-    assert first.report.users_scanned == n_users
-    assert len(loaded_rows(first.pipeline, "users")) == n_users
-    assert len(loaded_rows(first.pipeline, "services")) == len(emulator.services())
+    assert assert_users_mirror(first.pipeline, users) == len(users)
+    assert assert_services_mirror(first.pipeline, services) == len(services)
+    assert first.report.users_scanned == len(users)
     loads_after_first = load_ids(first.pipeline, "user_conversations")
     assert loads_after_first == {first.load_info.loads_ids[0]}
 
-    second = run_pipeline(emulator)
+    second = run_pipeline(emulator, **destination)
     assert second.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
-    assert second.report.users_scanned == n_users
+    assert second.report.users_scanned == len(users)
     assert load_ids(second.pipeline, "user_conversations") == loads_after_first
     assert_user_conversations_mirror(second.pipeline, truth)
+    assert_users_mirror(second.pipeline, users)
+    assert_services_mirror(second.pipeline, services)
 
 
 def test_typed_schema(emulator: Any, run_pipeline: Any) -> None:
@@ -116,11 +124,8 @@ def test_configured_services_and_users(emulator: Any, run_pipeline: Any) -> None
         service, by_count[1]["sid"]
     )
     assert_user_conversations_mirror(outcome.pipeline, expected)
-    assert {r["sid"] for r in loaded_rows(outcome.pipeline, "users")} == {
-        chosen_sid,
-        by_count[1]["sid"],
-    }
-    assert [r["sid"] for r in loaded_rows(outcome.pipeline, "services")] == [service]
+    assert assert_users_mirror(outcome.pipeline, by_count[:2]) == 2
+    assert assert_services_mirror(outcome.pipeline, emulator.services()[1:2]) == 1
 
 
 def test_identity_with_reserved_characters(start_emulator: Any, run_pipeline: Any) -> None:
