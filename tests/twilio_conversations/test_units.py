@@ -255,28 +255,45 @@ def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
 
 
 def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> None:
+    """Two workers, four tasks in flight: US0 fails at once, every other task that starts
+    blocks until the failure has propagated. So at most US0, US1 and US2 (taken by US0's freed
+    worker) ever start before the failure; US3 is still queued then and must be cancelled, not
+    run once the workers are released."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from twilio_conversations import _bounded_parallel
 
     release = threading.Event()
+    lock = threading.Lock()
     started: list[str] = []
+    submitted: list[str] = []
 
     def fetch(service: str, user: str) -> str:
-        started.append(user)
+        with lock:
+            started.append(user)
         if user == "US0":
             raise RuntimeError("boom")
-        release.wait(5)
+        assert release.wait(timeout=60), "never released"  # a guard against hanging only
         return user
 
-    tasks = ((("IS", f"US{i}")) for i in range(100))
-    with ThreadPoolExecutor(2) as pool:
-        with pytest.raises(RuntimeError, match="boom"):
-            for _ in _bounded_parallel(pool, fetch, tasks, max_in_flight=4):
-                pass
+    def tasks() -> Any:
+        for i in range(100):
+            submitted.append(f"US{i}")
+            yield ("IS", f"US{i}")
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            with pytest.raises(RuntimeError, match="boom"):
+                for _ in _bounded_parallel(pool, fetch, tasks(), max_in_flight=4):
+                    pass  # pragma: no cover - only US0 can finish, and it fails
+            release.set()  # only now can any worker take another task
+    finally:
         release.set()
-    assert len(started) <= 5  # the queued tasks were cancelled, not run
+    # The pool has drained: whatever was not cancelled has run by now.
+    assert submitted == ["US0", "US1", "US2", "US3"]  # the bound: four in flight, no more
+    assert {"US0", "US1"} <= set(started) <= {"US0", "US1", "US2"}, started
+    assert "US3" not in started, "a task still queued when the failure arrived was run"
 
 
 # -- the shared user listing -------------------------------------------------------------------
