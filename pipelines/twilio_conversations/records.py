@@ -17,50 +17,63 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.data_types.typing import TDataType
 from dlt.common.libs.pyarrow import get_column_type_from_py_arrow
+from dlt.common.schema.typing import TColumnSchema
 
-from .columns import USER_CONVERSATION_KEY, parse_attributes
+from .columns import (
+    USER_CONVERSATION_FIELDS,
+    USER_CONVERSATION_KEY,
+    USER_CONVERSATIONS_COLUMNS,
+    parse_attributes,
+)
 from .settings import DELETED_COLUMN
+
+__all__ = [
+    "USER_CONVERSATION_KEY",  # re-exported: the key belongs with the tables' shape
+    "USER_CONVERSATIONS_ARROW_SCHEMA",
+    "UTC_TIMESTAMP",
+    "parse_attributes",
+    "user_conversations_table",
+    "user_tombstones_table",
+    "with_row_hash",
+]
 
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
 
-# (column, arrow type, source path in the API record). `timers` and `links` are flattened the
-# way dlt would flatten them (double underscore), so dict-shaped and arrow-shaped loads agree.
-_USER_CONVERSATION_FIELDS: tuple[tuple[str, pa.DataType, tuple[str, ...]], ...] = (
-    ("chat_service_sid", pa.string(), ("chat_service_sid",)),
-    ("user_sid", pa.string(), ("user_sid",)),
-    ("conversation_sid", pa.string(), ("conversation_sid",)),
-    ("account_sid", pa.string(), ("account_sid",)),
-    ("participant_sid", pa.string(), ("participant_sid",)),
-    ("friendly_name", pa.string(), ("friendly_name",)),
-    ("unique_name", pa.string(), ("unique_name",)),
-    ("conversation_state", pa.string(), ("conversation_state",)),
-    ("notification_level", pa.string(), ("notification_level",)),
-    ("unread_messages_count", pa.int64(), ("unread_messages_count",)),
-    ("last_read_message_index", pa.int64(), ("last_read_message_index",)),
-    ("attributes", pa.string(), ("attributes",)),
-    ("timers__date_inactive", UTC_TIMESTAMP, ("timers", "date_inactive")),
-    ("timers__date_closed", UTC_TIMESTAMP, ("timers", "date_closed")),
-    ("date_created", UTC_TIMESTAMP, ("date_created",)),
-    ("date_updated", UTC_TIMESTAMP, ("date_updated",)),
-    ("created_by", pa.string(), ("created_by",)),
-    ("url", pa.string(), ("url",)),
-    ("links__participant", pa.string(), ("links", "participant")),
-    ("links__conversation", pa.string(), ("links", "conversation")),
-)
-_KNOWN_SOURCE_FIELDS = frozenset(path[0] for _, _, path in _USER_CONVERSATION_FIELDS)
-_KEY_COLUMNS = frozenset(USER_CONVERSATION_KEY)
+# dlt data type of a hint -> arrow type of its column. JSON has no arrow type: `attributes_json`
+# is JSON text, and the `json` hint makes it a JSON column in the destination.
+_ARROW_TYPES: dict[TDataType, pa.DataType] = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "bool": pa.bool_(),
+    "timestamp": UTC_TIMESTAMP,  # the hints are all timezone-aware
+    "json": pa.string(),
+}
 
+
+def _arrow_type(name: str, hint: TColumnSchema) -> pa.DataType:
+    data_type = hint.get("data_type")
+    if data_type is None or data_type not in _ARROW_TYPES:
+        raise TypeError(f"user_conversations.{name}: no arrow type for dlt type {data_type!r}")
+    return _ARROW_TYPES[data_type]
+
+
+# Every hinted column, in the hints' order: the API's fields, then `attributes_json` and the
+# delete flag (see `_with_derived_columns`). Key columns are not nullable, as their hints say.
 USER_CONVERSATIONS_ARROW_SCHEMA = pa.schema(
     [
-        pa.field(name, typ, nullable=name not in _KEY_COLUMNS)
-        for name, typ, _ in _USER_CONVERSATION_FIELDS
-    ]
-    + [
-        pa.field("attributes_json", pa.string()),
-        pa.field(DELETED_COLUMN, pa.bool_()),
+        pa.field(name, _arrow_type(name, hint), nullable=hint.get("nullable", True))
+        for name, hint in USER_CONVERSATIONS_COLUMNS.items()
     ]
 )
+
+# (column, arrow type, source path in the API record), from the one field list in columns.py.
+_USER_CONVERSATION_FIELDS: tuple[tuple[str, pa.DataType, tuple[str, ...]], ...] = tuple(
+    (field.column, USER_CONVERSATIONS_ARROW_SCHEMA.field(field.column).type, field.path)
+    for field in USER_CONVERSATION_FIELDS
+)
+_KNOWN_SOURCE_FIELDS = frozenset(path[0] for _, _, path in _USER_CONVERSATION_FIELDS)
 
 
 def _column_values(rows: Sequence[Mapping[str, Any]], path: tuple[str, ...]) -> list[Any]:
@@ -109,11 +122,17 @@ _RAW_SCHEMA = pa.schema(
         if len(path) == 1
     ]
     + [
-        (outer, pa.struct([(path[1], pa.string()) for _, _, path in group]))
-        for outer, group in (
-            (o, [f for f in _USER_CONVERSATION_FIELDS if f[2][0] == o and len(f[2]) == 2])
-            for o in ("timers", "links")
+        (
+            outer,
+            pa.struct(
+                [
+                    (path[1], pa.string() if arrow_type == UTC_TIMESTAMP else arrow_type)
+                    for _, arrow_type, path in _USER_CONVERSATION_FIELDS
+                    if len(path) == 2 and path[0] == outer
+                ]
+            ),
         )
+        for outer in dict.fromkeys(p[0] for _, _, p in _USER_CONVERSATION_FIELDS if len(p) == 2)
     ]
 )
 
