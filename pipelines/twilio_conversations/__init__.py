@@ -28,6 +28,7 @@ from .columns import (
     USERS_COLUMNS,
     with_parsed_attributes,
 )
+from .config_check import check_settings
 from .credentials import TwilioCredentials
 from .discovery import (
     Catalog,
@@ -56,6 +57,27 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
+
+# Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them)
+# and the runner's own settings. A mistyped one is named by `check_settings`; one that would
+# widen a run to more data than the user asked for fails it before any request.
+SETTING_KEYS = (
+    "credentials",
+    "base_url",
+    "service_sids",
+    "user_sids",
+    "page_size",
+    "max_workers",
+    "start_date",
+    "end_date",
+    "lookback_days",
+    "request_max_attempts",
+    "request_max_retry_delay",
+    "request_timeout",
+    "history",
+    "lock_timeout",
+)
+WIDENING_KEYS = ("service_sids", "user_sids", "start_date", "end_date", "lookback_days")
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
 # the API no longer lists disappear, while users not sent in this load stay untouched.
@@ -103,6 +125,7 @@ def twilio_conversations(
         The resources `services`, `users` and `user_conversations`, plus
         `user_conversations_history` in history mode.
     """
+    check_settings(SETTING_KEYS, WIDENING_KEYS)
     report = run_report if run_report is not None else RunReport()
     settings = _Settings(
         service_sids=validate_service_sids(service_sids),
