@@ -142,6 +142,7 @@ def run_pipeline(isolated_dlt: Path) -> Any:
         destination: Any = None,
         full_refresh: bool = False,
         dataset: str = "twilio",
+        lock_timeout: float | None = None,
         **source_kwargs: Any,
     ) -> Any:
         credentials = TwilioCredentials()
@@ -153,7 +154,12 @@ def run_pipeline(isolated_dlt: Path) -> Any:
         pipeline = make_pipeline(
             destination, dataset, progress=None, pipelines_dir=str(isolated_dlt / "pipelines")
         )
-        outcome = run(pipeline, full_refresh=full_refresh, source_kwargs=source_kwargs)
+        outcome = run(
+            pipeline,
+            full_refresh=full_refresh,
+            source_kwargs=source_kwargs,
+            lock_timeout=lock_timeout,
+        )
         outcome.pipeline = pipeline
         return outcome
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import dlt
 from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
+from dlt.common.schema.utils import has_table_seen_data
 from dlt.sources import DltResource
 
 from . import changes
@@ -175,6 +176,8 @@ def services_resource(catalog: Catalog) -> DltResource:
     )
     def services() -> Iterator[list[dict[str, Any]]]:
         """Conversation Services (`IS…`), written when they change."""
+        if _first_time("services"):
+            yield dlt.mark.materialize_table_schema()
         state = dlt.current.resource_state().setdefault("fingerprints", {})
         records = catalog.services()
         changed = [
@@ -199,6 +202,8 @@ def users_resource(catalog: Catalog) -> DltResource:
     )
     def users() -> Iterator[list[dict[str, Any]]]:
         """Users of each scanned service, written when they change; deleted users removed."""
+        if _first_time("users"):
+            yield dlt.mark.materialize_table_schema()
         state = dlt.current.resource_state().setdefault("fingerprints", {})
         services = catalog.services()
         for service in services:
@@ -275,12 +280,16 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         state = resource_state.setdefault("fingerprints", {})
         report = catalog.report
         load_id = _current_load_id()
-        first_load = _FirstLoad(state)
 
         def batch(rows: list[Mapping[str, Any]]) -> Any:
             from .records import user_conversations_table  # pyarrow only when rows are written
 
-            return first_load.mark(user_conversations_table(rows, load_id, _stored_column_types()))
+            return user_conversations_table(rows, load_id, _stored_column_types())
+
+        if _first_time("user_conversations"):
+            # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
+            # `_dlt_id NOT NULL` column the arrow rows that follow do not carry.
+            yield batch([])
 
         def tombstones(partitions: Iterable[tuple[str, str]]) -> Any:
             from .records import user_tombstones_table
@@ -341,25 +350,20 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
     return user_conversations
 
 
-class _FirstLoad:
-    """The first load of `user_conversations` (no fingerprints yet: the first run, or after a
-    full refresh).
+def _first_time(table: str) -> bool:
+    """Whether `table` has never received data in this pipeline (a first load, or after a full
+    refresh).
 
-    Every row is then new, so a plain append equals the merge and spares the destination the
-    staging copy and the delete-insert (at 1,000,000 rows DuckDB's merge alone needed about
-    1.9 GB). The hint goes with the first item and holds for the rest of the load. `services`
-    and `users` stay merges even then: they are small, and a destination that cannot merge by
-    partition (Delta) is refused by them at the first run's extract, before anything is written.
+    dlt creates a table only when data reaches it, so on its first load each resource yields
+    something that creates it with its typed columns even when no row follows (an account
+    without conversations yet, a filter that matches nothing): analysts' queries and the views
+    then find every table. Later loads need nothing of the kind.
     """
-
-    def __init__(self, fingerprints: Mapping[str, Any]) -> None:
-        self._pending = not fingerprints
-
-    def mark(self, items: Any) -> Any:
-        if not self._pending:
-            return items
-        self._pending = False
-        return dlt.mark.with_hints(items, dlt.mark.make_hints(write_disposition="append"))
+    try:
+        schema = dlt.current.source_schema()
+    except Exception:  # iterated outside a pipeline run
+        return False
+    return not has_table_seen_data(schema.tables.get(table, {}))
 
 
 # History: dlt `scd2` keyed by row hash. Only partitions (users) sent in this load may be retired,

@@ -18,7 +18,21 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from .errors import ConfigurationError, TwilioConnectorError
-from .runner import DATASET_NAME, DEMO_PIPELINE_NAME, RunOutcome, make_pipeline, run
+from .runner import (
+    DATASET_NAME,
+    DEMO_DUCKDB_FILE,
+    RunOutcome,
+    make_demo_pipeline,
+    make_pipeline,
+    run,
+)
+from .settings import (
+    DEFAULT_MAX_WORKERS,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUEST_MAX_ATTEMPTS,
+    DEFAULT_REQUEST_MAX_RETRY_DELAY,
+    DEFAULT_REQUEST_TIMEOUT,
+)
 from .views import EXAMPLE_QUERIES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -100,7 +114,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo_parser = commands.add_parser(
         "demo",
-        help="start the local emulator and load its demo data into ./twilio_conversations.duckdb",
+        help=f"start the local emulator and load its demo data into ./{DEMO_DUCKDB_FILE}",
+        description=f"Load the emulator's demo data into ./{DEMO_DUCKDB_FILE} (pipeline "
+        "twilio_conversations_demo), apart from the real pipeline's file and state.",
     )
     demo_parser.add_argument("--seed", type=int, default=7, help="demo data seed (default 7)")
     demo_parser.add_argument(
@@ -152,6 +168,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also keep every version of each user conversation (user_conversations_history)",
     )
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        help="seconds to wait for a DuckDB file another process holds open (default 600)",
+    )
 
 
 def _progress(choice: str | None) -> Any:
@@ -185,7 +206,12 @@ def _run_command(args: argparse.Namespace) -> int:
         if (value := getattr(args, name)) is not None
     }
     pipeline = make_pipeline(args.destination, args.dataset, _progress(args.progress))
-    outcome = run(pipeline, full_refresh=args.full_refresh, source_kwargs=source_kwargs)
+    outcome = run(
+        pipeline,
+        full_refresh=args.full_refresh,
+        source_kwargs=source_kwargs,
+        lock_timeout=args.lock_timeout,
+    )
     print(format_summary(outcome))
     return EXIT_OK
 
@@ -213,18 +239,38 @@ def _demo_command(args: argparse.Namespace) -> int:
         credentials = TwilioCredentials()
         credentials.account_sid = emulator.account_sid
         credentials.auth_token = emulator.auth_token
-        pipeline = make_pipeline(
-            "duckdb", DATASET_NAME, _progress(args.progress), pipeline_name=DEMO_PIPELINE_NAME
-        )
+        pipeline = make_demo_pipeline(_progress(args.progress))
         # A fresh start each time: the demo's data is the emulator's, not a real account's.
+        # Every setting is given, so nothing configured for the real account applies.
         outcome = run(
             pipeline,
             full_refresh=True,
-            source_kwargs={"credentials": credentials, "base_url": emulator.base_url},
+            source_kwargs={
+                **DEMO_SETTINGS,
+                "credentials": credentials,
+                "base_url": emulator.base_url,
+            },
         )
     print(format_summary(outcome))
     print(_example_queries(pipeline))
     return EXIT_OK
+
+
+# The source's defaults, given explicitly: dlt would fill an omitted argument from the real
+# pipeline's `[sources.twilio_conversations]` config (an explicit None is not looked up).
+DEMO_SETTINGS: dict[str, Any] = {
+    "service_sids": None,
+    "user_sids": None,
+    "page_size": DEFAULT_PAGE_SIZE,
+    "max_workers": DEFAULT_MAX_WORKERS,
+    "start_date": None,
+    "end_date": None,
+    "lookback_days": None,
+    "request_max_attempts": DEFAULT_REQUEST_MAX_ATTEMPTS,
+    "request_max_retry_delay": DEFAULT_REQUEST_MAX_RETRY_DELAY,
+    "request_timeout": DEFAULT_REQUEST_TIMEOUT,
+    "history": False,
+}
 
 
 def format_summary(outcome: RunOutcome) -> str:
@@ -246,6 +292,10 @@ def format_summary(outcome: RunOutcome) -> str:
         lines.append(
             f"  throttled      429s cut parallel requests from {limit.ceiling} to {limit.lowest}"
             f" (now {limit.limit})"
+        )
+    if outcome.waited_for_lock:
+        lines.append(
+            f"  waited         for {outcome.waited_for_lock}, which held the DuckDB file open"
         )
     if outcome.recovered_packages:
         lines.append(

@@ -48,3 +48,11 @@ class TwilioConnectionError(TwilioConnectorError):
 
 class RunInProgressError(TwilioConnectorError):
     """Another run of the same pipeline holds its lock."""
+
+
+class DestinationLockedError(TwilioConnectorError):
+    """The DuckDB file stayed held open by another process for longer than `lock_timeout`."""
+
+
+class ViewsNotRefreshedError(TwilioConnectorError):
+    """The load succeeded but the analyst views could not be (re)created."""

@@ -14,24 +14,30 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
-from dlt.common.pipeline import LoadInfo, NormalizeInfo
+from dlt.common.pipeline import LoadInfo
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
 from . import twilio_conversations
-from .errors import RunInProgressError
-from .memory import released_between_steps
+from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
+from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
+from .memory import release_free_memory
 from .report import RunReport
 from .views import create_views, drop_views
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "twilio_conversations"
-# The demo keeps its own pipeline state, so running it never resets a real account's pipeline.
-DEMO_PIPELINE_NAME = "twilio_conversations_demo"
+SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
 DUCKDB_FILE = "twilio_conversations.duckdb"
+# The demo is a pipeline of its own, with its own state and its own file, named as dlt names a
+# pipeline's DuckDB file (so `dlt.attach(DEMO_PIPELINE_NAME)` finds it): running it, in any
+# order with `run`, never reads or writes a real account's data or state.
+DEMO_PIPELINE_NAME = "twilio_conversations_demo"
+DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 # Not "twilio_conversations": DuckDB names the catalog after the file (twilio_conversations.duckdb)
 # and a schema of the same name (DuckDB 1.5 and 2.0 alike) makes every
 # `twilio_conversations.<table>` reference ambiguous (a Binder Error in dlt's own queries and in
@@ -63,6 +69,7 @@ class RunOutcome:
     dataset: str = DATASET_NAME
     views: list[str] = field(default_factory=list)
     recovered_packages: int = 0
+    waited_for_lock: str | None = None  # the process that held the DuckDB file, if we waited
 
 
 def make_pipeline(
@@ -82,6 +89,20 @@ def make_pipeline(
         **options,
     )
     return pipeline
+
+
+def make_demo_pipeline(
+    progress: TCollectorArg = "log", pipelines_dir: str | None = None
+) -> dlt.Pipeline:
+    """The demo's pipeline: always ./twilio_conversations_demo.duckdb, whatever destination the
+    real pipeline is configured with (DESTINATION__DUCKDB__CREDENTIALS is not read)."""
+    return make_pipeline(
+        dlt.destinations.duckdb(os.path.abspath(DEMO_DUCKDB_FILE)),
+        DATASET_NAME,
+        progress,
+        pipelines_dir,
+        DEMO_PIPELINE_NAME,
+    )
 
 
 def _duckdb_in_working_dir(destination: TDestinationReferenceArg) -> TDestinationReferenceArg:
@@ -119,6 +140,7 @@ def run(
     *,
     full_refresh: bool = False,
     source_kwargs: Mapping[str, Any] | None = None,
+    lock_timeout: float | None = None,
 ) -> RunOutcome:
     """Run one extract-normalize-load cycle and collect what it did.
 
@@ -126,23 +148,37 @@ def run(
     while one is going fails at once with one line. Load packages left by a crashed run are
     finished first, then the API is read as usual, so a re-run after a failure neither loses,
     duplicates nor misses anything. (dlt's own `run` would load the leftovers and skip the
-    extract.)
+    extract.) The steps are dlt's own (`sync_destination`, `extract`, `normalize`, `load`), run
+    one by one so that only those that open the destination wait for a DuckDB file another
+    process holds (`lock_timeout` seconds; see `file_lock.py`).
     """
     report = RunReport()
     started = time.perf_counter()
     source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
     file_format = preferred_loader_file_format(pipeline)
+    access = FileAccess(_duckdb_path(pipeline), _lock_timeout(lock_timeout))
     with _exclusive(pipeline):
-        recovered = _finish_pending_packages(pipeline)
-        options: dict[str, Any] = {}
+        # Restores the state from the destination when the local copy is missing or older.
+        access.call(pipeline.sync_destination)
+        recovered = _finish_pending_packages(pipeline, access)
         if full_refresh:
-            drop_views(pipeline)  # PostgreSQL will not drop tables that views depend on
-            options["refresh"] = "drop_sources"
-        with released_between_steps(pipeline):
-            load_info, normalize_info = _run_in_duckdb_budget(
-                pipeline, source, full_refresh, loader_file_format=file_format, **options
-            )
-        views = _refresh_views(pipeline)
+            access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
+        first_load = access.call(lambda: _first_load(pipeline, source, full_refresh))
+        if first_load:
+            # Every row is new, so a plain append equals the merge and spares the destination
+            # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the
+            # time goes").
+            source.resources["user_conversations"].apply_hints(write_disposition="append")
+        pipeline.extract(
+            source,
+            refresh="drop_sources" if full_refresh else None,
+            loader_file_format=file_format,
+        )
+        release_free_memory()
+        normalize_info = pipeline.normalize()
+        release_free_memory()
+        load_info = access.call(lambda: _load(pipeline, budgeted=first_load))
+        views = access.call(lambda: _refresh_views(pipeline))
     row_counts = dict(normalize_info.row_counts) if normalize_info else {}
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
     return RunOutcome(
@@ -154,7 +190,33 @@ def run(
         dataset=pipeline.dataset_name,
         views=views,
         recovered_packages=recovered,
+        waited_for_lock=access.waited_for,
     )
+
+
+def _lock_timeout(given: float | None) -> float:
+    """`lock_timeout` as given, else from `[sources.twilio_conversations]`, else the default."""
+    if given is None:
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.lock_timeout", float)
+    if given is None:
+        return DEFAULT_LOCK_TIMEOUT
+    if given < 0:
+        raise ConfigurationError(f"lock_timeout must be 0 or more seconds, got {given}")
+    return float(given)
+
+
+def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
+    """The local DuckDB file the pipeline loads into, or None (another destination, memory)."""
+    if not isinstance(pipeline.destination, dlt.destinations.duckdb):
+        return None
+    try:
+        credentials = pipeline.destination_client().config.credentials
+    except ConfigurationException:
+        return None  # the run reports what is wrong with the configuration
+    database = getattr(credentials, "database", None)
+    if not isinstance(database, str) or database in ("", ":memory:"):
+        return None
+    return database
 
 
 @contextmanager
@@ -176,51 +238,40 @@ def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run_in_duckdb_budget(
-    pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool, **run_options: Any
-) -> tuple[LoadInfo, NormalizeInfo | None]:
-    """`pipeline.run(source)`, in `FIRST_LOAD_DUCKDB_CONFIG` for a first load into DuckDB.
+def _load(pipeline: dlt.Pipeline, budgeted: bool) -> LoadInfo:
+    """`pipeline.load()`, in `FIRST_LOAD_DUCKDB_CONFIG` for a first load into DuckDB.
 
     Should DuckDB run out of memory all the same (the merge of a first load's users does from
     about 80,000 users), the load package is finished with the configured settings. The budget
-    holds for this run only: the credentials go back as they were, so a later run of the same
+    holds for this load only: the credentials go back as they were, so a later run of the same
     pipeline object, which merges, gets DuckDB's defaults again.
     """
-    # The cheap test first: a re-run with local state resolves no destination client here.
-    budgeted = None
-    if isinstance(pipeline.destination, dlt.destinations.duckdb) and _first_load(
-        pipeline, source, full_refresh
-    ):
-        budgeted = _budgeted_credentials(pipeline)
-    if budgeted is None:
-        load_info = pipeline.run(source, **run_options)
-        return load_info, _last_normalize_info(pipeline)
+    credentials = None
+    if budgeted and isinstance(pipeline.destination, dlt.destinations.duckdb):
+        credentials = _budgeted_credentials(pipeline)
+    if credentials is None:
+        return pipeline.load()
     destination = pipeline.destination
     saved = dict(destination.config_params), dict(destination.caps_params)
     # Where dlt's own run(credentials=...) puts them.
-    destination.config_params["credentials"] = budgeted
+    destination.config_params["credentials"] = credentials
     # One load job at a time: each concurrent INSERT keeps its own row groups in flight.
     # (`load.parallelism_strategy`, if configured, still wins.)
     destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
     try:
-        load_info = pipeline.run(source, **run_options)
-        return load_info, _last_normalize_info(pipeline)
+        return pipeline.load()
     except PipelineStepFailed as exc:
-        if exc.step != "load" or not _out_of_memory(exc):
+        if not _out_of_memory(exc):
             raise
         logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
-        normalize_info = _last_normalize_info(pipeline)
     finally:
         destination.config_params.clear()
         destination.config_params.update(saved[0])
         destination.caps_params.clear()
         destination.caps_params.update(saved[1])
-    # the package is normalized and partly loaded: dlt's run finishes it (completed jobs stay)
-    return pipeline.run(), normalize_info
-
-
-def _last_normalize_info(pipeline: dlt.Pipeline) -> NormalizeInfo | None:
-    return pipeline.last_trace.last_normalize_info if pipeline.last_trace else None
+    # the package is normalized and partly loaded: loading it again finishes it (completed jobs
+    # stay)
+    return pipeline.load()
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -257,19 +308,37 @@ def _budgeted_credentials(pipeline: dlt.Pipeline) -> Any:
 
 
 def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:
-    """Whether nothing is loaded yet (or all is dropped first), so `user_conversations` appends;
-    not with history, whose `scd2` merge takes every row."""
+    """Whether `user_conversations` may append: nothing of it is loaded yet (or all is dropped
+    first). Not with history, whose `scd2` merge takes every row.
+
+    Called after the state sync, so a pipeline whose local folder was lost has its fingerprints
+    back. The destination table is asked too: a table that holds rows which this pipeline's
+    state does not know (state lost with the destination kept, or rows written by something
+    else) is merged into, never appended to, so it cannot get duplicate keys.
+    """
     if HISTORY_TABLE in source.resources.selected:
         return False
     if full_refresh:
         return True
-    if not _has_fingerprints(pipeline, source.name) and (
-        pipeline.config.restore_from_destination and not pipeline.dev_mode
-    ):
-        # No local state (a fresh worker): `run` would restore it from the destination first,
-        # and with it the resources would merge, so look there as well.
-        pipeline.sync_destination()
-    return not _has_fingerprints(pipeline, source.name)
+    if _has_fingerprints(pipeline, source.name):
+        return False
+    return not _destination_has_rows(pipeline, "user_conversations")
+
+
+def _destination_has_rows(pipeline: dlt.Pipeline, table: str) -> bool:
+    """Whether the destination's `table` holds any row; True when that cannot be told (a merge
+    is always correct, an append only on an empty table)."""
+    try:
+        with pipeline.sql_client() as client:
+            qualified = client.make_qualified_table_name(table)
+            return bool(client.execute_sql(f"SELECT 1 FROM {qualified} LIMIT 1"))
+    except DatabaseUndefinedRelation:
+        return False
+    except Exception as exc:
+        if lock_holder(exc) is not None:
+            raise  # FileAccess waits for the file and asks again
+        logger.debug("could not tell whether %s holds rows: %s", table, exc)
+        return True
 
 
 def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
@@ -277,21 +346,28 @@ def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
     return any(resources.get(table, {}).get("fingerprints") for table in TABLES)
 
 
-def _finish_pending_packages(pipeline: dlt.Pipeline) -> int:
+def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
     """Normalize and load what a crashed run left behind; return how many packages that was."""
     if not pipeline.has_pending_data:
         return 0
     pending = len(pipeline.list_extracted_load_packages()) + len(
         pipeline.list_normalized_load_packages()
     )
-    pipeline.run()  # with no data, dlt's run only finishes the pending packages
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    access.call(pipeline.load)
     return pending
 
 
 def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:
-    """(Re)create the analyst views; the load has succeeded, so a failure here only warns."""
+    """(Re)create the analyst views. A view that cannot be created fails the run: the data is
+    loaded (the next run finds nothing to load and refreshes them again), but an analyst's
+    query would fail or read stale definitions."""
     try:
         return create_views(pipeline)
     except Exception as exc:
-        logger.warning("views not refreshed: %s", str(exc).splitlines()[0])
-        return []
+        if lock_holder(exc) is not None:
+            raise
+        raise ViewsNotRefreshedError(
+            f"the data is loaded, but the views were not refreshed: {str(exc).splitlines()[0]}"
+        ) from exc

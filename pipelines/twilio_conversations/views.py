@@ -26,8 +26,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
-
 logger = logging.getLogger(__name__)
 
 SOURCE_TABLES = ("services", "users", "user_conversations")
@@ -192,7 +190,8 @@ def create_views(pipeline: Any) -> list[str]:
 
     Needs a destination with persistent SQL views (DuckDB, MotherDuck, PostgreSQL); for others
     (the filesystem destination, for one) it logs why and returns an empty list, so a runner may
-    call it after every load. A view whose source tables are not loaded yet is skipped.
+    call it after every load. Raises when a view cannot be created (a source table missing,
+    for one: every load creates all three, even empty).
     On PostgreSQL, a view whose columns changed between versions is dropped and recreated
     (`CREATE OR REPLACE VIEW` may only append columns there).
     """
@@ -208,9 +207,6 @@ def create_views(pipeline: Any) -> list[str]:
             select = template.format(**tables).strip()
             try:
                 client.execute_sql(f"CREATE OR REPLACE VIEW {qualified} AS\n{select}")
-            except DatabaseUndefinedRelation as exc:
-                logger.info("view %s not created: a source table is missing (%s)", view, exc)
-                continue
             except Exception:
                 if destination_type != "postgres":
                     raise

@@ -1,0 +1,95 @@
+"""History mode, from its first load: at every load's moment, the versions valid then are what
+the API returned then, field by field.
+
+The emulator's truth is snapshotted after each run; the moment of run i is any instant between
+its end and the next run's start. Every kind of change is applied through the emulator's real
+write endpoints (joins, leaves, a user leaving everything, a deleted user, read state moving
+without `date_updated`), and one run changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from changes_scenario import apply_every_change
+from mirror import (
+    USER_CONVERSATION_KEY,
+    assert_rows_equal,
+    expected_user_conversations,
+    loaded_table,
+)
+from twilio_writes import TwilioWrites
+
+HISTORY = "user_conversations_history"
+
+
+def valid_at(pipeline: Any, moment: datetime) -> Any:
+    return loaded_table(
+        pipeline,
+        HISTORY,
+        USER_CONVERSATION_KEY,
+        where="_dlt_valid_from <= %s AND (_dlt_valid_to IS NULL OR _dlt_valid_to > %s)",
+        params=(moment, moment),
+    )[0]
+
+
+def count(pipeline: Any, where: str = "TRUE") -> int:
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name(HISTORY)
+        return int(client.execute_sql(f"SELECT count(*) FROM {table} WHERE {where}")[0][0])
+
+
+def changed_or_gone(before: dict[Any, Any], after: dict[Any, Any]) -> int:
+    """Rows of `before` that `after` changed or does not have: the versions a load closes (and,
+    with the arguments swapped, the versions it adds)."""
+    return sum(1 for key, row in before.items() if after.get(key) != row)
+
+
+def test_versions_valid_at_each_load_are_what_the_api_returned(
+    emulator: Any, run_pipeline: Any, destination: dict[str, Any]
+) -> None:
+    snapshots: list[dict[Any, Any]] = []
+    moments: list[datetime] = []
+
+    def load() -> Any:
+        outcome = run_pipeline(emulator, history=True, **destination)
+        snapshots.append(expected_user_conversations(emulator.all_user_conversations()))
+        moments.append(datetime.now(UTC))
+        return outcome
+
+    first = load()
+    # From the very first load: validity columns, and every version valid from its load.
+    assert count(first.pipeline) == len(snapshots[0]) > 0
+    assert count(first.pipeline, "_dlt_valid_from IS NULL") == 0
+
+    scenario = apply_every_change(emulator)
+    assert scenario.deleted_users and scenario.emptied_users
+    load()
+
+    versions = count(first.pipeline)
+    unchanged = load()
+    assert unchanged.rows_written[HISTORY] == 0
+    assert count(first.pipeline) == versions, "an unchanged run adds no version"
+
+    # Read state moves without date_updated; a user is deleted with all their rows.
+    api = TwilioWrites(emulator)
+    service = emulator.services()[1]["sid"]
+    users = [
+        u["sid"] for u in emulator.users(service) if emulator.user_conversations(service, u["sid"])
+    ]
+    reader, deleted = users[0], users[1]
+    row = emulator.user_conversations(service, reader)[0]
+    api.set_read_state(service, reader, row["conversation_sid"], NotificationLevel="muted")
+    api.delete_user(service, deleted)
+    last = load()
+
+    assert count(last.pipeline, "_dlt_valid_from IS NULL") == 0
+    for i, (moment, truth) in enumerate(zip(moments, snapshots, strict=True)):
+        assert_rows_equal(truth, valid_at(last.pipeline, moment), f"{HISTORY} at load {i + 1}")
+    # Closed are exactly the versions that changed or vanished, load by load.
+    transitions = list(zip(snapshots, snapshots[1:], strict=False))
+    closed = sum(changed_or_gone(before, after) for before, after in transitions)
+    added = sum(changed_or_gone(after, before) for before, after in transitions)
+    assert count(last.pipeline, "_dlt_valid_to IS NOT NULL") == closed
+    assert count(last.pipeline) == len(snapshots[0]) + added
