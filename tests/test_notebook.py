@@ -1,19 +1,33 @@
-"""The exploration notebook runs top to bottom on freshly loaded data and draws its charts.
+"""The exploration notebook runs top to bottom on freshly loaded data, draws its charts, finds the
+right database file, and never stands in the way of a pipeline run.
 
 The notebook is executed headless with nbclient (matplotlib's inline backend renders PNGs without a
 display). It finds the database the way it does for an analyst: from the notebooks folder, the
-project root's `twilio_conversations.duckdb` one level up.
+project root's `twilio_conversations.duckdb` (a real run's) or, failing that, the demo's
+`twilio_conversations_demo.duckdb`, one level up. `open_notebook` keeps the kernel running after
+the last cell, like a notebook left open in Jupyter, so that pipeline runs can be made meanwhile
+from this test process (a different process from the kernel).
+
+Expected values come from the emulator's truth (`emulator.all_user_conversations()`, `.users()`,
+`.services()`), never from the connector's modules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import json
+import re
 import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dlt
+import duckdb
 import pytest
+from mirror import assert_user_conversations_mirror
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -21,64 +35,239 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("matplotlib")
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_user_conversations.ipynb"
+REAL_FILE = "twilio_conversations.duckdb"  # `twilio-conversations run`
+DEMO_FILE = "twilio_conversations_demo.duckdb"  # `twilio-conversations demo` / `make demo`
 HISTORY_MARKER = "No user_conversations_history table"
+WAITING = "waiting for it to finish"  # what `q` prints, once, while a run writes the file
+
+
+class Client(nbclient.NotebookClient):
+    """A NotebookClient that also hands every printed text to `on_stream` as it arrives."""
+
+    on_stream: Callable[[str], None] | None = None
+
+    def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:
+        if msg["msg_type"] == "stream" and self.on_stream is not None:
+            self.on_stream(msg["content"]["text"])
+        return super().output(outs, msg, display_id, cell_index)
+
+
+class OpenNotebook:
+    """An executed notebook whose kernel is still running."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.nb = client.nb
+
+    def cell(self, marker: str) -> Any:
+        return next(c for c in self.nb.cells if c.cell_type == "code" and marker in c.source)
+
+    def rerun(self, cell: Any) -> Any:
+        return self.client.execute_cell(cell, self.nb.cells.index(cell))
+
+    def run(self, source: str) -> str:
+        """Run `source` in the kernel as one more cell; returns what it printed."""
+        cell = nbformat.v4.new_code_cell(source)
+        self.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.nb.cells) - 1)
+        return "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
+
+
+@contextlib.contextmanager
+def open_notebook(
+    notebook: Path, cwd: Path, after_each_cell: Callable[[Any], None] | None = None
+) -> Iterator[OpenNotebook]:
+    """Execute every cell (CellExecutionError on the first failing one), calling
+    `after_each_cell(cell)` after each, then keep the kernel alive until the block ends."""
+    nb = nbformat.read(notebook, as_version=4)
+    client = Client(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
+    with client.setup_kernel():  # shuts the kernel down on exit
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)
+            if after_each_cell is not None:
+                after_each_cell(cell)
+        yield OpenNotebook(client)
 
 
 def execute(notebook: Path, cwd: Path) -> Any:
-    nb = nbformat.read(notebook, as_version=4)
-    client = nbclient.NotebookClient(
-        nb,
-        timeout=120,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(cwd)}},
-    )
-    client.execute()  # raises CellExecutionError on the first failing cell
-    return nb
+    with open_notebook(notebook, cwd) as opened:
+        return opened.nb
 
 
-def outputs(nb: Any) -> list[dict[str, Any]]:
-    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+def outputs(cells: Any) -> list[dict[str, Any]]:
+    return [out for cell in cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
 
 
 def figures(nb: Any) -> int:
-    return sum("image/png" in out.get("data", {}) for out in outputs(nb))
+    return sum("image/png" in out.get("data", {}) for out in outputs(nb.cells))
 
 
-def stdout(nb: Any) -> str:
-    return "".join(out.get("text", "") for out in outputs(nb) if out.get("output_type") == "stream")
+def stdout(cells: Any) -> str:
+    streams = [out for out in outputs(cells) if out.get("output_type") == "stream"]
+    return "".join(out.get("text", "") for out in streams if out.get("name") == "stdout")
 
 
 def stderr(nb: Any) -> list[str]:
     return [
         out["text"]
-        for out in outputs(nb)
+        for out in outputs(nb.cells)
         if out.get("output_type") == "stream" and out.get("name") == "stderr"
     ]
 
 
-def project_layout(tmp_path: Path) -> tuple[Path, Path]:
+def project_layout(tmp_path: Path, file_name: str = REAL_FILE) -> tuple[Path, Path]:
     """A project root with the notebook in notebooks/; returns (notebook, database path)."""
     notebooks = tmp_path / "project" / "notebooks"
     notebooks.mkdir(parents=True)
     notebook = notebooks / NOTEBOOK.name
     shutil.copy(NOTEBOOK, notebook)
-    return notebook, tmp_path / "project" / "twilio_conversations.duckdb"
+    return notebook, tmp_path / "project" / file_name
+
+
+def total_unread(emu: Any) -> int:
+    return sum(row["unread_messages_count"] or 0 for row in emu.all_user_conversations())
+
+
+def post_messages(emu: Any, every: int = 4) -> None:
+    """Post a message in every `every`th membership's conversation: unread counts grow."""
+    for row in emu.all_user_conversations()[::every]:
+        emu.store.post_message(row["chat_service_sid"], row["conversation_sid"])
+
+
+# -- The notebook on the demo's data ---------------------------------------------------------
 
 
 def test_notebook_runs_on_demo_data_and_draws(
     start_emulator: Any, run_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    notebook, database = project_layout(tmp_path)
+    notebook, database = project_layout(tmp_path, DEMO_FILE)  # after `make demo`: only this
     emulator = start_emulator(seed=7)  # the demo's data set
     run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
     monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
 
     nb = execute(notebook, cwd=notebook.parent)
 
-    assert f"database: {database}" in stdout(nb)  # found one level up from notebooks/
+    out = stdout(nb.cells)
+    assert f"database: {database} (the demo's data" in out  # found one level up, said so
     assert figures(nb) >= 5, f"only {figures(nb)} figures"
-    assert HISTORY_MARKER in stdout(nb) and "run --history" in stdout(nb)
+    assert HISTORY_MARKER in out and "run --history" in out
+    assert WAITING not in out
     assert not stderr(nb), stderr(nb)
+
+
+# -- An open notebook and pipeline runs ------------------------------------------------------
+
+
+def test_open_notebook_never_fails_a_run(
+    emulator: Any, run_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook, database = project_layout(tmp_path)
+    destination = dlt.destinations.duckdb(str(database))
+    run_pipeline(emulator, destination=destination)
+    monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
+    unread_before = total_unread(emulator)
+
+    def writer_opens(cell: Any) -> None:  # the kernel holds nothing between cells
+        duckdb.connect(str(database)).close()
+
+    with open_notebook(notebook, cwd=notebook.parent, after_each_cell=writer_opens) as opened:
+        post_messages(emulator)
+        truth = emulator.all_user_conversations()
+        assert total_unread(emulator) != unread_before, "the change must show in the data"
+
+        # lock_timeout=0: the run fails at once if anything holds the file.
+        outcome = run_pipeline(emulator, destination=destination, lock_timeout=0)
+        assert_user_conversations_mirror(outcome.pipeline, truth)
+
+        # A cell run again in the open notebook sees the new load.
+        printed = opened.run(
+            "print(int(q('SELECT sum(unread_messages_count) AS n FROM user_conversations').n[0]))"
+        )
+        assert printed.split() == [str(total_unread(emulator))]
+    assert not stderr(opened.nb), stderr(opened.nb)
+
+
+def test_query_waits_while_a_run_writes_the_file(
+    emulator: Any, run_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook, database = project_layout(tmp_path)
+    run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
+    monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
+    users = sum(len(emulator.users(service["sid"])) for service in emulator.services())
+
+    with open_notebook(notebook, cwd=notebook.parent) as opened:
+        writer = duckdb.connect(str(database))  # what a load in progress does to the file
+        try:
+            # The writer "finishes" as soon as the notebook says it waits for it.
+            opened.client.on_stream = lambda text: writer.close() if WAITING in text else None
+            printed = opened.run("print(len(q('SELECT sid FROM users')))")
+        finally:
+            writer.close()
+
+    lines = printed.splitlines()
+    assert len(lines) == 2 and WAITING in lines[0], printed  # one line saying it waits
+    assert lines[1] == str(users)
+
+
+# -- History ---------------------------------------------------------------------------------
+
+
+def history_truth(emu: Any) -> dict[str, Any]:
+    """What the history cell should show for the emulator's current data (nulls count 0)."""
+    services = {s["sid"]: s["friendly_name"] for s in emu.services()}
+    identities = {(sid, u["sid"]): u["identity"] for sid in services for u in emu.users(sid)}
+    rows = emu.all_user_conversations()
+    by_user: Counter[str] = Counter()
+    for row in rows:
+        service, user = row["chat_service_sid"], row["user_sid"]
+        label = f"{identities[service, user]} ({services[service]})"
+        by_user[label] += row["unread_messages_count"] or 0
+    return {
+        "point": (
+            sum(row["unread_messages_count"] or 0 for row in rows),
+            len(rows),
+            sum(row["conversation_state"] == "active" for row in rows),
+        ),
+        "by_user": dict(by_user),
+    }
+
+
+POINT_ROW = re.compile(r"^\d+\s+\d{4}-\d\d-\d\d \S+\s+(\d+)\s+(\d+)\s+(\d+)\s*$")
+
+
+def displayed_backlog(cell: Any) -> list[tuple[int, ...]]:
+    """The (unread, memberships, active_memberships) rows of the cell's displayed table."""
+    tables = [
+        out["data"]["text/plain"]
+        for out in cell.outputs
+        if out.output_type == "display_data" and "active_memberships" in out["data"]["text/plain"]
+    ]
+    assert len(tables) == 1, cell.outputs
+    rows = [POINT_ROW.match(line) for line in tables[0].splitlines()[1:]]
+    assert all(rows), tables[0]
+    return [tuple(int(value) for value in row.groups()) for row in rows if row]
+
+
+def assert_history_shows(opened: OpenNotebook, cell: Any, snapshots: list[dict[str, Any]]) -> None:
+    """One point per history run, each equal to the truth snapshot taken right after it."""
+    assert any("image/png" in out.get("data", {}) for out in cell.outputs)
+    assert HISTORY_MARKER not in stdout([cell])
+    latest = snapshots[-1]["point"][0]
+    assert f"history points: {len(snapshots)}, latest unread: {latest:,}" in stdout([cell])
+    assert displayed_backlog(cell) == [snapshot["point"] for snapshot in snapshots]
+
+    # The top 5 users now, at every point: each value is that user's unread total then.
+    records = json.loads(opened.run("print(top_users.to_json(orient='records'))"))
+    points = sorted({record["at"] for record in records})
+    assert len(points) == len(snapshots)
+    by_point = [{r["label"]: r["unread"] for r in records if r["at"] == at} for at in points]
+    for shown, snapshot in zip(by_point, snapshots, strict=True):
+        assert set(shown) == set(by_point[-1])
+        assert shown == {label: snapshot["by_user"][label] for label in shown}
+    now = sorted(snapshots[-1]["by_user"].values(), reverse=True)[:5]
+    assert sorted(by_point[-1].values(), reverse=True) == now
 
 
 def test_notebook_charts_history(
@@ -92,27 +281,96 @@ def test_notebook_charts_history(
     database.parent.mkdir()
     emulator = start_emulator(seed=5, services=1, users=8, max_conversations=30)
     destination = dlt.destinations.duckdb(str(database))
-    run_pipeline(emulator, destination=destination, history=True)
-    for row in emulator.all_user_conversations()[::4]:  # unread counts grow for many members
-        emulator.store.post_message(row["chat_service_sid"], row["conversation_sid"])
-    run_pipeline(emulator, destination=destination, history=True)
     monkeypatch.setenv("TWILIO_CONVERSATIONS_DUCKDB", str(database))
+    snapshots: list[dict[str, Any]] = []
 
-    nb = execute(NOTEBOOK, cwd=tmp_path)
+    def history_run() -> None:
+        run_pipeline(emulator, destination=destination, history=True, lock_timeout=0)
+        snapshots.append(history_truth(emulator))
 
-    assert f"database: {database}" in stdout(nb)
-    assert HISTORY_MARKER not in stdout(nb)
-    history_cell = next(c for c in nb.cells if "HAS_HISTORY:" in c.source)
-    assert any("image/png" in out.get("data", {}) for out in history_cell.outputs)
+    history_run()  # one history run: one point
+    with open_notebook(NOTEBOOK, cwd=tmp_path) as opened:
+        assert f"database: {database}\n" in stdout(opened.nb.cells)
+        history = opened.cell("HAS_HISTORY:")
+        assert_history_shows(opened, history, snapshots)
+
+        post_messages(emulator)  # unread counts grow for many members
+        history_run()  # while the notebook is open
+        assert snapshots[1]["point"] != snapshots[0]["point"]
+        opened.rerun(history)
+        assert_history_shows(opened, history, snapshots)
+    assert not stderr(opened.nb), stderr(opened.nb)
+
+
+# -- Finding the database file ---------------------------------------------------------------
+
+
+def settings_cell() -> str:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    source: str = next(c for c in nb.cells if c.cell_type == "code").source
+    return source
+
+
+def run_settings(cwd: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    for folder in cwd.resolve().parents[2:]:  # above the test's own folders
+        if any((folder / name).is_file() for name in (REAL_FILE, DEMO_FILE)):
+            pytest.skip(f"a database file in {folder} would be found first")
+    monkeypatch.chdir(cwd)
+    namespace: dict[str, Any] = {}
+    exec(compile(settings_cell(), "settings-cell", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("files", "expected", "demo"),
+    [
+        pytest.param([DEMO_FILE], DEMO_FILE, True, id="only-the-demo"),
+        pytest.param([DEMO_FILE, REAL_FILE], REAL_FILE, False, id="both"),
+        pytest.param([f"notebooks/{DEMO_FILE}", REAL_FILE], REAL_FILE, False, id="real-further-up"),
+        pytest.param(
+            [f"notebooks/{REAL_FILE}", DEMO_FILE], f"notebooks/{REAL_FILE}", False, id="real-here"
+        ),
+    ],
+)
+def test_finds_the_real_database_before_the_demo(
+    files: list[str],
+    expected: str,
+    demo: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
+    (tmp_path / "notebooks").mkdir()
+    for name in files:
+        (tmp_path / name).touch()
+
+    namespace = run_settings(tmp_path / "notebooks", monkeypatch)
+
+    assert namespace["DB_PATH"] == (tmp_path / expected).resolve()
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"database: {(tmp_path / expected).resolve()}")
+    assert ("demo" in printed) is demo, printed
+
+
+def test_environment_variable_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in (DEMO_FILE, REAL_FILE, "chosen.duckdb"):
+        (tmp_path / name).touch()
+    monkeypatch.setenv("TWILIO_CONVERSATIONS_DUCKDB", str(tmp_path / "chosen.duckdb"))
+
+    assert run_settings(tmp_path, monkeypatch)["DB_PATH"] == (tmp_path / "chosen.duckdb").resolve()
+    assert capsys.readouterr().out == f"database: {(tmp_path / 'chosen.duckdb').resolve()}\n"
 
 
 def test_missing_database_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWILIO_CONVERSATIONS_DUCKDB", str(tmp_path / "missing.duckdb"))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    settings = next(c for c in nb.cells if c.cell_type == "code")
-    namespace: dict[str, Any] = {}
     with pytest.raises(FileNotFoundError, match="TWILIO_CONVERSATIONS_DUCKDB"):
-        exec(compile(settings.source, "settings-cell", "exec"), namespace)
+        run_settings(tmp_path, monkeypatch)
+    monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB")
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        run_settings(tmp_path, monkeypatch)
 
 
 def test_committed_notebook_has_no_outputs() -> None:
