@@ -8,6 +8,7 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 
 from __future__ import annotations
 
+import inspect
 import queue
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,25 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
 
-# Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them)
-# and the runner's own settings. A mistyped one is named by `check_settings`; one that would
-# widen a run to more data than the user asked for fails it before any request.
-SETTING_KEYS = (
-    "credentials",
-    "base_url",
-    "service_sids",
-    "user_sids",
-    "page_size",
-    "max_workers",
-    "start_date",
-    "end_date",
-    "lookback_days",
-    "request_max_attempts",
-    "request_max_retry_delay",
-    "request_timeout",
-    "history",
-    "lock_timeout",
-)
+# Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
+# the run before any request (`check_settings`); other typos warn.
 WIDENING_KEYS = ("service_sids", "user_sids", "start_date", "end_date", "lookback_days")
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
@@ -156,6 +140,14 @@ def twilio_conversations(
     if history:
         resources.append(user_conversations_history_resource(current))
     return resources
+
+
+# Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them,
+# `run_report` is the caller's) and the runner's own `lock_timeout`.
+SETTING_KEYS = (
+    *(name for name in inspect.signature(twilio_conversations).parameters if name != "run_report"),
+    "lock_timeout",
+)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from . import SETTING_KEYS, twilio_conversations
 from .errors import ConfigurationError, TwilioConnectorError
 from .runner import (
     DATASET_NAME,
@@ -25,13 +27,6 @@ from .runner import (
     make_demo_pipeline,
     make_pipeline,
     run,
-)
-from .settings import (
-    DEFAULT_MAX_WORKERS,
-    DEFAULT_PAGE_SIZE,
-    DEFAULT_REQUEST_MAX_ATTEMPTS,
-    DEFAULT_REQUEST_MAX_RETRY_DELAY,
-    DEFAULT_REQUEST_TIMEOUT,
 )
 from .views import EXAMPLE_QUERIES
 
@@ -190,20 +185,11 @@ def _progress(choice: str | None) -> Any:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    # The settings given as flags; the others come from config the dlt way.
     source_kwargs = {
         name: value
-        for name in (
-            "base_url",
-            "service_sids",
-            "user_sids",
-            "page_size",
-            "max_workers",
-            "start_date",
-            "end_date",
-            "lookback_days",
-            "history",
-        )
-        if (value := getattr(args, name)) is not None
+        for name in SETTING_KEYS
+        if name != "lock_timeout" and (value := getattr(args, name, None)) is not None
     }
     pipeline = make_pipeline(args.destination, args.dataset, _progress(args.progress))
     outcome = run(
@@ -257,19 +243,12 @@ def _demo_command(args: argparse.Namespace) -> int:
 
 
 # The source's defaults, given explicitly: dlt would fill an omitted argument from the real
-# pipeline's `[sources.twilio_conversations]` config (an explicit None is not looked up).
+# pipeline's `[sources.twilio_conversations]` config (an explicit value, None included, is not
+# looked up).
 DEMO_SETTINGS: dict[str, Any] = {
-    "service_sids": None,
-    "user_sids": None,
-    "page_size": DEFAULT_PAGE_SIZE,
-    "max_workers": DEFAULT_MAX_WORKERS,
-    "start_date": None,
-    "end_date": None,
-    "lookback_days": None,
-    "request_max_attempts": DEFAULT_REQUEST_MAX_ATTEMPTS,
-    "request_max_retry_delay": DEFAULT_REQUEST_MAX_RETRY_DELAY,
-    "request_timeout": DEFAULT_REQUEST_TIMEOUT,
-    "history": False,
+    name: parameter.default
+    for name, parameter in inspect.signature(twilio_conversations).parameters.items()
+    if name not in ("credentials", "base_url", "run_report")
 }
 
 
