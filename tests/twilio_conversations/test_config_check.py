@@ -21,6 +21,7 @@ from typing import Any
 
 import dlt
 import pytest
+from cli_process import emulator_env
 from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers import (
     ConfigTomlProvider,
@@ -355,12 +356,7 @@ def run_cli(emu: Any, folder: Path, **env: str) -> subprocess.CompletedProcess[s
     return subprocess.run(
         [*console_script(), "run", "--progress", "none", "--base-url", emu.base_url],
         cwd=folder,
-        env={
-            **os.environ,
-            "TWILIO_ACCOUNT_SID": emu.account_sid,
-            "TWILIO_AUTH_TOKEN": emu.auth_token,
-            **env,
-        },
+        env=emulator_env(emu, **env),
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,44 +9,24 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
+from cli_process import cli, emulator_env
 from mirror import assert_user_conversations_mirror, loaded_rows
 
-CLI = [sys.executable, "-m", "twilio_conversations.cli"]
 DEMO_FILE = "twilio_conversations_demo.duckdb"
 REAL_FILE = "twilio_conversations.duckdb"
 
 
 def demo(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "demo", "--progress", "none"],
-        cwd=cwd,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return cli("demo", "--progress", "none", cwd=cwd, env={**os.environ, **env})
 
 
 def run(emu: Any, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, "run", "--progress", "none"],
-        cwd=cwd,
-        env={
-            **os.environ,
-            "TWILIO_ACCOUNT_SID": emu.account_sid,
-            "TWILIO_AUTH_TOKEN": emu.auth_token,
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return cli("run", "--progress", "none", cwd=cwd, env=emulator_env(emu, **env))
 
 
 def keys(pipeline: Any) -> set[tuple[str, ...]]:

@@ -8,7 +8,6 @@ reader's "holding", the run's "held open by ... (PID n)"), never by sleeping.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -18,12 +17,12 @@ from typing import Any
 
 import duckdb
 import pytest
+from cli_process import CLI, cli, emulator_env
 from dlt.pipeline import trace as dlt_trace
 from mirror import assert_user_conversations_mirror
 from twilio_conversations.errors import DestinationLockedError
 from twilio_conversations.file_lock import FileAccess, lock_holder
 
-CLI = [sys.executable, "-m", "twilio_conversations.cli"]
 HELD = "held open by"
 
 # A reader as an analyst has one: a read-only connection kept open until told to close.
@@ -78,25 +77,16 @@ def reader() -> Iterator[Any]:
 
 
 def environment(emu: Any, database: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DESTINATION__DUCKDB__CREDENTIALS": str(database),
-        "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
-        "TWILIO_ACCOUNT_SID": emu.account_sid,
-        "TWILIO_AUTH_TOKEN": emu.auth_token,
+    return emulator_env(
+        emu,
+        DESTINATION__DUCKDB__CREDENTIALS=str(database),
+        SOURCES__TWILIO_CONVERSATIONS__BASE_URL=emu.base_url,
         **extra,
-    }
+    )
 
 
 def first_load(emu: Any, database: Path, cwd: Path) -> None:
-    done = subprocess.run(
-        [*CLI, "run", "--progress", "none"],
-        cwd=cwd,
-        env=environment(emu, database),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cli("run", "--progress", "none", cwd=cwd, env=environment(emu, database))
     assert done.returncode == 0, done.stderr
 
 
@@ -200,13 +190,14 @@ def test_cli_gives_up_with_exit_1_and_one_error_line(
     database = tmp_path / "held.duckdb"
     first_load(emulator, database, tmp_path)
     holder = reader(database)
-    done = subprocess.run(
-        [*CLI, "run", "--progress", "none", "--lock-timeout", "0"],
+    done = cli(
+        "run",
+        "--progress",
+        "none",
+        "--lock-timeout",
+        "0",
         cwd=tmp_path,
         env=environment(emulator, database),
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -220,13 +211,12 @@ def test_lock_timeout_from_config(emulator: Any, tmp_path: Path, reader: Any) ->
     database = tmp_path / "held.duckdb"
     first_load(emulator, database, tmp_path)
     holder = reader(database)
-    done = subprocess.run(
-        [*CLI, "run", "--progress", "none"],
+    done = cli(
+        "run",
+        "--progress",
+        "none",
         cwd=tmp_path,
         env=environment(emulator, database, SOURCES__TWILIO_CONVERSATIONS__LOCK_TIMEOUT="0"),
-        capture_output=True,
-        text=True,
-        timeout=120,
     )
     assert done.returncode == 1 and "after 0 s (lock_timeout)" in done.stderr, done.stderr
     holder.close()

@@ -7,37 +7,33 @@ from the emulator's truth.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import cli_process
 import dlt
 import duckdb
 import pytest
+from cli_process import emulator_env
 from mirror import assert_user_conversations_mirror, loaded_rows
 
-CLI = [sys.executable, "-m", "twilio_conversations.cli"]
 TABLES = ("services", "users", "user_conversations")
 VIEWS = ("user_conversation_summary", "service_summary", "stale_conversations")
 
 
 def cli(emu: Any, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
-        "TWILIO_ACCOUNT_SID": emu.account_sid,
-        "TWILIO_AUTH_TOKEN": emu.auth_token,
-    }
-    return subprocess.run(
-        [*CLI, "run", "--progress", "none", *args],
+    """`run` against the emulator."""
+    return cli_process.cli(
+        "run",
+        "--progress",
+        "none",
+        "--base-url",
+        emu.base_url,
+        *args,
         cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        env=emulator_env(emu),
     )
 
 
