@@ -158,8 +158,10 @@ def run(
     file_format = preferred_loader_file_format(pipeline)
     access = FileAccess(_duckdb_path(pipeline), _lock_timeout(lock_timeout))
     with _exclusive(pipeline):
-        # Restores the state from the destination when the local copy is missing or older.
-        access.call(pipeline.sync_destination)
+        if pipeline.config.restore_from_destination and not pipeline.dev_mode:
+            # As dlt's `run` does first: the state comes back from the destination when the
+            # local copy is missing or older.
+            access.call(pipeline.sync_destination)
         recovered = _finish_pending_packages(pipeline, access)
         if full_refresh:
             access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
