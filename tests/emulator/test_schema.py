@@ -6,19 +6,14 @@ properties, so the field sets are compared with the schemas' property lists as w
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from twilio_emulator import Emulator
+from twilio_spec import load_spec
 
 from .helpers import membership_counts, session_for
-
-SPEC_PATH = Path("/work/shared/twilio/twilio_conversations_v1.json")
-if not SPEC_PATH.exists():  # CI lays shared/ next to the clone
-    SPEC_PATH = Path(__file__).resolve().parents[3] / "shared/twilio/twilio_conversations_v1.json"
 
 openapi_core = pytest.importorskip("openapi_core")
 from openapi_core.contrib.requests import (  # noqa: E402
@@ -31,10 +26,7 @@ TWILIO = "https://conversations.twilio.com"
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    if not SPEC_PATH.exists():
-        pytest.skip(f"Twilio's spec not found at {SPEC_PATH}")
-    loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text())
-    return loaded
+    return load_spec()
 
 
 @pytest.fixture(scope="module")

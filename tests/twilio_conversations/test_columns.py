@@ -9,9 +9,7 @@ examples document them (`max_table_nesting=1` flattens them into `<object>__<key
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -32,10 +30,7 @@ from twilio_conversations.columns import (
 )
 from twilio_conversations.records import USER_CONVERSATIONS_ARROW_SCHEMA, user_conversations_table
 from twilio_conversations.settings import DELETED_COLUMN
-
-SPEC_PATH = (
-    Path(__file__).resolve().parents[3] / "shared" / "twilio" / "twilio_conversations_v1.json"
-)
+from twilio_spec import load_spec
 
 # table -> (record schema in the spec, the hints the resource is given)
 TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
@@ -69,13 +64,7 @@ _MERGE: Any = {"disposition": "merge", "strategy": "delete-insert"}
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, Any]:
-    if not SPEC_PATH.exists():
-        message = f"Twilio's spec not found at {SPEC_PATH}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text())
-    return loaded
+    return load_spec()
 
 
 # -- what the spec documents -----------------------------------------------------------------
