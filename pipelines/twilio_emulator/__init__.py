@@ -3,7 +3,8 @@
 It serves the read endpoints the connector uses (services, users, user conversations and their
 default-service twins) plus the writes Twilio has that change user-conversation rows, with
 Twilio's paging, error bodies, authentication and headers, over deterministic generated data.
-Faults (429, 503, dropped connections, broken bodies) and latency can be injected reproducibly.
+Faults (429, 503, dropped connections, broken bodies) and latency can be injected reproducibly,
+and Twilio's account-wide limit on concurrent requests (429 / 20429) can be modelled.
 
     from twilio_emulator import EmulatorConfig, DataSpec, run_emulator
 
@@ -24,6 +25,7 @@ from .config import (
 )
 from .errors import TwilioError
 from .faults import FaultController, FaultKind
+from .gate import RequestGate
 from .server import Emulator, run_emulator
 from .stats import Stats, StatsSnapshot
 from .store import PostedMessage, Store
@@ -40,6 +42,7 @@ __all__ = [
     "FaultKind",
     "PageSizePolicy",
     "PostedMessage",
+    "RequestGate",
     "Stats",
     "StatsSnapshot",
     "Store",

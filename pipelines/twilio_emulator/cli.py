@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import suppress
 from types import FrameType
 from typing import Any
 
@@ -39,6 +40,19 @@ def _non_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return number
+
+
+def _seconds_or_none(value: str) -> int | None:
+    if value.strip().lower() == "none":
+        return None
+    return _non_negative(value)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +145,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2000.0,
         help="extra delay of the 'slow' fault, in ms (default: %(default)s)",
     )
+    limit = parser.add_argument_group(
+        "account concurrency limit (Twilio's 429 / 20429; off by default)"
+    )
+    limit.add_argument(
+        "--account-concurrency",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="requests the account may have in flight at once (latency included); beyond it "
+        "429 / 20429 at once (default: no limit)",
+    )
+    limit.add_argument(
+        "--other-traffic",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="of those, slots held permanently by the account's other traffic (its production "
+        "app), also counted in Twilio-Concurrent-Requests (default: %(default)s)",
+    )
+    limit.add_argument(
+        "--limit-retry-after",
+        type=_seconds_or_none,
+        default=None,
+        metavar="SECONDS|none",
+        help="Retry-After seconds of the account limit's 429, or 'none' to send no Retry-After, "
+        "as Twilio does not promise it (default: none)",
+    )
     behaviour.add_argument(
         "-v", "--verbose", action="store_true", help="log one line per request (DEBUG)"
     )
@@ -163,6 +204,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         host=args.host,
         port=args.port,
         public_url=args.public_url,
+        account_concurrency=args.account_concurrency,
+        other_traffic=args.other_traffic,
+        limit_retry_after_s=args.limit_retry_after,
     )
 
 
@@ -210,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
             f"generated in {elapsed:.2f} s. Ctrl-C to stop.",
             flush=True,
         )
+        if config.account_concurrency is not None or config.other_traffic:
+            print(_limit_line(config), flush=True)
         emulator.serve_forever()
     except KeyboardInterrupt:
         print("stopped", flush=True)
@@ -217,7 +263,30 @@ def run(args: argparse.Namespace) -> int:
         emulator.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if emulator.stats.snapshot().total:
+        with suppress(OSError, ValueError):  # stdout may be gone by now
+            print(_stats_line(emulator), flush=True)
     return 0
+
+
+def _limit_line(config: EmulatorConfig) -> str:
+    limit = config.account_concurrency
+    retry = config.limit_retry_after_s
+    return (
+        ("Account limit: none" if limit is None else f"Account limit: {limit} concurrent requests")
+        + f", {config.other_traffic} held by other traffic"
+        + ("" if limit is None else f", 429 Retry-After: {'none' if retry is None else retry}")
+        + "."
+    )
+
+
+def _stats_line(emulator: Emulator) -> str:
+    snap = emulator.stats.snapshot()
+    return (
+        f"Served {snap.total} requests; account limit 429s: {snap.account_limit_429s}; "
+        f"peak in flight for the account: {snap.peak_in_flight}; "
+        f"injected faults: {sum(snap.by_fault.values())}."
+    )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

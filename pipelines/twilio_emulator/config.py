@@ -46,6 +46,13 @@ class EmulatorConfig:
     ``fault_kinds`` is the mix used by ``fault_rate`` (``None`` = the default mix: 429 with and
     without Retry-After, 503, dropped connection). ``fault_seed`` defaults to ``data.seed``.
     ``public_url`` overrides the base of every ``*_url`` (default: the Host the client used).
+
+    The account-wide concurrency limit (Twilio's 429 / 20429): ``account_concurrency`` requests
+    may be served at once for the account (``None``, the default: no limit), ``other_traffic`` of
+    them held permanently by the account's other clients (its production app), so a client gets
+    ``account_concurrency - other_traffic``; requests beyond that are answered 429 at once, with
+    ``Retry-After: limit_retry_after_s`` or (``None``, the default: Twilio does not promise it)
+    without one. ``other_traffic`` also counts in ``Twilio-Concurrent-Requests`` without a limit.
     """
 
     account_sid: str = DEMO_ACCOUNT_SID
@@ -63,6 +70,9 @@ class EmulatorConfig:
     host: str = "127.0.0.1"
     port: int = 0
     public_url: str | None = None
+    account_concurrency: int | None = None
+    other_traffic: int = 0
+    limit_retry_after_s: int | None = None
 
     def __post_init__(self) -> None:
         if self.page_size_policy not in PAGE_SIZE_POLICIES:
@@ -71,3 +81,9 @@ class EmulatorConfig:
             raise ValueError("fault_rate must be within 0..1")
         if self.latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
+        if self.account_concurrency is not None and self.account_concurrency < 1:
+            raise ValueError("account_concurrency must be >= 1 (None: no limit)")
+        if self.other_traffic < 0:
+            raise ValueError("other_traffic must be >= 0")
+        if self.limit_retry_after_s is not None and self.limit_retry_after_s < 0:
+            raise ValueError("limit_retry_after_s must be >= 0 (None: no Retry-After)")

@@ -9,6 +9,11 @@ assembled by :func:`_encode` and written with one ``sendall``. ``TCP_NODELAY`` i
 accepted connection; one thread serves each connection (``ThreadingHTTPServer``), and
 ``latency_ms`` sleeps in that thread, so concurrency still scales with injected latency.
 
+The account-wide concurrency limit (Twilio's 429 / 20429) is decided first, when a request
+arrives (:meth:`Stats.admit`): an admitted request holds one of the account's slots for its whole
+service time, fault decision, gate, latency and handling included, and frees it just before its
+answer is written; a rejected one is answered 429 at once, without latency, and holds no slot.
+
 Measured on this 2-core machine over loopback (``requests.Session``, keep-alive): a page of 50
 user conversations takes about 1 ms per request (see docs/emulator.md for the figure and how
 to reproduce it).
@@ -33,6 +38,7 @@ from .app import App, Request, Response, error_response, parse_query
 from .config import EmulatorConfig
 from .errors import TwilioError
 from .faults import FaultController, FaultKind
+from .gate import RequestGate
 from .sids import request_id
 from .stats import Stats
 from .store import Store
@@ -45,14 +51,24 @@ _HTML_502 = (
 )
 
 
+def too_many_requests(route: str, retry_after_s: int | None) -> Response:
+    """429 / 20429 "Too Many Requests", with ``Retry-After`` unless ``retry_after_s`` is None.
+
+    The one rendering of Twilio's concurrency limit: the injected ``429`` faults and the account
+    limit both answer with it (``route`` "fault" or "account_limit" tells them apart in stats).
+    """
+    resp = error_response(TwilioError(429, 20429, "Too Many Requests"), route)
+    if retry_after_s is not None:
+        resp.headers.append(("Retry-After", str(retry_after_s)))
+    return resp
+
+
 def _fault_response(kind: FaultKind, retry_after_s: int) -> Response | None:
     """The canned HTTP answer of a fault kind (None for kinds handled at socket level)."""
-    if kind in (FaultKind.RATE_LIMIT, FaultKind.RATE_LIMIT_RETRY_AFTER):
-        err = TwilioError(429, 20429, "Too Many Requests")
-        resp = error_response(err, "fault")
-        if kind == FaultKind.RATE_LIMIT_RETRY_AFTER:
-            resp.headers.append(("Retry-After", str(retry_after_s)))
-        return resp
+    if kind == FaultKind.RATE_LIMIT_RETRY_AFTER:
+        return too_many_requests("fault", retry_after_s)
+    if kind == FaultKind.RATE_LIMIT:
+        return too_many_requests("fault", None)
     if kind == FaultKind.UNAVAILABLE:
         return error_response(TwilioError(503, 20503, "Service Unavailable"), "fault")
     if kind == FaultKind.SERVER_ERROR:
@@ -128,31 +144,47 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         emu = self.server.emulator
         started = time.perf_counter()
-        in_flight = emu.stats.begin()
+        emu.stats.begin()
+        # The account limit, decided on arrival; `concurrent` is Twilio-Concurrent-Requests.
+        admitted, concurrent = emu.stats.admit(emu.account_concurrency, emu.other_traffic)
         route, status, fault = "unknown", None, None
         recorded = False
 
         def record() -> None:
-            # Counted before the answer leaves, so a client that has its answer sees it counted.
+            # Counted (and the account slot freed) before the answer leaves, so a client that
+            # has its answer sees it counted and may send its next request at once.
             nonlocal recorded
             if not recorded:
                 recorded = True
+                if admitted:
+                    emu.stats.release()
                 emu.stats.end(route, status, fault)
 
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             raw_path, _, query = self.path.partition("?")
-            fault = emu.faults.decide(raw_path)
-            delay = emu.latency_ms + (emu.config.slow_ms if fault == FaultKind.SLOW else 0)
-            if delay > 0:
-                time.sleep(delay / 1000)
-            if fault == FaultKind.DROP:
-                route = "fault"
-                record()
-                self._drop()
-                return
-            resp = _fault_response(fault, emu.config.retry_after_s) if fault else None
+            resp: Response | None
+            if not admitted:
+                # Not processed: answered at once, no fault, no gate, no latency.
+                resp = too_many_requests("account_limit", emu.limit_retry_after_s)
+            else:
+                fault = emu.faults.decide(raw_path)
+                gate = emu.gate
+                if gate is not None:
+                    gate.hold()
+                delay = emu.latency_ms + (emu.config.slow_ms if fault == FaultKind.SLOW else 0)
+                if delay > 0 and emu.pause(delay / 1000):
+                    route = "stopped"  # the emulator is stopping: hang up
+                    record()
+                    self._drop()
+                    return
+                if fault == FaultKind.DROP:
+                    route = "fault"
+                    record()
+                    self._drop()
+                    return
+                resp = _fault_response(fault, emu.config.retry_after_s) if fault else None
             if resp is None:
                 host = self.headers.get("Host")
                 base = emu.config.public_url or (f"http://{host}" if host else emu.base_url)
@@ -176,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             duration = time.perf_counter() - started
             extra = [
                 ("Twilio-Request-Id", request_id()),
-                ("Twilio-Concurrent-Requests", str(in_flight)),
+                ("Twilio-Concurrent-Requests", str(concurrent)),
                 ("Twilio-Request-Duration", f"{duration:.3f}"),
             ]
             record()
@@ -251,6 +283,14 @@ class Emulator:
         self.stats = Stats()
         #: Added to every request (milliseconds); may be changed while running.
         self.latency_ms: float = cfg.latency_ms
+        #: The account concurrency limit (None: none), the share held by the account's other
+        #: traffic and the limit's Retry-After (None: none); may be changed while running.
+        self.account_concurrency: int | None = cfg.account_concurrency
+        self.other_traffic: int = cfg.other_traffic
+        self.limit_retry_after_s: int | None = cfg.limit_retry_after_s
+        #: Test hook holding admitted requests in flight (see :mod:`twilio_emulator.gate`).
+        self.gate: RequestGate | None = None
+        self._stopping = threading.Event()
         self.app = App(
             self.store,
             account_sid=cfg.account_sid,
@@ -268,6 +308,7 @@ class Emulator:
         """Bind (port 0 = a free port) and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("emulator already started")
+        self._stopping.clear()
         self._server = _Server((self.config.host, self.config.port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -283,12 +324,19 @@ class Emulator:
         server, thread = self._server, self._thread
         if server is None:
             return
+        self._stopping.set()  # ends latency pauses: those requests hang up
+        if self.gate is not None:
+            self.gate.open()
         server.shutdown()
         server.close_connections()
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
         self._server = self._thread = None
+
+    def pause(self, seconds: float) -> bool:
+        """Sleep out a request's latency; True (early) when the emulator is stopping."""
+        return self._stopping.wait(seconds)
 
     def __enter__(self) -> Emulator:
         return self.start() if self._server is None else self

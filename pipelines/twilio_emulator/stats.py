@@ -1,4 +1,5 @@
-"""Request counters, for tests and benchmarks (requests per route, statuses, concurrency)."""
+"""Request counters, for tests and benchmarks (requests per route, statuses, concurrency), and
+the admission decision of the account-wide concurrency limit (see :meth:`Stats.admit`)."""
 
 from __future__ import annotations
 
@@ -9,33 +10,69 @@ from dataclasses import dataclass, field
 
 @dataclass
 class StatsSnapshot:
-    """A consistent copy of the counters."""
+    """A consistent copy of the counters.
+
+    ``max_concurrent`` is the most requests the emulator was handling at once, whatever their
+    outcome (429s of the account limit included). ``peak_in_flight`` is the account's view: the
+    most requests being *served* at once for the account, the other-traffic share included (never
+    above the limit when one is set). ``account_limit_429s`` counts the 429s of the account limit;
+    injected 429s are in ``by_fault`` instead (both are in ``by_status[429]``).
+    """
 
     total: int
     by_status: dict[int, int]
     by_route: dict[str, int]
     by_fault: dict[str, int]
     max_concurrent: int
+    peak_in_flight: int = 0
+    account_limit_429s: int = 0
 
 
 @dataclass
 class Stats:
-    """Thread-safe counters; ``in_flight`` also feeds ``Twilio-Concurrent-Requests``."""
+    """Thread-safe counters; :meth:`admit` also feeds ``Twilio-Concurrent-Requests``."""
 
     total: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
     by_route: Counter[str] = field(default_factory=Counter)
     by_fault: Counter[str] = field(default_factory=Counter)
+    #: Requests the emulator is handling now (rejected ones included, for their short life).
     in_flight: int = 0
     max_concurrent: int = 0
+    #: Requests of this client being served for the account now (admitted, not yet answered).
+    account_in_flight: int = 0
+    peak_in_flight: int = 0
+    account_limit_429s: int = 0
+    _other_traffic: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def begin(self) -> int:
-        """A request started; returns the number now in flight (this one included)."""
+        """A request started; returns the number now being handled (this one included)."""
         with self._lock:
             self.in_flight += 1
             self.max_concurrent = max(self.max_concurrent, self.in_flight)
             return self.in_flight
+
+    def admit(self, limit: int | None, other_traffic: int = 0) -> tuple[bool, int]:
+        """Take one of the account's ``limit`` slots (``None``: no limit), ``other_traffic`` of
+        which the account's other clients hold. Returns (admitted, the account's requests in
+        flight including this one and the other traffic): the ``Twilio-Concurrent-Requests``
+        value. An admitted request keeps its slot until :meth:`release`; a rejected one takes
+        none (Twilio did not process it) and is counted in ``account_limit_429s``."""
+        with self._lock:
+            self._other_traffic = other_traffic
+            in_flight = self.account_in_flight + other_traffic + 1
+            if limit is not None and in_flight > limit:
+                self.account_limit_429s += 1
+                return False, in_flight
+            self.account_in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, in_flight)
+            return True, in_flight
+
+    def release(self) -> None:
+        """An admitted request was answered (or dropped): its account slot is free again."""
+        with self._lock:
+            self.account_in_flight -= 1
 
     def end(self, route: str, status: int | None, fault: str | None) -> None:
         """A request finished (``status`` None when the connection was dropped)."""
@@ -57,6 +94,8 @@ class Stats:
                 dict(self.by_route),
                 dict(self.by_fault),
                 self.max_concurrent,
+                self.peak_in_flight,
+                self.account_limit_429s,
             )
 
     def reset(self) -> None:
@@ -67,3 +106,7 @@ class Stats:
             self.by_route.clear()
             self.by_fault.clear()
             self.max_concurrent = self.in_flight
+            self.account_limit_429s = 0
+            self.peak_in_flight = (
+                self.account_in_flight + self._other_traffic if self.account_in_flight else 0
+            )
