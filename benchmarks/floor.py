@@ -48,11 +48,13 @@ FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 
 class Fetcher:
-    def __init__(self, base_url: str, auth: tuple[str, str]) -> None:
+    def __init__(self, base_url: str, auth: tuple[str, str], in_flight: int | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.auth = auth
         self.requests = 0
         self._lock = threading.Lock()
+        # At most this many requests in flight, the listing's included (--pipelined).
+        self._slots = threading.BoundedSemaphore(in_flight) if in_flight else None
 
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(_local, "session", None)
@@ -63,20 +65,23 @@ class Fetcher:
         return session
 
     def list_all(self, path: str, key: str) -> list[dict[str, Any]]:
+        return [record for page in self.iter_pages(path, key) for record in page]
+
+    def iter_pages(self, path: str, key: str) -> Any:
         session = self._session()
         url: str | None = f"{self.base_url}{path}?PageSize=50"
-        out: list[dict[str, Any]] = []
-        count = 0
         while url:
-            response = session.get(url, timeout=60)
+            if self._slots is not None:
+                with self._slots:
+                    response = session.get(url, timeout=60)
+            else:
+                response = session.get(url, timeout=60)
             response.raise_for_status()
             body = response.json()
-            out.extend(body[key])
+            with self._lock:
+                self.requests += 1
+            yield body[key]
             url = body["meta"]["next_page_url"]
-            count += 1
-        with self._lock:
-            self.requests += count
-        return out
 
 
 def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -106,16 +111,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="DuckDB file to write (table user_conversations)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--fetch-only", action="store_true", help="stop after fetching")
+    parser.add_argument(
+        "--pipelined",
+        action="store_true",
+        help="fetch each user's conversations as soon as the listing page naming the user is "
+        "read, with at most --workers requests in flight in all (the listing's included)",
+    )
     args = parser.parse_args(argv)
     auth = (os.environ["TWILIO_ACCOUNT_SID"], os.environ["TWILIO_AUTH_TOKEN"])
 
     started = time.perf_counter()
-    fetcher = Fetcher(args.base_url, auth)
+    fetcher = Fetcher(args.base_url, auth, args.workers if args.pipelined else None)
     rows: list[dict[str, Any]] = []
     with ThreadPoolExecutor(args.workers) as pool:
         for service in fetcher.list_all("/v1/Services", "services"):
-            users = fetcher.list_all(f"/v1/Services/{service['sid']}/Users", "users")
-            paths = [f"/v1/Services/{service['sid']}/Users/{u['sid']}/Conversations" for u in users]
+            users_path = f"/v1/Services/{service['sid']}/Users"
+            if args.pipelined:
+                futures = [
+                    pool.submit(
+                        fetcher.list_all, f"{users_path}/{u['sid']}/Conversations", "conversations"
+                    )
+                    for page in fetcher.iter_pages(users_path, "users")
+                    for u in page
+                ]
+                for future in futures:
+                    rows.extend(future.result())
+                continue
+            users = fetcher.list_all(users_path, "users")
+            paths = [f"{users_path}/{u['sid']}/Conversations" for u in users]
             for part in pool.map(lambda p: fetcher.list_all(p, "conversations"), paths):
                 rows.extend(part)
     fetched = time.perf_counter()

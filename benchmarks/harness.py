@@ -38,23 +38,26 @@ def free_port() -> int:
 class Workload:
     name: str
     users: int
-    conversations_per_user: int
+    conversations_per_user: int | None  # None: the emulator's mix (rows known only to it)
     services: int = 1
     latency_ms: float = 0.0
 
     @property
     def rows(self) -> int:
+        if self.conversations_per_user is None:
+            raise BenchmarkError(f"{self.name}: a mixed workload's rows come from the emulator")
         return self.services * self.users * self.conversations_per_user
 
 
 class EmulatorProcess:
     """``python -m twilio_emulator`` as a separate process on a free loopback port."""
 
-    def __init__(self, workload: Workload, log_dir: Path) -> None:
+    def __init__(self, workload: Workload, log_dir: Path, extra_args: Sequence[str] = ()) -> None:
         self.workload = workload
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_dir / f"emulator-{workload.name}-{self.port}.log", "w")  # noqa: SIM115
+        self.log_path = log_dir / f"emulator-{workload.name}-{self.port}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115
         cmd = [
             PYTHON,
             "-m",
@@ -67,14 +70,19 @@ class EmulatorProcess:
             str(workload.services),
             "--users",
             str(workload.users),
-            "--conversations-per-user",
-            str(workload.conversations_per_user),
+            *(
+                ["--conversations-per-user", str(workload.conversations_per_user)]
+                if workload.conversations_per_user is not None
+                else []  # the emulator's mix of 0, a few and more than a page
+            ),
             "--latency-ms",
             str(workload.latency_ms),
+            *extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         self.ps = psutil.Process(self.proc.pid)
-        self._wait_ready(timeout=120 + workload.rows / 10_000)
+        per_user = workload.conversations_per_user or 60  # the mix averages well under 60
+        self._wait_ready(timeout=120 + workload.services * workload.users * per_user / 10_000)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
