@@ -8,12 +8,14 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 
 from __future__ import annotations
 
+import functools
 import inspect
 import queue
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum, auto
 from typing import TYPE_CHECKING, Any, cast
 
 import dlt
@@ -133,9 +135,14 @@ def twilio_conversations(
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     current = user_conversations_resource(catalog, settings)
-    # dlt extracts resources in turn, in this order. `user_conversations` goes before `users`
-    # so that it reads the user listing page by page, fetching conversations meanwhile; `users`
-    # then finds the listing read (or reads the rest of it).
+    # Observed in dlt 1.31 (default `next_item_mode`, round robin): dlt takes one yielded item
+    # from each resource in turn, in this list's order (`fifo` drains them in the same order).
+    # `user_conversations` goes before `users` so that it gets to the user listing first and
+    # reads it page by page, fetching conversations meanwhile; `users` then finds the listing
+    # read (or reads the rest of it). Only the effect is pinned, by test_pipeline.py's
+    # test_conversations_are_fetched_while_the_user_listing_is_still_read (conversations are
+    # requested before the last listing page; it fails with `users` first); no test pins dlt's
+    # order as such. Why it matters: docs/performance.md, "Where the time goes", 14.
     resources = [services_resource(catalog), current, users_resource(catalog)]
     if history:
         resources.append(user_conversations_history_resource(current))
@@ -176,9 +183,8 @@ def services_resource(catalog: Catalog) -> DltResource:
             with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)
         ]
         if catalog.scans_all_services:
-            gone = changes.vanished(state, "services", {r["sid"] for r in records})
+            gone = changes.drop_vanished(state, "services", {r["sid"] for r in records})
             changed.extend({"sid": sid, DELETED_COLUMN: True} for sid in gone)
-            changes.forget(state, "services", gone)
         if changed:
             yield changed
 
@@ -206,58 +212,41 @@ def users_resource(catalog: Catalog) -> DltResource:
                 for r in changes.changed_records(state, service_sid, records)
             ]
             if catalog.scans_all_users:
-                gone = changes.vanished(state, service_sid, {r["sid"] for r in records})
-                changed.extend(
-                    {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True}
-                    for sid in gone
-                )
-                changes.forget(state, service_sid, gone)
+                gone = changes.drop_vanished(state, service_sid, {r["sid"] for r in records})
+                changed.extend(_user_tombstones(service_sid, gone))
             catalog.done_with_users(service_sid)
             if changed:
                 yield changed
         if catalog.scans_all_services:
-            for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
-                gone = list(state[service_sid])
-                yield [
-                    {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True}
-                    for sid in gone
-                ]
-                changes.forget(state, service_sid, gone)
+            seen = {s["sid"] for s in services}
+            for service_sid, gone in changes.drop_vanished_scopes(state, seen).items():
+                yield _user_tombstones(service_sid, gone)
 
     return users
 
 
+def _user_tombstones(service_sid: str, user_sids: Iterable[str]) -> list[dict[str, Any]]:
+    """`users` rows that delete these users of a service."""
+    return [
+        {"sid": sid, "chat_service_sid": service_sid, DELETED_COLUMN: True} for sid in user_sids
+    ]
+
+
 @dataclass
 class _UserFetch:
+    """One user's conversations as read, with what change capture needs to judge them."""
+
     service_sid: str
     user_sid: str
-    rows: list[Mapping[str, Any]] | None  # None: the user vanished (404) and is skipped
+    rows: list[Mapping[str, Any]]  # those in the window
+    found: bool = True  # False: the user vanished (404) between listing and reading
     fingerprint: str = ""
-    fetched: int = 0
+    fetched: int = 0  # rows the API listed, in the window or not
     newest: str | None = None  # the latest date_updated among the rows
 
 
 def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltResource:
-    client = catalog.client
-
-    def fetch(service_sid: str, user_sid: str) -> _UserFetch:
-        path = USER_CONVERSATIONS_PATH.format(service_sid=service_sid, user=user_sid)
-        try:
-            fetched = [
-                record
-                for page in client.iter_pages(
-                    path, USER_CONVERSATIONS_KEY, {"PageSize": settings.page_size}
-                )
-                for record in page
-            ]
-        except TwilioAPIError as exc:
-            if exc.status == 404:
-                return _UserFetch(service_sid, user_sid, None)
-            raise
-        rows = settings.window.select(fetched)
-        digest = changes.fingerprint(rows, sort_key="conversation_sid")
-        newest = max((r["date_updated"] for r in rows if r.get("date_updated")), default=None)
-        return _UserFetch(service_sid, user_sid, rows, digest, len(fetched), newest)
+    fetch = functools.partial(_fetch_user, catalog.client, settings)
 
     @dlt.resource(
         name="user_conversations",
@@ -269,27 +258,17 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
     def user_conversations() -> Iterator[pa.Table]:
         """Each scanned user's conversations; a changed user's rows are replaced as a whole."""
         resource_state = dlt.current.resource_state()
-        state = resource_state.setdefault("fingerprints", {})
-        report = catalog.report
-        load_id = _current_load_id()
-
-        def batch(rows: list[Mapping[str, Any]]) -> Any:
-            from .records import user_conversations_table  # pyarrow only when rows are written
-
-            return user_conversations_table(rows, load_id, _stored_column_types())
-
+        batches = _ArrowBatches(_current_load_id())
+        capture = _UserChanges(
+            resource_state.setdefault("fingerprints", {}),
+            catalog.report,
+            batches,
+            newest=resource_state.get("date_updated_cursor"),
+        )
         if _first_time("user_conversations"):
             # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
             # `_dlt_id NOT NULL` column the arrow rows that follow do not carry.
-            yield batch([])
-
-        def tombstones(partitions: Iterable[tuple[str, str]]) -> Any:
-            from .records import user_tombstones_table
-
-            return user_tombstones_table(partitions, load_id)
-
-        buffer: list[Mapping[str, Any]] = []
-        newest: str | None = resource_state.get("date_updated_cursor")
+            yield batches.table([])
         services = catalog.services()
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
             for service in services:
@@ -297,49 +276,150 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                 listed: set[str] = set()
                 tasks = _user_tasks(catalog, service_sid, listed)
                 for result in _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4):
-                    if result.rows is None:
-                        report.skip(service_sid, result.user_sid, "not found (404) when read")
-                        continue
-                    report.users_scanned += 1
-                    report.conversation_rows_fetched += result.fetched
-                    if result.newest and (newest is None or result.newest > newest):
-                        newest = result.newest
-                    if not changes.has_changed(
-                        state, service_sid, result.user_sid, result.fingerprint
-                    ):
-                        continue
-                    known = changes.is_known(state, service_sid, result.user_sid)
-                    report.users_changed += 1
-                    changes.remember(state, service_sid, result.user_sid, result.fingerprint)
-                    if result.rows:
-                        buffer.extend(result.rows)
-                    elif known:  # the user left every conversation (or none is in the window)
-                        yield tombstones([(service_sid, result.user_sid)])
-                    if len(buffer) >= ARROW_BATCH_ROWS:
-                        yield batch(buffer)
-                        buffer = []
+                    yield from capture.user(result)
                 if catalog.scans_all_users:
-                    # Users skipped after a 404 were listed, so they are kept, not taken as gone.
-                    gone = changes.vanished(state, service_sid, listed)
-                    if gone:
-                        report.users_removed += len(gone)
-                        yield tombstones((service_sid, sid) for sid in gone)
-                        changes.forget(state, service_sid, gone)
+                    yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)
-        if buffer:
-            yield batch(buffer)
+        yield from batches.flush()
         if catalog.scans_all_services:
-            for service_sid in changes.vanished_scopes(state, {s["sid"] for s in services}):
-                gone = list(state[service_sid])
-                report.users_removed += len(gone)
-                yield tombstones((service_sid, sid) for sid in gone)
-                changes.forget(state, service_sid, gone)
-        report.unresolved_users = catalog.unresolved_user_refs()
-        if newest:
+            yield from capture.vanished_services({s["sid"] for s in services})
+        catalog.report.unresolved_users = catalog.unresolved_user_refs()
+        if capture.newest:
             # Informational cursor: the newest date_updated seen, as `incremental` would show it.
-            resource_state["date_updated_cursor"] = newest
+            resource_state["date_updated_cursor"] = capture.newest
 
     return user_conversations
+
+
+def _fetch_user(
+    client: TwilioClient, settings: _Settings, service_sid: str, user_sid: str
+) -> _UserFetch:
+    """Read one user's whole conversation list (run in a worker thread), keep the rows in the
+    window and fingerprint them."""
+    path = USER_CONVERSATIONS_PATH.format(service_sid=service_sid, user=user_sid)
+    try:
+        fetched = [
+            record
+            for page in client.iter_pages(
+                path, USER_CONVERSATIONS_KEY, {"PageSize": settings.page_size}
+            )
+            for record in page
+        ]
+    except TwilioAPIError as exc:
+        if exc.status == 404:
+            return _UserFetch(service_sid, user_sid, [], found=False)
+        raise
+    rows = settings.window.select(fetched)
+    digest = changes.fingerprint(rows, sort_key="conversation_sid")
+    newest = max((r["date_updated"] for r in rows if r.get("date_updated")), default=None)
+    return _UserFetch(service_sid, user_sid, rows, True, digest, len(fetched), newest)
+
+
+class _Outcome(Enum):
+    """What one user's fetch means for the destination."""
+
+    SKIPPED = auto()  # not found (404) when read: listed, so kept, not taken as gone
+    UNCHANGED = auto()  # the fingerprint the destination holds: nothing to write
+    CHANGED = auto()  # rows that replace the user's partition
+    EMPTIED = auto()  # no rows where the destination holds some: a tombstone removes them
+    NEW_EMPTY = auto()  # a user new to the destination, without rows: nothing to write
+
+
+def _decide(state: changes.FingerprintState, result: _UserFetch) -> _Outcome:
+    """Judge `result` against the fingerprints; a changed user's new fingerprint is remembered."""
+    if not result.found:
+        return _Outcome.SKIPPED
+    if not changes.has_changed(state, result.service_sid, result.user_sid, result.fingerprint):
+        return _Outcome.UNCHANGED
+    known = changes.is_known(state, result.service_sid, result.user_sid)
+    changes.remember(state, result.service_sid, result.user_sid, result.fingerprint)
+    if result.rows:
+        return _Outcome.CHANGED
+    # The user left every conversation (or none is in the window).
+    return _Outcome.EMPTIED if known else _Outcome.NEW_EMPTY
+
+
+class _UserChanges:
+    """What one run of `user_conversations` writes, user by user, and the report's counters."""
+
+    def __init__(
+        self,
+        state: changes.FingerprintState,
+        report: RunReport,
+        batches: _ArrowBatches,
+        newest: str | None,
+    ) -> None:
+        self.state = state
+        self.report = report
+        self.batches = batches
+        self.newest = newest  # the latest date_updated seen so far, in this run or before
+
+    def user(self, result: _UserFetch) -> Iterator[pa.Table]:
+        """Count one fetched user; buffer their rows if they changed, or write a tombstone."""
+        outcome = _decide(self.state, result)
+        if outcome is _Outcome.SKIPPED:
+            self.report.skip(result.service_sid, result.user_sid, "not found (404) when read")
+            return
+        self.report.users_scanned += 1
+        self.report.conversation_rows_fetched += result.fetched
+        if result.newest and (self.newest is None or result.newest > self.newest):
+            self.newest = result.newest
+        if outcome is not _Outcome.UNCHANGED:
+            self.report.users_changed += 1
+        if outcome is _Outcome.CHANGED:
+            yield from self.batches.add(result.rows)
+        elif outcome is _Outcome.EMPTIED:
+            yield self.batches.tombstones([(result.service_sid, result.user_sid)])
+
+    def vanished_users(self, service_sid: str, listed: set[str]) -> Iterator[pa.Table]:
+        """Tombstones for the users the destination holds in a service its listing no longer
+        has. Users skipped after a 404 were listed, so they are kept, not taken as gone."""
+        gone = changes.drop_vanished(self.state, service_sid, listed)
+        if gone:
+            self.report.users_removed += len(gone)
+            yield self.batches.tombstones((service_sid, sid) for sid in gone)
+
+    def vanished_services(self, seen: set[str]) -> Iterator[pa.Table]:
+        """Tombstones for every user of the services the destination holds that a complete scan
+        no longer saw."""
+        for service_sid, gone in changes.drop_vanished_scopes(self.state, seen).items():
+            self.report.users_removed += len(gone)
+            yield self.batches.tombstones((service_sid, sid) for sid in gone)
+
+
+class _ArrowBatches:
+    """Changed users' rows, handed to dlt in arrow tables of `ARROW_BATCH_ROWS` rows, and
+    tombstone tables.
+
+    pyarrow (with `records.py`) is imported only when a table is built, so a run with nothing to
+    write never loads it; see docs/performance.md ("Where the time goes", 12).
+    """
+
+    def __init__(self, load_id: str | None) -> None:
+        self.load_id = load_id
+        self.rows: list[Mapping[str, Any]] = []
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[pa.Table]:
+        """Buffer `rows`; yield a table once the buffer holds a batch."""
+        self.rows.extend(rows)
+        if len(self.rows) >= ARROW_BATCH_ROWS:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[pa.Table]:
+        """Yield the rows buffered so far, if any, as one table."""
+        if self.rows:
+            yield self.table(self.rows)
+            self.rows = []
+
+    def table(self, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+        from .records import user_conversations_table
+
+        return user_conversations_table(rows, self.load_id, _stored_column_types())
+
+    def tombstones(self, partitions: Iterable[tuple[str, str]]) -> pa.Table:
+        from .records import user_tombstones_table
+
+        return user_tombstones_table(partitions, self.load_id)
 
 
 def _first_time(table: str) -> bool:
@@ -431,7 +511,8 @@ def _bounded_parallel(
 
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
-    and unlocks every pending future on each call, and that was 5-6 % of a run's CPU.
+    and unlocks every pending future on each call, which showed in profiles (figures in
+    docs/performance.md, "Where the time goes", 8).
     """
     finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
     pending: set[Future[_UserFetch]] = set()

@@ -37,7 +37,8 @@ def fingerprint(records: Sequence[Mapping[str, Any]], sort_key: str | None = Non
             undocumented, so records are sorted by it first.
     """
     ordered = sorted(records, key=lambda r: str(r.get(sort_key))) if sort_key else records
-    # orjson with sorted keys: canonical like json.dumps(sort_keys=True), about 4x cheaper.
+    # orjson with sorted keys: the canonical bytes of json.dumps(sort_keys=True), computed far
+    # more cheaply (figures in docs/performance.md, "Where the time goes", 3).
     payload = orjson.dumps(ordered, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(payload, digest_size=FINGERPRINT_BYTES).hexdigest()
 
@@ -90,3 +91,23 @@ def forget(state: FingerprintState, scope: str, keys: Collection[str]) -> None:
 def vanished_scopes(state: FingerprintState, seen_scopes: Collection[str]) -> list[str]:
     """Scopes (services) the destination holds that a complete scan no longer saw."""
     return sorted(scope for scope in state if scope not in seen_scopes)
+
+
+def drop_vanished(state: FingerprintState, scope: str, seen: Collection[str]) -> list[str]:
+    """Keys the destination holds in `scope` that a complete scan no longer saw, forgotten.
+
+    The caller writes a tombstone for each key returned, in the same load: state and destination
+    commit together, so a failed run forgets nothing.
+    """
+    gone = vanished(state, scope, seen)
+    forget(state, scope, gone)
+    return gone
+
+
+def drop_vanished_scopes(
+    state: FingerprintState, seen_scopes: Collection[str]
+) -> dict[str, list[str]]:
+    """Scopes (services) the destination holds that a complete scan no longer saw, each with the
+    keys it held (in the order they were remembered), forgotten; the caller writes a tombstone
+    for every key."""
+    return {scope: list(state.pop(scope)) for scope in vanished_scopes(state, seen_scopes)}
