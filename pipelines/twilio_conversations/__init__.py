@@ -64,6 +64,8 @@ __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
 
 # Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
 # the run before any request (`check_settings`); other typos warn.
+HISTORY_TABLE = "user_conversations_history"  # history mode's scd2 table
+
 WIDENING_KEYS = ("service_sids", "user_sids", "start_date", "end_date", "lookback_days")
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
@@ -120,6 +122,7 @@ def twilio_conversations(
         page_size=validate_page_size(page_size),
         max_workers=validate_max_workers(max_workers),
         window=UpdatedWindow.from_config(start_date, end_date, lookback_days),
+        history=bool(history),
     )
     client = TwilioClient(
         base_url,
@@ -164,6 +167,7 @@ class _Settings:
     page_size: int
     max_workers: int
     window: UpdatedWindow
+    history: bool = False
 
 
 def services_resource(catalog: Catalog) -> DltResource:
@@ -259,13 +263,17 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         """Each scanned user's conversations; a changed user's rows are replaced as a whole."""
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
+        new_history = settings.history and _first_time(HISTORY_TABLE)
         capture = _UserChanges(
             resource_state.setdefault("fingerprints", {}),
             catalog.report,
             batches,
             newest=resource_state.get("date_updated_cursor"),
+            # History turned on for a pipeline that already mirrors the API: its first history
+            # load records every current row, not only those that changed since the last run.
+            rewrite_all=new_history,
         )
-        if _first_time("user_conversations"):
+        if _first_time("user_conversations") or new_history:
             # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
             # `_dlt_id NOT NULL` column the arrow rows that follow do not carry.
             yield batches.table([])
@@ -348,15 +356,19 @@ class _UserChanges:
         report: RunReport,
         batches: _ArrowBatches,
         newest: str | None,
+        rewrite_all: bool = False,
     ) -> None:
         self.state = state
         self.report = report
         self.batches = batches
         self.newest = newest  # the latest date_updated seen so far, in this run or before
+        self.rewrite_all = rewrite_all  # unchanged users' rows are written too
 
     def user(self, result: _UserFetch) -> Iterator[pa.Table]:
         """Count one fetched user; buffer their rows if they changed, or write a tombstone."""
         outcome = _decide(self.state, result)
+        if outcome is _Outcome.UNCHANGED and self.rewrite_all and result.rows:
+            outcome = _Outcome.CHANGED
         if outcome is _Outcome.SKIPPED:
             self.report.skip(result.service_sid, result.user_sid, "not found (404) when read")
             return
@@ -455,7 +467,7 @@ _HISTORY: TScd2StrategyDict = {
 
 def user_conversations_history_resource(current: DltResource) -> DltResource:
     @dlt.transformer(
-        name="user_conversations_history",
+        name=HISTORY_TABLE,
         data_from=current,
         write_disposition=cast(Any, _HISTORY),  # dlt's transformer stub omits strategy dicts
         columns=USER_CONVERSATIONS_COLUMNS,

@@ -21,7 +21,7 @@ from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
-from . import twilio_conversations
+from . import HISTORY_TABLE, twilio_conversations
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
 from .memory import release_free_memory
@@ -44,7 +44,6 @@ DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 # analysts' SQL).
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
-HISTORY_TABLE = "user_conversations_history"
 # DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
 # (`user_conversations`) and merges one row per user. DuckDB's defaults (a buffer pool of 80 % of
 # RAM, a thread per core) let the INSERT of 1,000,000 rows grow the process by ~750 MB: nothing

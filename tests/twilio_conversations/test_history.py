@@ -93,3 +93,33 @@ def test_versions_valid_at_each_load_are_what_the_api_returned(
     added = sum(changed_or_gone(after, before) for before, after in transitions)
     assert count(last.pipeline, "_dlt_valid_to IS NOT NULL") == closed
     assert count(last.pipeline) == len(snapshots[0]) + added
+
+
+def test_history_turned_on_later_starts_from_the_whole_current_state(
+    emulator: Any, run_pipeline: Any, destination: dict[str, Any]
+) -> None:
+    """A pipeline that ran without history, then with it: the first history load records every
+    current row, not only the rows that happened to change, so the versions valid from then on
+    are the API's."""
+    run_pipeline(emulator, **destination)
+    service = emulator.services()[0]["sid"]
+    user = next(
+        u["sid"] for u in emulator.users(service) if emulator.user_conversations(service, u["sid"])
+    )
+    row = emulator.user_conversations(service, user)[0]
+    TwilioWrites(emulator).set_read_state(
+        service, user, row["conversation_sid"], NotificationLevel="muted"
+    )
+    first_history = run_pipeline(emulator, history=True, **destination)
+    truth = expected_user_conversations(emulator.all_user_conversations())
+    moment = datetime.now(UTC)
+    assert_rows_equal(truth, valid_at(first_history.pipeline, moment), HISTORY)
+    assert count(first_history.pipeline, "_dlt_valid_from IS NULL") == 0
+
+    unchanged = run_pipeline(emulator, history=True, **destination)
+    assert unchanged.rows_written == {
+        "services": 0,
+        "users": 0,
+        "user_conversations": 0,
+        HISTORY: 0,
+    }
