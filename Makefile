@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-orchestrators lint typecheck bench emulator clean
+.PHONY: demo test test-orchestrators lint typecheck bench bench-latency emulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -51,6 +51,11 @@ test-orchestrators: $(VENV)/.installed-dev .venv-airflow/.installed .venv-dagste
 # run). BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--scale"`.
 bench: .venv-bench/.installed
 	.venv-bench/bin/python -m benchmarks.run $(BENCH_ARGS)
+
+# At Twilio's latency on an account that limits requests in flight (benchmarks/latency.py), e.g.
+# `make bench-latency BENCH_ARGS="--latency 100 --users 3000,20000"`.
+bench-latency: .venv-bench/.installed
+	.venv-bench/bin/python -m benchmarks.latency $(BENCH_ARGS)
 
 emulator: $(VENV)/.installed
 	$(BIN)/twilio-conversations emulator --port 8080
