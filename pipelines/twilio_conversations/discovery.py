@@ -75,7 +75,9 @@ def validate_page_size(page_size: int) -> int:
 
 
 def validate_max_workers(max_workers: int) -> int:
-    if not isinstance(max_workers, int) or not 1 <= max_workers <= MAX_MAX_WORKERS:
+    """`max_workers` as given, if it is an integer from 1 to `MAX_MAX_WORKERS` (see settings.py)."""
+    valid = isinstance(max_workers, int) and not isinstance(max_workers, bool)
+    if not valid or not 1 <= max_workers <= MAX_MAX_WORKERS:
         raise ConfigurationError(f"max_workers {max_workers!r} must be from 1 to {MAX_MAX_WORKERS}")
     return max_workers
 

@@ -14,7 +14,12 @@ MAX_PAGE_SIZE = 1000
 # Twilio limits concurrent requests per account (the number is unpublished; ~100 is often
 # quoted). Eight workers keep a single run far below it while hiding most of the latency.
 DEFAULT_MAX_WORKERS = 8
-MAX_MAX_WORKERS = 64
+# The bound is a guard against typos, not the account's limit: above that limit the adaptive
+# limit (throttle.py) halves the pool once per burst of 429s, so a high setting costs a few
+# retries, not a stalled run. 256 leaves room for accounts whose limit Twilio raised above the
+# ~100 usually quoted, while each worker still costs one thread and one socket (256 stays well
+# under the usual 1,024 open files) and `max_workers * 4` queued users.
+MAX_MAX_WORKERS = 256
 
 # Retries: dlt's defaults (5 attempts, factor 1, no jitter) ride out only ~15 s without a
 # Retry-After header. Ten attempts with jittered exponential backoff capped at 30 s give about

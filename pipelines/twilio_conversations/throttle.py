@@ -2,8 +2,26 @@
 
 Twilio's 429 (error 20429) is an account-wide limit on *concurrent* requests, shared with every
 other job on the account and not published. Backing off each request alone keeps the pressure
-the same; halving the number in flight on a 429 and growing it back by one after a run of
-successes (AIMD, as TCP does) finds what the account can take right now.
+the same, so the pool as a whole backs off: AIMD, as TCP's congestion control does.
+
+The rule:
+
+* **Cut once per burst.** Every slot is handed out with a ticket naming the current
+  *generation*; a cut starts a new one. A 429 halves the limit only if its request was started
+  in the current generation. Requests started before the last cut were sent at the old, higher
+  limit: their 429s are the same signal the cut already answered, so a burst of N 429s from
+  requests in flight together halves the limit once, not N times.
+* **Grow one slot per round.** A round is `limit` successes of requests started in the current
+  generation (about one round-trip time with the pool full), after which the limit grows by one.
+  Recovering from 32 to 64 takes 32 rounds, a few seconds at Twilio's 100-300 ms per request;
+  from 1 to 4 takes 1 + 2 + 3 successes. A 429 restarts the round.
+* **Between 1 and `ceiling`** (`max_workers`), always.
+* `Retry-After`, when Twilio sends it, sets the wait of the request that got the 429 (the
+  client's backoff); the limit does not use it.
+
+`Twilio-Concurrent-Requests` is not used: it counts the account's requests in flight, but the
+account's limit is unpublished and shared with the customer's own traffic, so the number alone
+says nothing about headroom; the 429 is the only signal that the limit was reached.
 """
 
 from __future__ import annotations
@@ -11,53 +29,96 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What a slot remembers of the limit when it was handed out.
+
+    Attributes:
+        generation: The number of cuts made before this request was started.
+    """
+
+    generation: int
 
 
 class AdaptiveLimit:
-    """A semaphore whose size moves between 1 and `ceiling`.
+    """A semaphore whose size moves between 1 and `ceiling` (see the module docstring).
 
-    Args:
+    Attributes:
         ceiling: The configured maximum in flight (`max_workers`).
-        recover_after: Successes needed at the current limit before it grows by one.
+        limit: Requests allowed in flight now.
+        lowest: The lowest `limit` so far (the run summary reports it with `ceiling` and `limit`).
+        in_flight: Requests holding a slot now.
+        generation: Cuts made so far.
     """
 
-    def __init__(self, ceiling: int, recover_after: int = 20) -> None:
+    def __init__(self, ceiling: int) -> None:
+        if ceiling < 1:
+            raise ValueError(f"ceiling must be at least 1, not {ceiling}")
         self.ceiling = ceiling
         self.limit = ceiling
         self.lowest = ceiling
         self.in_flight = 0
-        self._recover_after = recover_after
-        self._successes = 0
+        self.generation = 0
+        self._successes = 0  # in the current round
         self._condition = threading.Condition()
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> Iterator[Ticket]:
         """Hold one of the `limit` slots for the duration of one HTTP attempt."""
         with self._condition:
             self._condition.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
+            ticket = Ticket(self.generation)
         try:
-            yield
+            yield ticket
         finally:
             with self._condition:
                 self.in_flight -= 1
                 self._condition.notify_all()
 
-    def throttled(self) -> None:
-        """A 429: halve the limit (at most once per burst of answers at the old limit)."""
-        with self._condition:
-            self._successes = 0
-            if self.limit > 1:
-                self.limit = max(1, self.limit // 2)
-                self.lowest = min(self.lowest, self.limit)
+    def throttled(self, ticket: Ticket | None = None) -> bool:
+        """A 429 for the request holding `ticket`: halve the limit, once per burst.
 
-    def succeeded(self) -> None:
-        """A success: after `recover_after` of them at this limit, allow one more in flight."""
+        Args:
+            ticket: The slot's ticket; None stands for a request started just now.
+
+        Returns:
+            True if this 429 cut the limit; False if it came from a request started before the
+            last cut (already answered) or the limit is at one.
+        """
+        with self._condition:
+            if ticket is not None and ticket.generation != self.generation:
+                return False
+            self._successes = 0
+            if self.limit == 1:
+                return False
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self.generation += 1
+            return True
+
+    def succeeded(self, ticket: Ticket | None = None) -> bool:
+        """A success: after a round of `limit` of them, allow one more in flight.
+
+        Args:
+            ticket: The slot's ticket; successes of requests started before the last cut do not
+                count (they ran at the old limit). None stands for a request started just now.
+
+        Returns:
+            True if this success grew the limit.
+        """
         with self._condition:
             if self.limit >= self.ceiling:
-                return
+                return False
+            if ticket is not None and ticket.generation != self.generation:
+                return False
             self._successes += 1
-            if self._successes >= self._recover_after:
-                self._successes = 0
-                self.limit += 1
-                self._condition.notify_all()
+            if self._successes < self.limit:
+                return False
+            self._successes = 0
+            self.limit += 1
+            self._condition.notify_all()
+            return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 import requests_mock as rm
+from twilio_conversations import client as client_module
 from twilio_conversations.client import RetryPolicy, TwilioClient, validate_base_url
 from twilio_conversations.errors import (
     AuthenticationError,
@@ -101,7 +102,7 @@ def test_retries_429_and_503_then_succeeds_and_counts() -> None:
 
 def test_honours_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
-    monkeypatch.setattr("tenacity.nap.time.sleep", waits.append)
+    monkeypatch.setattr(client_module, "_sleep", waits.append)
     client = TwilioClient(
         BASE, AUTH, RetryPolicy(max_attempts=3, backoff_factor=0.001, max_delay=30)
     )
@@ -172,26 +173,42 @@ def test_base_url_rejected(url: str, message: str) -> None:
         validate_base_url(url)
 
 
-def test_the_request_log_line_is_built_only_when_dlt_logs_info(
+def test_waits_are_full_jitter_without_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(client_module, "_sleep", waits.append)
+    policy = RetryPolicy(max_attempts=5, backoff_factor=1.0, max_delay=3.0)
+    client = TwilioClient(BASE, AUTH, policy)
+    with rm.Mocker() as mock:
+        mock.get(
+            f"{BASE}/v1/Services",
+            [{"status_code": 503, "json": {}}] * 4 + [{"json": page([], None, "services")}],
+        )
+        list(client.iter_pages("/v1/Services", "services"))
+    assert len(waits) == 4
+    # the n-th wait is uniform in [0, min(max_delay, factor * 2**n)]
+    assert all(0 <= w <= min(3.0, 2.0**n) for n, w in enumerate(waits, start=1)), waits
+
+
+def test_each_page_is_decoded_once_and_params_go_only_with_the_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import logging
-
-    from dlt.common import logger as dlt_logger
-    from dlt.sources.helpers.rest_client import client as rest_client_module
-
-    built: list[str] = []
-    sanitize = rest_client_module.sanitize_url
+    decoded: list[bytes] = []
+    loads = client_module.orjson.loads
     monkeypatch.setattr(
-        rest_client_module, "sanitize_url", lambda url: built.append(url) or sanitize(url)
+        client_module.orjson, "loads", lambda data: decoded.append(data) or loads(data)
     )
-    quiet, chatty = logging.getLogger("dlt-test-quiet"), logging.getLogger("dlt-test-info")
-    quiet.setLevel(logging.WARNING)
-    chatty.setLevel(logging.INFO)
-    with rm.Mocker() as m:
-        m.get(f"{BASE}/v1/Services", json={"services": [], "meta": {"next_page_url": None}})
-        for logger, expected in ((None, 0), (quiet, 0), (chatty, 1)):
-            monkeypatch.setattr(dlt_logger, "LOGGER", logger)
-            built.clear()
-            list(TwilioClient(BASE, AUTH).iter_pages("/v1/Services", "services"))
-            assert len(built) == expected, logger
+    client = TwilioClient(BASE, AUTH, FAST)
+    with rm.Mocker() as mock:
+        mock.get(
+            f"{BASE}/v1/Services?PageSize=2",
+            json=page([{"sid": "1"}], f"{BASE}/v1/Services?PageSize=2&PageToken=b", "services"),
+            complete_qs=True,
+        )
+        mock.get(
+            f"{BASE}/v1/Services?PageSize=2&PageToken=b",
+            json=page([{"sid": "2"}], None, "services"),
+            complete_qs=True,
+        )
+        pages = list(client.iter_pages("/v1/Services", "services", {"PageSize": 2}))
+    assert pages == [[{"sid": "1"}], [{"sid": "2"}]]
+    assert len(decoded) == 2

@@ -1,27 +1,142 @@
-"""Adaptive concurrency: the pool shrinks on 429s and grows back as requests succeed."""
+"""Adaptive concurrency: the pool halves once per burst of 429s and grows back one slot per round
+of successes. Driven directly (no HTTP); threads only where being in flight together matters."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from contextlib import ExitStack
 
-from twilio_conversations.throttle import AdaptiveLimit
+import pytest
+from twilio_conversations.cli import format_summary
+from twilio_conversations.report import RunReport
+from twilio_conversations.runner import RunOutcome
+from twilio_conversations.throttle import AdaptiveLimit, Ticket
 
 
-def test_halves_on_429_and_recovers_one_step_per_success_run() -> None:
-    limit = AdaptiveLimit(16, recover_after=3)
+def hold(stack: ExitStack, limit: AdaptiveLimit, n: int) -> list[Ticket]:
+    """`n` slots taken in this thread, released when `stack` closes (no threads needed)."""
+    assert limit.in_flight + n <= limit.limit, "would block"
+    return [stack.enter_context(limit.slot()) for _ in range(n)]
+
+
+def test_a_burst_of_429s_from_requests_in_flight_together_cuts_once() -> None:
+    limit = AdaptiveLimit(16)
+    with ExitStack() as stack:
+        burst = hold(stack, limit, 16)  # all sent at the old limit
+        assert [limit.throttled(t) for t in burst] == [True] + [False] * 15
+        assert (limit.limit, limit.lowest, limit.generation) == (8, 8, 1)
+        assert limit.in_flight == 16  # the cut lets nobody in until enough have left
+    with ExitStack() as stack:
+        second = hold(stack, limit, 8)  # sent after the cut: a new signal
+        assert [limit.throttled(t) for t in second] == [True] + [False] * 7
+    assert (limit.limit, limit.lowest, limit.generation) == (4, 4, 2)
+
+
+def test_a_429_from_before_the_cut_is_ignored_even_after_the_limit_grew() -> None:
+    limit = AdaptiveLimit(8)
+    with ExitStack() as old:
+        stale = hold(old, limit, 2)
+        assert limit.throttled(stale[0])  # 8 -> 4
+        old.close()
+        with ExitStack() as stack:
+            for ticket in hold(stack, limit, 4):
+                limit.succeeded(ticket)
+        assert limit.limit == 5  # grown, still the same generation
+        assert not limit.throttled(stale[1])
+        assert limit.limit == 5
+
+
+def test_recovery_grows_one_slot_per_round_of_limit_successes() -> None:
+    limit = AdaptiveLimit(8)
     limit.throttled()
     limit.throttled()
-    assert (limit.limit, limit.lowest) == (4, 4)
+    assert limit.limit == 2
+    grown_after: list[int] = []
+    successes = 0
+    while limit.limit < limit.ceiling:
+        with limit.slot() as ticket:
+            successes += 1
+            if limit.succeeded(ticket):
+                grown_after.append(successes)
+    # 2 successes at 2, 3 at 3, ... 7 at 7: one more slot per round trip of a full pool
+    assert grown_after == [2, 5, 9, 14, 20, 27]
+    assert limit.limit == 8
+    assert not limit.succeeded(), "never above the configured ceiling"
+    assert limit.limit == 8
+
+
+def test_a_429_restarts_the_round_and_stale_successes_do_not_count() -> None:
+    limit = AdaptiveLimit(8)
+    with ExitStack() as stack:
+        stale = hold(stack, limit, 8)
+        limit.throttled(stale[0])  # 8 -> 4, generation 1
+        for ticket in stale[1:]:
+            assert not limit.succeeded(ticket)  # ran at the old limit
+    assert limit.limit == 4
     for _ in range(3):
         limit.succeeded()
-    assert limit.limit == 5
-    for _ in range(3 * 20):
-        limit.succeeded()
-    assert limit.limit == 16, "never above the configured ceiling"
-    for _ in range(10):
-        limit.throttled()
-    assert limit.limit == 1, "never below one"
+    assert limit.limit == 4
+    with limit.slot() as ticket:
+        assert ticket.generation == 1
+        assert limit.throttled(ticket)  # sent at the current limit: 4 -> 2, 3 successes dropped
+    assert limit.limit == 2
+    limit.succeeded()
+    assert limit.limit == 2, "the round started again after the 429"
+    limit.succeeded()
+    assert limit.limit == 3
+
+
+def test_never_below_one() -> None:
+    limit = AdaptiveLimit(4)
+    cuts = [limit.throttled() for _ in range(5)]
+    assert cuts == [True, True, False, False, False]
+    assert (limit.limit, limit.lowest, limit.ceiling) == (1, 1, 4)
+    assert limit.succeeded() and limit.limit == 2  # one success is a round at one
+
+
+def test_threads_in_flight_together_that_all_get_429_cut_once() -> None:
+    """Eight threads hold slots at once (a barrier proves it); all eight answer 429."""
+    limit = AdaptiveLimit(8)
+    guard = 60  # seconds: only so that a broken test fails instead of hanging
+    inside = threading.Barrier(8)
+    cuts: list[bool] = []
+    errors: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            with limit.slot() as ticket:
+                inside.wait(guard)
+                cuts.append(limit.throttled(ticket))
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(guard)
+    assert not errors, errors
+    assert sorted(cuts) == [False] * 7 + [True]
+    assert (limit.limit, limit.lowest, limit.in_flight) == (4, 4, 0)
+
+
+def test_the_summary_reads_ceiling_lowest_and_limit() -> None:
+    limit = AdaptiveLimit(32)
+    for _ in range(3):
+        limit.throttled()  # 32 -> 16 -> 8 -> 4
+    for _ in range(4):
+        limit.succeeded()  # one round at 4
+    report = RunReport(concurrency=limit)
+    summary = format_summary(RunOutcome(load_info=None, report=report))
+    assert "429s cut parallel requests from 32 to 4 (now 5)" in summary
+    quiet = format_summary(RunOutcome(None, RunReport(concurrency=AdaptiveLimit(32))))
+    assert "throttled" not in quiet
+
+
+def test_a_ceiling_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        AdaptiveLimit(0)
 
 
 class _ObservedCondition(threading.Condition):

@@ -1,4 +1,5 @@
-"""The lean requests session: what it prepares, and that environment proxies still carry traffic."""
+"""The session under the client: requests' own, what it sends, environment proxies, keep-alive,
+and broken bodies on a real socket."""
 
 from __future__ import annotations
 
@@ -13,64 +14,54 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from twilio_conversations.client import TwilioClient
-from twilio_conversations.transport import ApiAdapter, ApiSession
+import requests_mock as rm
+from requests.adapters import HTTPAdapter
+from twilio_conversations.client import USER_AGENT, RetryPolicy, TwilioClient
+from twilio_conversations.errors import TwilioConnectionError
+from twilio_conversations.transport import ApiSession
 
 BASE = "https://conversations.twilio.com"
 
 
-def prepare(session: ApiSession, url: str, **kwargs: Any) -> requests.PreparedRequest:
-    return session.prepare_request(requests.Request(url=url, **kwargs))
+AUTH = ("AC" + "a" * 32, "token-123")
+
+
+def test_the_session_is_requests_own() -> None:
+    """Only configuration: no hook of `requests.Session` is replaced."""
+    assert [name for name, value in vars(ApiSession).items() if callable(value)] == ["__init__"]
+    session = ApiSession("agent/1")
+    assert session.headers["User-Agent"] == "agent/1"
+    assert type(session.get_adapter(BASE)) is HTTPAdapter
 
 
 @pytest.mark.parametrize(
-    ("url", "params", "expected"),
+    ("path", "params", "expected"),
     [
-        (f"{BASE}/v1/Services", {"PageSize": 50}, f"{BASE}/v1/Services?PageSize=50"),
-        (
-            f"{BASE}/v1/Services?PageToken=PT1",
-            {"PageSize": 5},
-            f"{BASE}/v1/Services?PageToken=PT1&PageSize=5",
-        ),
-        (f"{BASE}/v1/Services", {"PageSize": None}, f"{BASE}/v1/Services"),
-        (f"{BASE}/v1/Services", [("A", "x y"), ("A", "&")], f"{BASE}/v1/Services?A=x+y&A=%26"),
-        (f"{BASE}/v1/Services", "PageSize=7", f"{BASE}/v1/Services?PageSize=7"),
-        (f"{BASE}/v1/Services/IS1/Users/a b", None, f"{BASE}/v1/Services/IS1/Users/a%20b"),
+        ("/v1/Services", {"PageSize": 50}, f"{BASE}/v1/Services?PageSize=50"),
+        ("/v1/Services", {"PageSize": None}, f"{BASE}/v1/Services"),
+        ("/v1/Services", {"A": "x y&"}, f"{BASE}/v1/Services?A=x+y%26"),
+        ("/v1/Services/IS1/Users/a b", None, f"{BASE}/v1/Services/IS1/Users/a%20b"),
+        ("/v1/Services/IS1/Users/a%2Fb", None, f"{BASE}/v1/Services/IS1/Users/a%2Fb"),
     ],
 )
-def test_url_and_params_as_requests_would_send_them(url: str, params: Any, expected: str) -> None:
-    lean = prepare(ApiSession(BASE, timeout=5), url, method="GET", params=params)
-    assert lean.url == expected
-    assert (
-        lean.url
-        == requests.Session().prepare_request(requests.Request("GET", url, params=params)).url
-    )
+def test_url_and_params_as_requests_would_send_them(path: str, params: Any, expected: str) -> None:
+    client = TwilioClient(BASE, AUTH)
+    with rm.Mocker() as mock:
+        mock.get(rm.ANY, json={"services": [], "meta": {"next_page_url": None}})
+        list(client.iter_pages(path, "services", params))
+    (sent,) = mock.request_history
+    assert sent.url == expected
+    assert sent.url == requests.Request("GET", f"{BASE}{path}", params=params).prepare().url
 
 
-def test_headers_auth_and_hooks_are_prepared() -> None:
-    session = ApiSession(BASE, timeout=5)
-    hook = lambda response, **kwargs: response  # noqa: E731
-    prepared = prepare(
-        session,
-        f"{BASE}/v1/Services",
-        method="get",
-        headers={"Accept": "application/json"},
-        auth=("ACxx", "secret"),
-        hooks={"response": [hook]},
-    )
-    assert prepared.method == "GET"
-    assert prepared.headers["Accept"] == "application/json"
-    assert prepared.headers["Authorization"] == requests.auth._basic_auth_str("ACxx", "secret")
-    assert prepared.body is None and "Content-Length" not in prepared.headers
-    assert prepared.hooks["response"] == [hook]
-
-
-def test_a_request_with_a_body_takes_requests_own_path() -> None:
-    prepared = prepare(
-        ApiSession(BASE, timeout=5), f"{BASE}/v1/Conversations", method="POST", data={"A": "b c"}
-    )
-    assert prepared.body == "A=b+c"
-    assert prepared.headers["Content-Type"] == "application/x-www-form-urlencoded"
+def test_headers_and_auth_are_sent() -> None:
+    with rm.Mocker() as mock:
+        mock.get(rm.ANY, json={"sid": "US1"})
+        assert TwilioClient(BASE, AUTH).get("/v1/Services/IS1/Users/US1") == {"sid": "US1"}
+    (sent,) = mock.request_history
+    assert sent.headers["Accept"] == "application/json"
+    assert sent.headers["User-Agent"] == USER_AGENT
+    assert sent.headers["Authorization"] == requests.auth._basic_auth_str(*AUTH)
 
 
 # -- proxies: a real forwarding proxy on loopback ----------------------------------------------
@@ -145,7 +136,7 @@ def test_no_proxy_bypasses_the_proxy(
     assert proxy.seen == []  # type: ignore[attr-defined]
 
 
-# -- the adapter: one pool lookup, one body read, requests' errors -----------------------------
+# -- the wire: keep-alive, gzip, and bodies broken the ways networks break them ----------------
 
 
 class _Misbehaving(BaseHTTPRequestHandler):
@@ -154,6 +145,7 @@ class _Misbehaving(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.server.seen.append((self.path, self.client_address))  # type: ignore[attr-defined]
         body = b'{"services": [], "meta": {"next_page_url": null}}'
         if self.path == "/gzip":
             self._reply(gzip.compress(body), {"Content-Encoding": "gzip"})
@@ -183,7 +175,7 @@ class _Misbehaving(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.wfile.flush()
         if stall:
-            time.sleep(stall)
+            time.sleep(stall)  # the server's behaviour under test, not synchronisation
         if close or stall:
             self.close_connection = True
 
@@ -191,58 +183,55 @@ class _Misbehaving(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def misbehaving() -> Iterator[str]:
+@pytest.fixture
+def misbehaving() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
     server.daemon_threads = True
+    server.seen = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
     server.shutdown()
     server.server_close()
 
 
-def test_one_connection_carries_every_request_of_a_session(misbehaving: str) -> None:
-    session = ApiSession(misbehaving, timeout=5)
-    bodies = [session.get(f"{misbehaving}/ok").json() for _ in range(20)]
-    assert bodies == [{"services": [], "meta": {"next_page_url": None}}] * 20
-    adapter = session.get_adapter(misbehaving)
-    assert isinstance(adapter, ApiAdapter)
-    (pool,) = adapter._pools.values()
-    assert (pool.num_connections, pool.num_requests) == (1, 20)
+def _base(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def test_a_gzip_body_is_decoded(misbehaving: str) -> None:
-    response = ApiSession(misbehaving, timeout=5).get(f"{misbehaving}/gzip")
-    assert response.json() == {"services": [], "meta": {"next_page_url": None}}
+def test_one_connection_carries_every_request_of_a_thread(
+    misbehaving: ThreadingHTTPServer,
+) -> None:
+    client = TwilioClient(_base(misbehaving), AUTH)
+    pages = [page for _ in range(20) for page in client.iter_pages("/ok", "services")]
+    assert pages == [[]] * 20
+    seen = misbehaving.seen  # type: ignore[attr-defined]
+    assert len(seen) == 20
+    assert len({address for _, address in seen}) == 1, "one keep-alive connection"
 
 
-def test_a_streamed_response_is_left_unread(misbehaving: str) -> None:
-    response = ApiSession(misbehaving, timeout=5).get(f"{misbehaving}/ok", stream=True)
-    assert response._content_consumed is False
-    assert response.raw.read() == b'{"services": [], "meta": {"next_page_url": null}}'
+def test_a_gzip_body_is_decoded(misbehaving: ThreadingHTTPServer) -> None:
+    client = TwilioClient(_base(misbehaving), AUTH)
+    assert list(client.iter_pages("/gzip", "services")) == [[]]
 
 
-@pytest.mark.parametrize("path", ["/bad-gzip", "/truncated", "/stalls"])
-def test_a_broken_body_raises_what_requests_raises(misbehaving: str, path: str) -> None:
-    def error_of(session: requests.Session) -> type[BaseException]:
-        with pytest.raises(requests.RequestException) as caught:
-            session.get(f"{misbehaving}{path}", timeout=0.3)
-        return caught.type
-
-    expected = error_of(requests.Session())
-    assert expected is not requests.RequestException  # a specific error, per case
-    assert error_of(ApiSession(misbehaving, timeout=5)) is expected
-
-
-def test_pools_are_kept_per_origin_and_dropped_on_close(misbehaving: str, emulator: Any) -> None:
-    session = ApiSession(misbehaving, timeout=5)
-    session.get(f"{misbehaving}/ok")
-    session.get(
-        f"{emulator.base_url}/v1/Services", auth=(emulator.account_sid, emulator.auth_token)
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/bad-gzip", "ContentDecodingError"),
+        ("/truncated", "ChunkedEncodingError"),
+        ("/stalls", "ConnectionError"),  # a read timeout mid-body
+    ],
+)
+def test_a_broken_body_is_retried_then_reported_in_one_line(
+    misbehaving: ThreadingHTTPServer, path: str, reason: str
+) -> None:
+    policy = RetryPolicy(max_attempts=2, backoff_factor=0.0, max_delay=0.0, timeout=0.3)
+    client = TwilioClient(_base(misbehaving), AUTH, policy)
+    with pytest.raises(TwilioConnectionError) as failure:
+        list(client.iter_pages(path, "services"))
+    assert str(failure.value) == (
+        f"could not get {_base(misbehaving)}{path} after 2 attempts: {reason}"
     )
-    adapter = session.get_adapter(misbehaving)
-    assert isinstance(adapter, ApiAdapter) and len(adapter._pools) == 2
-    session.close()
-    assert adapter._pools == {}
-    assert session.get(f"{misbehaving}/ok").status_code == 200  # a closed session reconnects
+    assert [p for p, _ in misbehaving.seen] == [path, path]  # type: ignore[attr-defined]
+    assert client.stats.retry_reasons == {reason: 1}
