@@ -46,9 +46,8 @@ from .harness import (
     parse_summary,
     run_child,
 )
+from .run import OURS_CLI, OURS_TABLE, RESULTS, machine
 
-RESULTS = REPO / "benchmarks" / "results"
-OURS_CLI = str(Path(sys.executable).with_name("twilio-conversations"))
 MAX_CONVERSATIONS = 70  # the mix: up to two pages of 50 per user
 
 
@@ -115,7 +114,7 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         cmd = [OURS_CLI, "run", "--destination", "duckdb", "--progress", "none"]
         ours = run_child("ours", cmd, env, cwd, emu)
         ours.extra = parse_summary(ours.stdout)
-        check_rows("ours", cwd / "ours.duckdb", "twilio.user_conversations", rows)
+        check_rows("ours", cwd / "ours.duckdb", OURS_TABLE, rows)
 
     requests = int(floor.extra["requests"])  # the minimum: no retries
     listing = 1 + math.ceil(case.users / 50)  # /v1/Services, then the chain of user pages
@@ -194,8 +193,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchmarkError as exc:
         print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
         return 1
-    from .run import machine
-
     env = machine()
     line = (
         f"Machine: {env['cpus']} CPUs ({env['cpu']}), Python {env['python']}, dlt {env['dlt']}, "
