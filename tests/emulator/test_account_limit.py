@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import queue
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -279,15 +277,3 @@ def test_cli_flags_map_to_the_config() -> None:
 def test_cli_rejects_bad_limit_flags(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         _parse(*argv)
-
-
-def test_cli_help_documents_the_limit_flags() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "twilio_emulator", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    for flag in ("--account-concurrency", "--other-traffic", "--limit-retry-after"):
-        assert flag in result.stdout

@@ -35,6 +35,9 @@ FLAGS = [
     "--fault-seed",
     "--retry-after",
     "--slow-ms",
+    "--account-concurrency",
+    "--other-traffic",
+    "--limit-retry-after",
     "--verbose",
 ]
 

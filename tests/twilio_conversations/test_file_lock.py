@@ -184,41 +184,30 @@ def test_reader_that_appears_at_load_is_waited_for(
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
 
 
+@pytest.mark.parametrize("how", ["flag", "config"])
 def test_cli_gives_up_with_exit_1_and_one_error_line(
-    emulator: Any, tmp_path: Path, reader: Any
+    emulator: Any, tmp_path: Path, reader: Any, how: str
 ) -> None:
+    """`--lock-timeout 0`, or `lock_timeout` from the config (here its environment form)."""
     database = tmp_path / "held.duckdb"
     first_load(emulator, database, tmp_path)
     holder = reader(database)
+    flag = ["--lock-timeout", "0"] if how == "flag" else []
+    extra = {"SOURCES__TWILIO_CONVERSATIONS__LOCK_TIMEOUT": "0"} if how == "config" else {}
     done = cli(
         "run",
         "--progress",
         "none",
-        "--lock-timeout",
-        "0",
+        *flag,
         cwd=tmp_path,
-        env=environment(emulator, database),
+        env=environment(emulator, database, **extra),
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and f"(PID {holder.pid})" in errors[0], done.stderr
+    assert "after 0 s (lock_timeout)" in errors[0], done.stderr
     assert len(lines) == 2 and HELD in lines[0], done.stderr  # the wait, then the verdict
-    holder.close()
-
-
-def test_lock_timeout_from_config(emulator: Any, tmp_path: Path, reader: Any) -> None:
-    database = tmp_path / "held.duckdb"
-    first_load(emulator, database, tmp_path)
-    holder = reader(database)
-    done = cli(
-        "run",
-        "--progress",
-        "none",
-        cwd=tmp_path,
-        env=environment(emulator, database, SOURCES__TWILIO_CONVERSATIONS__LOCK_TIMEOUT="0"),
-    )
-    assert done.returncode == 1 and "after 0 s (lock_timeout)" in done.stderr, done.stderr
     holder.close()
 
 
