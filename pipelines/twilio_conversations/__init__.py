@@ -138,14 +138,14 @@ def twilio_conversations(
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     current = user_conversations_resource(catalog, settings)
-    # Observed in dlt 1.31 (default `next_item_mode`, round robin): dlt takes one yielded item
-    # from each resource in turn, in this list's order (`fifo` drains them in the same order).
-    # `user_conversations` goes before `users` so that it gets to the user listing first and
-    # reads it page by page, fetching conversations meanwhile; `users` then finds the listing
-    # read (or reads the rest of it). Only the effect is pinned, by test_pipeline.py's
-    # test_conversations_are_fetched_while_the_user_listing_is_still_read (conversations are
-    # requested before the last listing page; it fails with `users` first); no test pins dlt's
-    # order as such. Why it matters: docs/performance.md, "Where the time goes", 14.
+    # dlt extracts on one thread, by default one yielded item from each resource in turn
+    # ("round robin"). `user_conversations` reads the shared user listing and fetches
+    # conversations as the pages arrive; `users` takes the pages it has read and hands its turn
+    # back when it has caught up, so it never reads the listing's chain of pages on its own
+    # while no fetch is submitted. test_pipeline.py pins the effect, whatever the order dlt
+    # picks: test_users_never_reads_the_listing_ahead_of_user_conversations (it fails when
+    # `users` reads the pages itself). Why it matters: docs/performance.md, "Where the time
+    # goes", 14.
     resources = [services_resource(catalog), current, users_resource(catalog)]
     if history:
         resources.append(user_conversations_history_resource(current))
@@ -202,7 +202,7 @@ def users_resource(catalog: Catalog) -> DltResource:
         write_disposition=_MERGE,
         columns=USERS_COLUMNS,
     )
-    def users() -> Iterator[list[dict[str, Any]]]:
+    def users() -> Iterator[list[dict[str, Any]] | None]:
         """Users of each scanned service, written when they change; deleted users removed."""
         if _first_time("users"):
             yield dlt.mark.materialize_table_schema()
@@ -210,17 +210,22 @@ def users_resource(catalog: Catalog) -> DltResource:
         services = catalog.services()
         for service in services:
             service_sid = service["sid"]
-            records = catalog.users(service_sid)
-            changed = [
-                with_parsed_attributes(r)
-                for r in changes.changed_records(state, service_sid, records)
-            ]
+            listed: set[str] = set()
+            for batch in catalog.arrived_users(service_sid):
+                if batch is None:
+                    # `user_conversations` is reading the next page: `None` (an item dlt drops)
+                    # ends this resource's turn, so dlt goes back to it meanwhile.
+                    yield None
+                    continue
+                listed.update(r["sid"] for r in batch)
+                changed = changes.changed_records(state, service_sid, batch)
+                if changed:
+                    yield [with_parsed_attributes(r) for r in changed]
             if catalog.scans_all_users:
-                gone = changes.drop_vanished(state, service_sid, {r["sid"] for r in records})
-                changed.extend(_user_tombstones(service_sid, gone))
+                gone = changes.drop_vanished(state, service_sid, listed)
+                if gone:
+                    yield _user_tombstones(service_sid, gone)
             catalog.done_with_users(service_sid)
-            if changed:
-                yield changed
         if catalog.scans_all_services:
             seen = {s["sid"] for s in services}
             for service_sid, gone in changes.drop_vanished_scopes(state, seen).items():

@@ -301,9 +301,12 @@ class TwilioClient:
     # -- public API -------------------------------------------------------------------------
 
     def iter_pages(
-        self, path: str, key: str, params: dict[str, Any] | None = None
+        self, path: str, key: str, params: dict[str, Any] | None = None, first: bool = False
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield the records of each page of a list, following `meta.next_page_url` to the end.
+
+        `first`: each page takes the next free slot of the concurrency limit before other
+        requests (for a listing that gates the rest of the run, see `AdaptiveLimit.slot`).
 
         Raises:
             AuthenticationError: On HTTP 401.
@@ -313,7 +316,7 @@ class TwilioClient:
         """
         url, query, what = f"{self.base_url}{path}", params, "request URL"
         while True:
-            body, sent = self._get(url, query, key, what)
+            body, sent = self._get(url, query, key, what, first)
             yield body[key]
             next_url = body["meta"].get("next_page_url")
             if not next_url:
@@ -366,7 +369,12 @@ class TwilioClient:
         return resolved
 
     def _get(
-        self, url: str, params: Mapping[str, Any] | None, list_key: str | None, what: str
+        self,
+        url: str,
+        params: Mapping[str, Any] | None,
+        list_key: str | None,
+        what: str,
+        first: bool = False,
     ) -> tuple[dict[str, Any], str]:
         """One GET with retries: the decoded body and the URL it was sent to.
 
@@ -384,7 +392,7 @@ class TwilioClient:
             response: requests.Response | None = None
             failure: TwilioConnectorError
             try:
-                with self.concurrency.slot() as ticket:
+                with self.concurrency.slot(first) as ticket:
                     response = session.send(
                         request, allow_redirects=False, timeout=self.retry.timeout, **settings
                     )

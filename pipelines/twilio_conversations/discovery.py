@@ -1,10 +1,11 @@
 """Which services and users a run scans: everything the credentials see, or what is configured.
 
 Listings are memoised per run so the `users` and `user_conversations` resources share one walk
-of each service's users instead of paying for it twice. The walk is shared page by page: a
-reader gets each user as soon as its page has arrived, so `user_conversations` starts fetching
-the first users' conversations while the rest of the listing is still being read (the listing is
-one page at a time, `users / page_size` round trips in a row).
+of each service's users instead of paying for it twice. The walk is shared page by page and read
+by a thread of its own: a reader gets each user as soon as its page has arrived, so
+`user_conversations` fetches the first users' conversations while the rest of the listing is
+still being read (one page at a time, `users / page_size` round trips in a row), and the chain
+of pages never waits for the main thread.
 """
 
 from __future__ import annotations
@@ -102,44 +103,136 @@ def user_path(service_sid: str, user: str) -> str:
 class _SharedListing:
     """One service's user listing, read by several readers, each page requested once.
 
-    Whichever reader is ahead asks for the next page; the others read what has arrived. A failed
-    page fails every reader that reaches it, so none can mistake a partial listing for the whole
-    (which would count the users not yet listed as deleted).
+    The listing is a chain of page tokens, the one part of a run that cannot overlap itself,
+    so a thread of its own reads it page after page (`_read_ahead`), up to `read_ahead`
+    records ahead of the readers, whatever the readers are doing meanwhile.
+
+    A *leader* (`read`, used by `user_conversations`) waits for the pages it needs, and the
+    read-ahead follows the leaders. A *follower* (`arrived`, used by `users`) takes whatever has
+    arrived and, when it has caught up while a leader is open, hands its turn back instead of
+    waiting: dlt extracts resources on one thread, so a follower waiting for the rest of the
+    listing would hold up every conversation fetch the leader would have submitted meanwhile
+    (docs/performance.md, "Where the time goes", 14). With no leader open, a follower waits
+    and leads the read-ahead itself. A failed page fails every reader that reaches it, so none
+    can mistake a partial listing for the whole (which would count the users not yet listed as
+    deleted).
     """
 
-    def __init__(self, pages: Iterable[list[Record]], lock: threading.RLock) -> None:
-        self._pages: Iterator[list[Record]] | None = iter(pages)
-        self._lock = lock
+    def __init__(self, pages: Iterable[list[Record]], read_ahead: int, chunk: int) -> None:
+        self._pages = iter(pages)
+        self._read_ahead = read_ahead
+        self._chunk = chunk
+        self._cond = threading.Condition()
         self._records: list[Record] = []
+        self._complete = False
         self._error: BaseException | None = None
+        # Records taken by each open reader, leaders and followers apart.
+        self._leaders: dict[object, int] = {}
+        self._followers: dict[object, int] = {}
+        self._reading = False  # the read-ahead thread is running
 
     def read(self) -> Iterator[Record]:
-        index = 0
-        while True:
-            with self._lock:
-                if index == len(self._records):
-                    self._fetch_page()
-                    if index == len(self._records):
-                        return  # the listing is complete
-                arrived = self._records[index:]
-            index += len(arrived)
-            yield from arrived
-
-    def _fetch_page(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._pages is None:
-            return
+        """Every record, waiting for each page as needed."""
+        reader = object()
         try:
-            page = next(self._pages, None)
-        except BaseException as exc:
-            self._error = exc
-            self._pages = None
-            raise
-        if page is None:
-            self._pages = None
-        else:
-            self._records.extend(page)
+            index = 0
+            while True:
+                batch = self._take(self._leaders, reader, index)
+                if batch is None:
+                    return  # the listing is complete
+                index += len(batch)
+                yield from batch
+        finally:
+            self._leave(self._leaders, reader)
+
+    def arrived(self) -> Iterator[list[Record] | None]:
+        """Every record, in batches of what has arrived since the last one.
+
+        `None` means "caught up while a leader is open": the caller should let the leader run
+        (the leader either takes the next page or finishes the listing, so `None`s never
+        outlast it).
+        """
+        reader = object()
+        try:
+            index = 0
+            while True:
+                with self._cond:
+                    caught_up = index == len(self._records) and not self._complete
+                    hand_back = caught_up and bool(self._leaders)
+                if hand_back:
+                    yield None
+                    continue
+                batch = self._take(self._followers, reader, index)
+                if batch is None:
+                    return
+                index += len(batch)
+                yield batch
+        finally:
+            self._leave(self._followers, reader)
+
+    def _take(self, readers: dict[object, int], reader: object, index: int) -> list[Record] | None:
+        """The records from `index` on, `chunk` at most (so the read-ahead sees the reader's
+        progress); waits for the next page if there are none yet. None: the listing is
+        complete."""
+        with self._cond:
+            readers[reader] = index
+            self._cond.notify_all()  # the read-ahead may be waiting for readers to catch up
+            if not self._reading and not self._complete and self._error is None:
+                self._reading = True
+                threading.Thread(
+                    target=self._read_ahead_pages, name="twilio-listing", daemon=True
+                ).start()
+            while index == len(self._records) and not self._complete:
+                if self._error is not None:
+                    raise self._error
+                self._cond.wait()
+            if index < len(self._records):
+                return self._records[index : index + self._chunk]
+            if self._error is not None:
+                raise self._error
+            return None
+
+    def _leave(self, readers: dict[object, int], reader: object) -> None:
+        with self._cond:
+            readers.pop(reader, None)
+            self._cond.notify_all()
+
+    def _lead(self) -> int | None:
+        """How far the read-ahead follows: the furthest leader, else the furthest follower;
+        None when no reader is open."""
+        readers = self._leaders or self._followers
+        return max(readers.values()) if readers else None
+
+    def _read_ahead_pages(self) -> None:
+        """Read pages while the lead (`_lead`) is fewer than `read_ahead` records behind; stop at
+        the end, at an error, or when every reader has left (a reader that comes starts it
+        again)."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: (
+                        (lead := self._lead()) is None
+                        or len(self._records) - lead < self._read_ahead
+                    )
+                )
+                if self._lead() is None:
+                    self._reading = False
+                    return
+            try:
+                page = next(self._pages, None)
+            except BaseException as exc:  # handed to every reader that reaches this page
+                with self._cond:
+                    self._error, self._reading = exc, False
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                if page is None:
+                    self._complete, self._reading = True, False
+                else:
+                    self._records.extend(page)
+                self._cond.notify_all()
+                if page is None:
+                    return
 
 
 class Catalog:
@@ -205,12 +298,16 @@ class Catalog:
                 self.report.services_scanned = len(listed)
             return self._services
 
-    def users(self, service_sid: str) -> list[Record]:
-        """Every scanned user of the service."""
-        return list(self.iter_users(service_sid))
-
     def iter_users(self, service_sid: str) -> Iterator[Record]:
         """The scanned users of the service, each as soon as its page has arrived."""
+        return self._listing(service_sid).read()
+
+    def arrived_users(self, service_sid: str) -> Iterator[list[Record] | None]:
+        """The scanned users of the service in batches as they arrive, `None` when caught up
+        while an `iter_users` reader is open (see `_SharedListing.arrived`)."""
+        return self._listing(service_sid).arrived()
+
+    def _listing(self, service_sid: str) -> _SharedListing:
         with self._lock:
             listing = self._users.get(service_sid)
             if listing is None:
@@ -221,10 +318,14 @@ class Catalog:
                         USERS_PATH.format(service_sid=service_sid),
                         USERS_KEY,
                         {"PageSize": self.page_size},
+                        first=True,
                     )
                 )
-                listing = self._users[service_sid] = _SharedListing(pages, self._lock)
-        return listing.read()
+                # Ahead of the readers by what the workers can take while a page is on its way.
+                read_ahead = 2 * self.page_size + 4 * self.client.concurrency.ceiling
+                listing = _SharedListing(pages, read_ahead, chunk=self.page_size)
+                self._users[service_sid] = listing
+            return listing
 
     def done_with_users(self, service_sid: str) -> None:
         """One reader is done with the service's users; the last one lets the listing go.

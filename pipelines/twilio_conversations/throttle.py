@@ -63,13 +63,29 @@ class AdaptiveLimit:
         self.in_flight = 0
         self.generation = 0
         self._successes = 0  # in the current round
+        self._first_waiting = 0  # waiters that go first (`slot(first=True)`)
         self._condition = threading.Condition()
 
     @contextmanager
-    def slot(self) -> Iterator[Ticket]:
-        """Hold one of the `limit` slots for the duration of one HTTP attempt."""
+    def slot(self, first: bool = False) -> Iterator[Ticket]:
+        """Hold one of the `limit` slots for the duration of one HTTP attempt.
+
+        Args:
+            first: Take the next free slot before any waiter without `first`: the user
+                listing's chain of pages is the run's critical path, and a page that waits for
+                a slot delays every fetch after it.
+        """
         with self._condition:
-            self._condition.wait_for(lambda: self.in_flight < self.limit)
+            if first:
+                self._first_waiting += 1
+            try:
+                self._condition.wait_for(
+                    lambda: self.in_flight < self.limit and (first or not self._first_waiting)
+                )
+            finally:
+                if first:
+                    self._first_waiting -= 1
+                    self._condition.notify_all()  # the others may take what is left
             self.in_flight += 1
             ticket = Ticket(self.generation)
         try:

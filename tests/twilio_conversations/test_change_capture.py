@@ -82,12 +82,12 @@ def test_unscanned_and_skipped_users_are_left_untouched(
 
     original = client_module.TwilioClient.iter_pages
 
-    def vanish_for_unscanned(self: Any, path: str, key: str, params: Any = None) -> Any:
+    def vanish_for_unscanned(self: Any, path: str, key: str, *args: Any, **kwargs: Any) -> Any:
         if f"/Users/{unscanned}/Conversations" in path:
             raise client_module.TwilioAPIError(
                 404, 20404, "The requested resource was not found", path
             )
-        return original(self, path, key, params)
+        return original(self, path, key, *args, **kwargs)
 
     monkeypatch.setattr(client_module.TwilioClient, "iter_pages", vanish_for_unscanned)
     third = run_pipeline(emulator, **destination)

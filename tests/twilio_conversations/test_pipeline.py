@@ -178,13 +178,25 @@ def test_user_vanishing_between_listing_and_reading_is_skipped(
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
 
 
-def test_conversations_are_fetched_while_the_user_listing_is_still_read(
-    emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+def test_users_never_reads_the_listing_ahead_of_user_conversations(
+    start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """dlt extracts on one thread; if `users` waited for the user listing's pages itself, no
+    conversation fetch would be submitted meanwhile (at 100 ms a page, seconds of idle workers).
+
+    The listing runs ahead of the fetches by a bounded amount (at most 2 pages and 4 users per
+    worker ahead of the users taken, which are at most 4 per worker ahead of those finished), so
+    before page p + 1 is requested at least page_size * p - 2 * page_size - 8 * workers - 1
+    conversation requests were sent. A `users` that waits for the pages while no fetch is
+    submitted breaks that bound."""
     from urllib.parse import urlsplit
 
+    import twilio_conversations
     from twilio_conversations import transport
 
+    emu = start_emulator(seed=5, services=1, users=60, max_conversations=3)
+    service = emu.services()[0]["sid"]
+    page_size, workers = 5, 1
     sent: list[str] = []
     original = transport.ApiSession.send
 
@@ -193,17 +205,23 @@ def test_conversations_are_fetched_while_the_user_listing_is_still_read(
         return original(self, request, **kwargs)
 
     monkeypatch.setattr(transport.ApiSession, "send", recording)
-    outcome = run_pipeline(emulator, page_size=5)  # 12 users: three listing pages per service
-    service = emulator.services()[0]["sid"]
-    listing = [i for i, path in enumerate(sent) if path == f"/v1/Services/{service}/Users"]
-    conversations = [
-        i
-        for i, path in enumerate(sent)
-        if path.startswith(f"/v1/Services/{service}/Users/") and path.endswith("/Conversations")
-    ]
-    assert len(listing) == 3
-    assert conversations[0] < listing[-1], "the first users' conversations wait for no listing"
-    assert outcome.report.users_scanned == sum(
-        len(emulator.users(s["sid"])) for s in emulator.services()
-    )
-    assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
+    # A batch every few users, as a large account has one every ~150 (5,000 rows): each batch
+    # is a turn of `user_conversations`, after which dlt gives `users` its turn.
+    monkeypatch.setattr(twilio_conversations, "ARROW_BATCH_ROWS", 4)
+    for run in ("first load", "re-run"):
+        sent.clear()
+        if run == "re-run":  # new users, listed among the others: `users` has rows to write
+            for n in range(6):
+                emu.store.create_user(service, f"newcomer-{n}")
+        outcome = run_pipeline(emu, page_size=page_size, max_workers=workers)
+        listing = [i for i, path in enumerate(sent) if path == f"/v1/Services/{service}/Users"]
+        assert len(listing) >= len(emu.users(service)) // page_size, "the listing is paged"
+        for page, position in enumerate(listing[1:], start=1):
+            before = sum(1 for path in sent[:position] if path.endswith("/Conversations"))
+            assert before >= page_size * (page - 2) - 8 * workers - 1, (
+                f"{run}: listing page {page + 1} was read after only {before} conversation "
+                "requests: `users` read it while no fetch was submitted"
+            )
+        assert outcome.report.users_scanned == len(emu.users(service))
+        assert_users_mirror(outcome.pipeline, truth_users(emu))
+        assert_user_conversations_mirror(outcome.pipeline, emu.all_user_conversations())

@@ -208,3 +208,39 @@ def test_slots_bound_requests_in_flight() -> None:
             t.join(guard)
     assert not errors, errors
     assert limit.in_flight == 0
+
+
+def test_a_listing_page_takes_the_next_free_slot_before_other_waiters() -> None:
+    """The user listing's pages (`slot(first=True)`) are the run's critical path: with the one
+    slot taken and an ordinary request already waiting, a listing page that comes later still
+    gets the slot first. No timing: each waiter reports when it blocks in `wait`."""
+    limit = AdaptiveLimit(1)
+    events: queue.Queue[str] = queue.Queue()
+    limit._condition = _ObservedCondition(events)
+    guard = 60  # seconds: only so that a broken order fails instead of hanging
+    order: list[str] = []
+    errors: list[BaseException] = []
+
+    def wait_for_slot(name: str, first: bool) -> None:
+        try:
+            with limit.slot(first=first):
+                order.append(name)
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    held = limit.slot()
+    held.__enter__()
+    ordinary = threading.Thread(target=wait_for_slot, args=("ordinary", False))
+    listing = threading.Thread(target=wait_for_slot, args=("listing page", True))
+    try:
+        ordinary.start()
+        assert events.get(timeout=guard) == "waiting"
+        listing.start()
+        assert events.get(timeout=guard) == "waiting"
+    finally:
+        held.__exit__(None, None, None)
+        ordinary.join(guard)
+        listing.join(guard)
+    assert not errors, errors
+    assert order == ["listing page", "ordinary"]
+    assert limit.in_flight == 0

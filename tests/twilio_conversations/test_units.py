@@ -300,46 +300,68 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
 
 
 class _Pages:
-    """A listing of `pages` pages of two users each, recording each page asked for."""
+    """A listing of `pages` pages of two users each, recording each page asked for and, at each
+    ask, how many users the test's leader had taken by then."""
 
     def __init__(self, pages: int, fail_at: int | None = None) -> None:
         self.asked = 0
         self.pages = pages
         self.fail_at = fail_at
+        self.taken = 0  # set by the test as its leader takes users
+        self.taken_at_ask: list[int] = []
 
     def __iter__(self) -> Any:
         for number in range(self.pages):
             self.asked += 1
+            self.taken_at_ask.append(self.taken)
             if number == self.fail_at:
                 raise RuntimeError(f"page {number} failed")
             yield [{"sid": f"US{number}a"}, {"sid": f"US{number}b"}]
 
 
-def _listing(pages: _Pages) -> Any:
-    import threading
-
+def _listing(pages: _Pages, read_ahead: int = 4) -> Any:
     from twilio_conversations.discovery import _SharedListing
 
-    return _SharedListing(pages, threading.RLock())
+    return _SharedListing(pages, read_ahead=read_ahead, chunk=2)
 
 
-def test_a_listing_reader_gets_users_as_their_page_arrives() -> None:
-    pages = _Pages(3)
-    reader = _listing(pages).read()
-    assert next(reader)["sid"] == "US0a"
-    assert pages.asked == 1  # the second page is not read before the first page's users are used
-    assert [u["sid"] for u in reader] == ["US0b", "US1a", "US1b", "US2a", "US2b"]
+def _sids(pages: int) -> list[str]:
+    return [f"US{n}{x}" for n in range(pages) for x in "ab"]
 
 
-def test_readers_share_one_walk_of_the_listing() -> None:
-    pages = _Pages(3)
+def test_every_reader_gets_every_user_once_in_order_and_each_page_is_asked_once() -> None:
+    pages = _Pages(5)
     listing = _listing(pages)
-    first, second = listing.read(), listing.read()
-    seen_first = [next(first)["sid"], next(first)["sid"], next(first)["sid"]]  # into page 2
-    seen_second = [u["sid"] for u in second]  # catches up, then reads page 3 itself
-    seen_first += [u["sid"] for u in first]
-    assert seen_first == seen_second == ["US0a", "US0b", "US1a", "US1b", "US2a", "US2b"]
-    assert pages.asked == 3
+    leader, follower = listing.read(), listing.arrived()
+    seen_leader = [next(leader)["sid"], next(leader)["sid"], next(leader)["sid"]]
+    seen_follower: list[str] = []
+    for batch in follower:  # hands back (None) whenever it catches up with the open leader
+        if batch is None:
+            seen_leader.append(next(leader)["sid"])
+        else:
+            seen_follower += [u["sid"] for u in batch]
+    seen_leader += [u["sid"] for u in leader]
+    assert seen_leader == seen_follower == _sids(5)
+    assert pages.asked == 5
+
+
+def test_the_listing_reads_ahead_of_the_leader_by_a_bounded_amount() -> None:
+    pages = _Pages(30)
+    leader = _listing(pages, read_ahead=4).read()
+    for user in leader:
+        pages.taken += 1
+        assert user["sid"] == _sids(30)[pages.taken - 1]
+    # Page p (2 users each) is asked for only while the leader is fewer than 4 users behind
+    # what has arrived, and the leader's progress is seen a chunk (2 users) at a time.
+    for page, taken in enumerate(pages.taken_at_ask):
+        assert 2 * page - taken < 4 + 2, f"page {page} asked with the leader at {taken}"
+
+
+def test_a_follower_without_a_leader_reads_the_listing_itself() -> None:
+    pages = _Pages(3)
+    batches = list(_listing(pages).arrived())
+    assert None not in batches
+    assert [u["sid"] for batch in batches for u in batch] == _sids(3)
 
 
 def test_a_failed_page_fails_every_reader_and_never_ends_a_listing_early() -> None:
@@ -352,3 +374,7 @@ def test_a_failed_page_fails_every_reader_and_never_ends_a_listing_early() -> No
     assert [next(second)["sid"], next(second)["sid"]] == ["US0a", "US0b"]
     with pytest.raises(RuntimeError, match="page 1 failed"):
         next(second)
+    follower = listing.arrived()
+    assert [u["sid"] for u in next(follower) or []] == ["US0a", "US0b"]
+    with pytest.raises(RuntimeError, match="page 1 failed"):
+        next(follower)
