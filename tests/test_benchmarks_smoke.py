@@ -22,3 +22,18 @@ def test_benchmark_harness_quick_run() -> None:
     assert "BENCHMARK FAILED" not in result.stdout
     for contender in ("floor", "baseline", "ours, first load"):
         assert contender in result.stdout
+
+
+def test_timeline_reports_the_phases_of_a_run() -> None:
+    """The diagnostic behind docs/performance.md's phase figures runs and counts what the
+    emulator serves: 1 services page, 3 listing pages for 120 users (50 a page)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.timeline", "--users", "120", "--latency", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "user listing: 3 pages" in result.stdout
+    assert "start-up before the first request" in result.stdout
