@@ -38,8 +38,8 @@ def console_main() -> None:
 
     The objects made by importing dlt, pyarrow and duckdb live until the process ends. Frozen
     (moved out of the collector's generations), the cyclic garbage collector stops re-scanning
-    them on every full collection of the run and tearing them down one by one at exit: about
-    0.5 s of CPU of a run that reads 2,000 users. Only here, never in `main`, because a process
+    them on every full collection of the run and tearing them down one by one at exit
+    (docs/performance.md, "Where the time goes", 9). Only here, never in `main`, because a process
     that imports the package and keeps running should keep collecting its garbage.
     """
     gc.freeze()

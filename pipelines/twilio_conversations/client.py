@@ -336,9 +336,8 @@ class TwilioClient:
 
         `merge_environment_settings` (proxies, `NO_PROXY`, CA bundle) depends only on the host, and
         there is one: it is read once per session. Called per request it walks `os.environ` twice
-        (0.22 of 1.26 s profiling 300 pages in one thread; CPU per page at zero latency, 8
-        workers, 3 runs: 1.23-1.70 ms per request, 0.95-1.05 ms once per session). A call of
-        requests' public API, not an override.
+        (docs/performance.md, "Where the time goes", 5). A call of requests' public API, not an
+        override.
         """
         local: tuple[ApiSession, dict[str, Any]] | None = getattr(self._local, "session", None)
         if local is None:

@@ -330,9 +330,10 @@ class Catalog:
     def done_with_users(self, service_sid: str) -> None:
         """One reader is done with the service's users; the last one lets the listing go.
 
-        Otherwise the whole listing (about 1.7 KB of Python objects per user, 35 MB for 20,000
-        users) stays alive until the run ends, on top of DuckDB's memory during the load. With
-        one of the readers deselected the listing simply lives until the run ends.
+        Otherwise the whole listing (Python objects for every user; docs/performance.md,
+        "Figures behind the code's choices") stays alive until the run ends, on top of DuckDB's
+        memory during the load. With one of the readers deselected the listing simply lives
+        until the run ends.
         """
         with self._lock:
             done = self._users_read_by.get(service_sid, 0) + 1

@@ -2,8 +2,8 @@
 
 Extract churns through every row as Python dicts and arrow buffers, normalize through every
 user record. Freed, most of that memory stays with the allocators (glibc's heaps, pyarrow's
-pool), and the process would carry it into the load, where DuckDB's buffers come on top: with
-20,000 users the load started at 311 MB of RSS without a trim, 244 MB after one.
+pool), and the process would carry it into the load, where DuckDB's buffers come on top
+(docs/performance.md, "Figures behind the code's choices").
 """
 
 from __future__ import annotations

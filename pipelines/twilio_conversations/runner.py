@@ -45,14 +45,12 @@ DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
 # DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
-# (`user_conversations`) and merges one row per user. DuckDB's defaults (a buffer pool of 80 % of
-# RAM, a thread per core) let the INSERT of 1,000,000 rows grow the process by ~750 MB: nothing
-# forces its buffers out. In 64 MB it writes each finished row group to the file and moves on;
-# one thread keeps row groups in flight from multiplying with the cores, and measured no slower
-# than two. Not for later runs: a merge needs memory in proportion to the rows it replaces, and
-# at 64 MB DuckDB failed a 1,000,000-row delete-insert ("Out of Memory") and took 3 x longer
-# over a 200,000-row one. A configured `destination.duckdb.credentials.global_config` is used
-# instead.
+# (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
+# most of the RAM, a thread per core) nothing forces its buffers out during a big INSERT; in a
+# small budget it writes each finished row group to the file and moves on, and one thread keeps
+# row groups in flight from multiplying with the cores. Not for later runs: a merge needs memory
+# in proportion to the rows it replaces. Figures: docs/performance.md, "Memory of a big first
+# load". A configured `destination.duckdb.credentials.global_config` is used instead.
 FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads": 1}
 
 
@@ -123,10 +121,9 @@ def _duckdb_in_working_dir(destination: TDestinationReferenceArg) -> TDestinatio
 def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
     """Parquet where the destination takes it, else its own default.
 
-    Measured here on 50,000 rows: into DuckDB parquet loads in 0.7 s where the default
-    insert_values took 15 s (our arrow tables reach parquet without a per-row pass); into
-    PostgreSQL parquet (through the ADBC driver of the `postgres` extra) took 2.3-3.2 s, against
-    5-8 s for csv and 14-22 s for insert_values.
+    Our arrow tables reach parquet without a per-row pass, several times faster than the
+    default insert_values into DuckDB and PostgreSQL (through the ADBC driver of the `postgres`
+    extra); figures in docs/performance.md, "Figures behind the code's choices".
     """
     capabilities = pipeline.destination.capabilities()
     if "parquet" in capabilities.supported_loader_file_formats:

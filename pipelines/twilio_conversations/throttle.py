@@ -13,7 +13,7 @@ The rule:
   requests in flight together halves the limit once, not N times.
 * **Grow one slot per round.** A round is `limit` successes of requests started in the current
   generation (about one round-trip time with the pool full), after which the limit grows by one.
-  Recovering from 32 to 64 takes 32 rounds, a few seconds at Twilio's 100-300 ms per request;
+  Recovering from 32 to 64 takes 32 rounds (a round lasts about one request's round trip);
   from 1 to 4 takes 1 + 2 + 3 successes. A 429 restarts the round.
 * **Between 1 and `ceiling`** (`max_workers`), always.
 * `Retry-After`, when Twilio sends it, sets the wait of the request that got the 429 (the

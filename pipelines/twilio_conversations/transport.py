@@ -8,12 +8,10 @@ so one answer) and passes the result to `send`.
 Redirects are never followed: the client sends with `allow_redirects=False` and refuses a 3xx.
 
 Earlier versions replaced `prepare_request`, `merge_environment_settings`, `send` and parts of
-`HTTPAdapter` (pool caching, one-shot body reads) and patched private attributes. Measured with
-8 workers against the emulator at 100 ms per request (409 requests, 3 runs each), wall time was
-the same with and without them (5.28-5.51 s against 5.30-5.47 s; ideal 5.11 s) and so was CPU
-per request (1.24-1.54 ms against 1.40-1.51 ms); at zero latency 0.95-1.05 ms against
-0.89-0.98 ms. The one saving kept needs no override: the client reads the environment's
-settings once per session (`TwilioClient._session`).
+`HTTPAdapter` (pool caching, one-shot body reads) and patched private attributes. At Twilio's
+latency they made no difference (docs/performance.md, "Figures behind the code's choices"), so
+they went; what the client still saves, it saves through requests' public API
+(`TwilioClient._session`, `TwilioClient._get`).
 """
 
 from __future__ import annotations
