@@ -275,7 +275,7 @@ class TwilioClient:
         auth: (username, password) for HTTP Basic: Account SID + token or API key + secret.
         retry: Retry budget per request.
         stats: Counters shared with the run summary.
-        max_in_flight: Most requests in flight at once; halved once per burst of 429s and
+        max_in_flight: Most requests in flight at once; cut to 70 % once per burst of 429s and
             regrown by one per round of successes (see `throttle.AdaptiveLimit`).
     """
 

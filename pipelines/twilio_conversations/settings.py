@@ -15,7 +15,7 @@ MAX_PAGE_SIZE = 1000
 # quoted). Eight workers keep a single run far below it while hiding most of the latency.
 DEFAULT_MAX_WORKERS = 8
 # The bound is a guard against typos, not the account's limit: above that limit the adaptive
-# limit (throttle.py) halves the pool once per burst of 429s, so a high setting costs a few
+# limit (throttle.py) cuts the pool to 70 % once per burst of 429s, so a high setting costs a few
 # retries, not a stalled run. 256 leaves room for accounts whose limit Twilio raised above the
 # ~100 usually quoted, while each worker still costs one thread and one socket (256 stays well
 # under the usual 1,024 open files) and `max_workers * 4` queued users.

@@ -2,19 +2,24 @@
 
 Twilio's 429 (error 20429) is an account-wide limit on *concurrent* requests, shared with every
 other job on the account and not published. Backing off each request alone keeps the pressure
-the same, so the pool as a whole backs off: AIMD, as TCP's congestion control does.
+the same, so the pool as a whole backs off, the way TCP's congestion control does (the shape
+of CUBIC, RFC 9438: a multiplicative cut, a quick return towards where the loss came, slow
+probing beyond).
 
 The rule:
 
-* **Cut once per burst.** Every slot is handed out with a ticket naming the current
-  *generation*; a cut starts a new one. A 429 halves the limit only if its request was started
-  in the current generation. Requests started before the last cut were sent at the old, higher
-  limit: their 429s are the same signal the cut already answered, so a burst of N 429s from
-  requests in flight together halves the limit once, not N times.
-* **Grow one slot per round.** A round is `limit` successes of requests started in the current
-  generation (about one round-trip time with the pool full), after which the limit grows by one.
-  Recovering from 32 to 64 takes 32 rounds (a round lasts about one request's round trip);
-  from 1 to 4 takes 1 + 2 + 3 successes. A 429 restarts the round.
+* **Cut once per burst, to 70 %.** Every slot is handed out with a ticket naming the current
+  *generation*; a cut starts a new one. A 429 cuts the limit to `DECREASE` (70 %, CUBIC's
+  factor) only if its request was started in the current generation. Requests started before
+  the last cut were sent at the old, higher limit: their 429s are the same signal the cut
+  already answered, so a burst of N 429s from requests in flight together cuts once, not N
+  times. Halving, tried first, left a shared account's room a quarter unused on average
+  (docs/performance.md, "At Twilio's latency").
+* **Return quickly, then grow one slot per round.** Below the limit at which the last 429 came,
+  minus one, the limit grows by one every `limit // RETURN_SPEED` successes: the account had
+  that room a moment ago. From there a round is `limit` successes of requests started in the
+  current generation (about one round trip with the pool full) and adds one slot, probing for
+  more room. A 429 restarts the round.
 * **Between 1 and `ceiling`** (`max_workers`), always.
 * `Retry-After`, when Twilio sends it, sets the wait of the request that got the 429 (the
   client's backoff); the limit does not use it.
@@ -30,6 +35,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+DECREASE = 0.7  # the limit after a cut, as a share of the limit before it
+RETURN_SPEED = 4  # slots regained per round while below where the last 429 came
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class AdaptiveLimit:
         self.generation = 0
         self._successes = 0  # in the current round
         self._first_waiting = 0  # waiters that go first (`slot(first=True)`)
+        self._met_at = 0  # the limit at which the last cut's 429 came
         self._condition = threading.Condition()
 
     @contextmanager
@@ -96,7 +105,7 @@ class AdaptiveLimit:
                 self._condition.notify_all()
 
     def throttled(self, ticket: Ticket | None = None) -> bool:
-        """A 429 for the request holding `ticket`: halve the limit, once per burst.
+        """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst.
 
         Args:
             ticket: The slot's ticket; None stands for a request started just now.
@@ -111,7 +120,8 @@ class AdaptiveLimit:
             self._successes = 0
             if self.limit == 1:
                 return False
-            self.limit = max(1, self.limit // 2)
+            self._met_at = self.limit
+            self.limit = max(1, int(self.limit * DECREASE))
             self.lowest = min(self.lowest, self.limit)
             self.generation += 1
             return True
@@ -132,7 +142,9 @@ class AdaptiveLimit:
             if ticket is not None and ticket.generation != self.generation:
                 return False
             self._successes += 1
-            if self._successes < self.limit:
+            # Quickly back to just below where the account answered 429, then probe slowly.
+            returning = self.limit < self._met_at - 1
+            if self._successes < (max(1, self.limit // RETURN_SPEED) if returning else self.limit):
                 return False
             self._successes = 0
             self.limit += 1

@@ -1,5 +1,6 @@
-"""Adaptive concurrency: the pool halves once per burst of 429s and grows back one slot per round
-of successes. Driven directly (no HTTP); threads only where being in flight together matters."""
+"""Adaptive concurrency: the pool shrinks to 70 % once per burst of 429s, returns quickly to just
+below where the 429 came, then grows one slot per round of successes. Driven directly (no HTTP);
+threads only where being in flight together matters."""
 
 from __future__ import annotations
 
@@ -25,33 +26,55 @@ def test_a_burst_of_429s_from_requests_in_flight_together_cuts_once() -> None:
     with ExitStack() as stack:
         burst = hold(stack, limit, 16)  # all sent at the old limit
         assert [limit.throttled(t) for t in burst] == [True] + [False] * 15
-        assert (limit.limit, limit.lowest, limit.generation) == (8, 8, 1)
+        assert (limit.limit, limit.lowest, limit.generation) == (11, 11, 1)  # 70 % of 16
         assert limit.in_flight == 16  # the cut lets nobody in until enough have left
     with ExitStack() as stack:
-        second = hold(stack, limit, 8)  # sent after the cut: a new signal
-        assert [limit.throttled(t) for t in second] == [True] + [False] * 7
-    assert (limit.limit, limit.lowest, limit.generation) == (4, 4, 2)
+        second = hold(stack, limit, 11)  # sent after the cut: a new signal
+        assert [limit.throttled(t) for t in second] == [True] + [False] * 10
+    assert (limit.limit, limit.lowest, limit.generation) == (7, 7, 2)
 
 
 def test_a_429_from_before_the_cut_is_ignored_even_after_the_limit_grew() -> None:
     limit = AdaptiveLimit(8)
     with ExitStack() as old:
         stale = hold(old, limit, 2)
-        assert limit.throttled(stale[0])  # 8 -> 4
+        assert limit.throttled(stale[0])  # 8 -> 5
         old.close()
         with ExitStack() as stack:
-            for ticket in hold(stack, limit, 4):
+            for ticket in hold(stack, limit, 2):
                 limit.succeeded(ticket)
-        assert limit.limit == 5  # grown, still the same generation
+        assert limit.limit == 7  # grown, still the same generation
         assert not limit.throttled(stale[1])
-        assert limit.limit == 5
+        assert limit.limit == 7
 
 
-def test_recovery_grows_one_slot_per_round_of_limit_successes() -> None:
+def test_recovery_returns_quickly_below_the_429_then_grows_one_slot_per_round() -> None:
+    """The account answered 429 at 40 in flight: 70 % of it (28) at once, then one slot per
+    quarter round back to 39, just below where the 429 came; from there one slot per round of
+    `limit` successes (about one round trip of a full pool), probing for room."""
+    limit = AdaptiveLimit(64)
+    limit.limit = 40  # where an account shared with other traffic has room for 40
+    limit.throttled()
+    assert limit.limit == 28
+    grown_after: list[int] = []
+    successes = 0
+    while limit.limit < 42:
+        with limit.slot() as ticket:
+            successes += 1
+            if limit.succeeded(ticket):
+                grown_after.append(successes)
+    steps = [b - a for a, b in zip([0, *grown_after], grown_after, strict=False)]
+    # 28 -> 39: limit // 4 successes per slot (7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9)
+    assert steps[:11] == [n // 4 for n in range(28, 39)]
+    # 39 -> 40 -> 41 -> 42: a round of `limit` successes per slot
+    assert steps[11:] == [39, 40, 41]
+
+
+def test_recovery_grows_one_slot_per_round_up_to_the_ceiling() -> None:
     limit = AdaptiveLimit(8)
     limit.throttled()
     limit.throttled()
-    assert limit.limit == 2
+    assert limit.limit == 3  # 8 -> 5 -> 3; the last 429 came at 5
     grown_after: list[int] = []
     successes = 0
     while limit.limit < limit.ceiling:
@@ -59,32 +82,33 @@ def test_recovery_grows_one_slot_per_round_of_limit_successes() -> None:
             successes += 1
             if limit.succeeded(ticket):
                 grown_after.append(successes)
-    # 2 successes at 2, 3 at 3, ... 7 at 7: one more slot per round trip of a full pool
-    assert grown_after == [2, 5, 9, 14, 20, 27]
+    # back to 4 at once (3 // 4 rounds up to one success), then 4, 5, 6, 7 successes a slot
+    assert grown_after == [1, 5, 10, 16, 23]
     assert limit.limit == 8
     assert not limit.succeeded(), "never above the configured ceiling"
     assert limit.limit == 8
 
 
 def test_a_429_restarts_the_round_and_stale_successes_do_not_count() -> None:
-    limit = AdaptiveLimit(8)
+    limit = AdaptiveLimit(40)
     with ExitStack() as stack:
-        stale = hold(stack, limit, 8)
-        limit.throttled(stale[0])  # 8 -> 4, generation 1
+        stale = hold(stack, limit, 40)
+        limit.throttled(stale[0])  # 40 -> 28, generation 1
         for ticket in stale[1:]:
             assert not limit.succeeded(ticket)  # ran at the old limit
-    assert limit.limit == 4
+    assert limit.limit == 28
     for _ in range(3):
-        limit.succeeded()
-    assert limit.limit == 4
+        limit.succeeded()  # 28 // 4 = 7 needed
+    assert limit.limit == 28
     with limit.slot() as ticket:
         assert ticket.generation == 1
-        assert limit.throttled(ticket)  # sent at the current limit: 4 -> 2, 3 successes dropped
-    assert limit.limit == 2
+        assert limit.throttled(ticket)  # sent at the current limit: 28 -> 19, 3 successes dropped
+    assert limit.limit == 19
+    for _ in range(3):
+        limit.succeeded()  # 19 // 4 = 4 needed: kept, the 3 before would have made 6
+    assert limit.limit == 19, "the round started again after the 429"
     limit.succeeded()
-    assert limit.limit == 2, "the round started again after the 429"
-    limit.succeeded()
-    assert limit.limit == 3
+    assert limit.limit == 20
 
 
 def test_never_below_one() -> None:
@@ -118,18 +142,18 @@ def test_threads_in_flight_together_that_all_get_429_cut_once() -> None:
         t.join(guard)
     assert not errors, errors
     assert sorted(cuts) == [False] * 7 + [True]
-    assert (limit.limit, limit.lowest, limit.in_flight) == (4, 4, 0)
+    assert (limit.limit, limit.lowest, limit.in_flight) == (5, 5, 0)
 
 
 def test_the_summary_reads_ceiling_lowest_and_limit() -> None:
     limit = AdaptiveLimit(32)
     for _ in range(3):
-        limit.throttled()  # 32 -> 16 -> 8 -> 4
-    for _ in range(4):
-        limit.succeeded()  # one round at 4
+        limit.throttled()  # 32 -> 22 -> 15 -> 10
+    for _ in range(2):
+        limit.succeeded()  # 10 // 4 = 2 successes: one slot back
     report = RunReport(concurrency=limit)
     summary = format_summary(RunOutcome(load_info=None, report=report))
-    assert "429s cut parallel requests from 32 to 4 (now 5)" in summary
+    assert "429s cut parallel requests from 32 to 10 (now 11)" in summary
     quiet = format_summary(RunOutcome(None, RunReport(concurrency=AdaptiveLimit(32))))
     assert "throttled" not in quiet
 
@@ -157,7 +181,7 @@ def test_slots_bound_requests_in_flight() -> None:
     No timing: a barrier proves four are inside together; the fifth thread reports either that
     it blocked in the condition's `wait` (bound kept) or that it got in (bound broken).
     """
-    limit = AdaptiveLimit(8)
+    limit = AdaptiveLimit(6)
     limit.throttled()  # now 4
     events: queue.Queue[str] = queue.Queue()
     limit._condition = _ObservedCondition(events)
