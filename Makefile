@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-orchestrators lint typecheck bench bench-latency emulator clean
+.PHONY: demo test test-newest test-orchestrators lint typecheck bench bench-latency emulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -26,6 +26,16 @@ demo: $(VENV)/.installed
 # PostgreSQL, reliability, recipes, notebook and a benchmark smoke run.
 test: lint typecheck
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# The suite on the newest releases pyproject.toml's ranges allow (no constraints.txt, every
+# dependency upgraded), in a venv of its own: a new dlt, DuckDB, pyarrow or requests release that
+# breaks the connector shows here before a user meets it. CI runs it after `make test`.
+test-newest:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
+	@test -x .venv-newest/bin/python || $(PYTHON) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
+	@.venv-newest/bin/python -c "import dlt, duckdb, pyarrow, requests; print(f'newest: dlt {dlt.__version__}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}, requests {requests.__version__}')"
+	.venv-newest/bin/python -m pytest -n 2 --dist loadfile -q
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check pipelines tests benchmarks
@@ -61,4 +71,4 @@ emulator: $(VENV)/.installed
 	$(BIN)/twilio-conversations emulator --port 8080
 
 clean:
-	rm -rf $(VENV) .venv-airflow .venv-dagster .venv-bench twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow .venv-dagster .venv-bench .venv-newest twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
