@@ -164,8 +164,8 @@ def _qualify_has_infer_schema() -> bool:
 
 @pytest.mark.xfail(
     not _qualify_has_infer_schema(),
-    reason="dlt 1.31's dataset API calls sqlglot's qualify(infer_schema=...): sqlglot 30.15 "
-    "has it, 30.29 no longer; pin sqlglot<30.29",
+    reason="dlt 1.31's dataset API calls sqlglot's qualify(infer_schema=...): sqlglot 30.21 "
+    "has it, 30.22 no longer; pyproject.toml caps sqlglot<30.22",
     raises=TypeError,
     strict=True,
 )
