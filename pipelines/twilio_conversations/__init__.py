@@ -62,10 +62,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
 
-# Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
-# the run before any request (`check_settings`); other typos warn.
 HISTORY_TABLE = "user_conversations_history"  # history mode's scd2 table
 
+# Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
+# the run before any request (`check_settings`); other typos warn.
 WIDENING_KEYS = ("service_sids", "user_sids", "start_date", "end_date", "lookback_days")
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows

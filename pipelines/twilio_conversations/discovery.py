@@ -104,7 +104,7 @@ class _SharedListing:
     """One service's user listing, read by several readers, each page requested once.
 
     The listing is a chain of page tokens, the one part of a run that cannot overlap itself,
-    so a thread of its own reads it page after page (`_read_ahead`), up to `read_ahead`
+    so a thread of its own reads it page after page (`_read_ahead_pages`), up to `read_ahead`
     records ahead of the readers, whatever the readers are doing meanwhile.
 
     A *leader* (`read`, used by `user_conversations`) waits for the pages it needs, and the
@@ -182,9 +182,7 @@ class _SharedListing:
                 threading.Thread(
                     target=self._read_ahead_pages, name="twilio-listing", daemon=True
                 ).start()
-            while index == len(self._records) and not self._complete:
-                if self._error is not None:
-                    raise self._error
+            while index == len(self._records) and not self._complete and self._error is None:
                 self._cond.wait()
             if index < len(self._records):
                 return self._records[index : index + self._chunk]
@@ -209,13 +207,11 @@ class _SharedListing:
         again)."""
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: (
-                        (lead := self._lead()) is None
-                        or len(self._records) - lead < self._read_ahead
-                    )
-                )
-                if self._lead() is None:
+                while (lead := self._lead()) is not None and (
+                    len(self._records) - lead >= self._read_ahead
+                ):
+                    self._cond.wait()
+                if lead is None:
                     self._reading = False
                     return
             try:
