@@ -421,3 +421,29 @@ def test_cli_mistyped_env_filter_exits_2_before_any_request(small: Any, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: unknown setting `SERVICE_SID`"), lines
     assert "`service_sids` (SOURCES__TWILIO_CONVERSATIONS__SERVICE_SIDS)" in lines[0]
     assert small.stats.snapshot().total == 0
+
+
+def test_the_shipped_config_states_the_defaults_the_code_uses() -> None:
+    """`.dlt/config.toml` documents each setting with its value: a default changed in the code
+    and not there (or the other way round) would make the file the README points to wrong, and
+    every run from this folder would use the file's value, not the documented default."""
+    import inspect
+    import tomllib
+
+    from twilio_conversations import twilio_conversations
+    from twilio_conversations.file_lock import DEFAULT_LOCK_TIMEOUT
+
+    with open(REPO / ".dlt" / "config.toml", "rb") as f:
+        shipped = tomllib.load(f)["sources"]["twilio_conversations"]
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(twilio_conversations).parameters.items()
+    }
+    defaults["lock_timeout"] = DEFAULT_LOCK_TIMEOUT
+    for key, value in shipped.items():
+        expected = defaults[key]
+        if expected is None:
+            expected = []  # an unset list setting: the file says `[]`
+        assert value == expected, (
+            f".dlt/config.toml {key} = {value!r}, the code's default {expected!r}"
+        )
