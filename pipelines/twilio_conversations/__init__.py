@@ -23,7 +23,7 @@ from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
 from dlt.common.schema.utils import has_table_seen_data
 from dlt.sources import DltResource
 
-from . import changes
+from . import changes, fingerprints
 from .client import RetryPolicy, TwilioClient
 from .columns import (
     SERVICES_COLUMNS,
@@ -181,7 +181,7 @@ def services_resource(catalog: Catalog) -> DltResource:
         """Conversation Services (`IS…`), written when they change."""
         if _first_time("services"):
             yield dlt.mark.materialize_table_schema()
-        state = dlt.current.resource_state().setdefault("fingerprints", {})
+        state = fingerprints.open_fingerprints("services")
         records = catalog.services()
         changed = [
             with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)
@@ -191,8 +191,9 @@ def services_resource(catalog: Catalog) -> DltResource:
             changed.extend({"sid": sid, DELETED_COLUMN: True} for sid in gone)
         if changed:
             yield changed
+        yield from _fingerprint_rows(state)
 
-    return services
+    return fingerprints.add_table(services)
 
 
 def users_resource(catalog: Catalog) -> DltResource:
@@ -206,7 +207,7 @@ def users_resource(catalog: Catalog) -> DltResource:
         """Users of each scanned service, written when they change; deleted users removed."""
         if _first_time("users"):
             yield dlt.mark.materialize_table_schema()
-        state = dlt.current.resource_state().setdefault("fingerprints", {})
+        state = fingerprints.open_fingerprints("users")
         services = catalog.services()
         for service in services:
             service_sid = service["sid"]
@@ -221,6 +222,7 @@ def users_resource(catalog: Catalog) -> DltResource:
                 changed = changes.changed_records(state, service_sid, batch)
                 if changed:
                     yield [with_parsed_attributes(r) for r in changed]
+                    yield from _fingerprint_rows(state)
             if catalog.scans_all_users:
                 gone = changes.drop_vanished(state, service_sid, listed)
                 if gone:
@@ -230,8 +232,19 @@ def users_resource(catalog: Catalog) -> DltResource:
             seen = {s["sid"] for s in services}
             for service_sid, gone in changes.drop_vanished_scopes(state, seen).items():
                 yield _user_tombstones(service_sid, gone)
+        yield from _fingerprint_rows(state)
 
-    return users
+    return fingerprints.add_table(users)
+
+
+def _fingerprint_rows(state: fingerprints.Fingerprints) -> Iterator[Any]:
+    """The fingerprints changed since the last call, as rows of their table, in this load."""
+    rows = state.rows()
+    if rows:
+        from .records import fingerprints_table
+
+        table = fingerprints_table(rows, _current_load_id())
+        yield dlt.mark.with_table_name(table, fingerprints.TABLE)
 
 
 def _user_tombstones(service_sid: str, user_sids: Iterable[str]) -> list[dict[str, Any]]:
@@ -269,8 +282,9 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
         new_history = settings.history and _first_time(HISTORY_TABLE)
+        state = fingerprints.open_fingerprints("user_conversations")
         capture = _UserChanges(
-            resource_state.setdefault("fingerprints", {}),
+            state,
             catalog.report,
             batches,
             newest=resource_state.get("date_updated_cursor"),
@@ -290,18 +304,21 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                 tasks = _user_tasks(catalog, service_sid, listed)
                 for result in _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4):
                     yield from capture.user(result)
+                    if state.pending() >= ARROW_BATCH_ROWS:
+                        yield from _fingerprint_rows(state)
                 if catalog.scans_all_users:
                     yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)
         yield from batches.flush()
         if catalog.scans_all_services:
             yield from capture.vanished_services({s["sid"] for s in services})
+        yield from _fingerprint_rows(state)
         catalog.report.unresolved_users = catalog.unresolved_user_refs()
         if capture.newest:
             # Informational cursor: the newest date_updated seen, as `incremental` would show it.
             resource_state["date_updated_cursor"] = capture.newest
 
-    return user_conversations
+    return fingerprints.add_table(user_conversations)
 
 
 def _fetch_user(
@@ -477,11 +494,13 @@ def user_conversations_history_resource(current: DltResource) -> DltResource:
         write_disposition=cast(Any, _HISTORY),  # dlt's transformer stub omits strategy dicts
         columns=USER_CONVERSATIONS_COLUMNS,
     )
-    def user_conversations_history(table: pa.Table) -> Iterator[pa.Table]:
+    def user_conversations_history(table: pa.Table, meta: Any = None) -> Iterator[pa.Table]:
         """Every version of each user conversation: `_dlt_valid_from` / `_dlt_valid_to` (null =
         current). Fed by the same changed partitions and tombstones as `user_conversations`."""
         from .records import with_row_hash
 
+        if getattr(meta, "table_name", None) == fingerprints.TABLE:
+            return  # the parent's bookkeeping rows, not conversations
         yield with_row_hash(table)
 
     return user_conversations_history

@@ -9,8 +9,9 @@ user or service record) is fingerprinted; a partition whose fingerprint moved is
 a tombstone, and one that did not change writes nothing.
 
 State is a mapping scope -> {key: fingerprint}, 16 hex characters per user: bytes per user, not
-per row. It lives in dlt's resource state, committed with the load package, so a failed run
-advances nothing.
+per row. It lives in the destination's `_fingerprints` table (`fingerprints.py`), one row per
+partition, written in the same load package as the partition's rows, so a failed run advances
+nothing and a run writes bookkeeping in proportion to what changed.
 
 Everything here is pure and synchronous; the resources in `__init__.py` call it.
 """

@@ -272,3 +272,21 @@ def with_row_hash(table: pa.Table) -> pa.Table:
         for values in zip(*columns, strict=True)
     ]
     return table.append_column("_dlt_id", pa.array(hashes, pa.string()))
+
+
+def fingerprints_table(rows: Sequence[Mapping[str, Any]], load_id: str | None = None) -> pa.Table:
+    """`_fingerprints` rows as an arrow table: written as parquet like the data, where dict rows
+    would take the destination's slower default format (`fingerprints.py`)."""
+    names = ("resource", "scope", "key", "fingerprint")
+    data: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in names}
+    data[DELETED_COLUMN] = [bool(row.get(DELETED_COLUMN)) or None for row in rows]
+    schema = pa.schema(
+        [
+            pa.field("resource", pa.string(), nullable=False),
+            pa.field("scope", pa.string(), nullable=False),
+            pa.field("key", pa.string(), nullable=False),
+            pa.field("fingerprint", pa.string()),
+            pa.field(DELETED_COLUMN, pa.bool_()),
+        ]
+    )
+    return _with_load_id(pa.Table.from_pydict(data, schema=schema), load_id)

@@ -21,7 +21,7 @@ from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
-from . import HISTORY_TABLE, twilio_conversations
+from . import HISTORY_TABLE, fingerprints, twilio_conversations
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
 from .memory import release_free_memory
@@ -340,8 +340,14 @@ def _destination_has_rows(pipeline: dlt.Pipeline, table: str) -> bool:
 
 
 def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
+    """Whether this pipeline's state says its fingerprints are loaded (in `_fingerprints`, or in
+    the state itself for a pipeline made before that table)."""
     resources = pipeline.state.get("sources", {}).get(source_name, {}).get("resources", {})
-    return any(resources.get(table, {}).get("fingerprints") for table in TABLES)
+    return any(
+        resources.get(table, {}).get(fingerprints.MARKER)
+        or resources.get(table, {}).get(fingerprints.LEGACY_KEY)
+        for table in TABLES
+    )
 
 
 def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:

@@ -129,7 +129,13 @@ def test_parquet_folder_first_run_mirrors_and_unchanged_second_run_writes_nothin
     assert pipeline.default_schema.get_table("users")["write_disposition"] == "merge"
 
     files = parquet_files(bucket)
-    assert {f.parent.name for f in files} == {"services", "users", "user_conversations"}
+    # the data, and the change fingerprints the next run starts from
+    assert {f.parent.name for f in files} == {
+        "services",
+        "users",
+        "user_conversations",
+        "_fingerprints",
+    }
     raw = raw_rows(bucket, pipeline, "user_conversations")
     assert len(raw) == len(truth) == first.rows_written["user_conversations"]
     assert not any(r["_deleted"] for r in raw)

@@ -1,0 +1,215 @@
+"""What a run costs as the account grows: bookkeeping written, memory, start-up, re-run speed.
+
+    python -m benchmarks.scale                           # 40,000 x 25 and 100,000 x 1
+    python -m benchmarks.scale --cases 1000000x1         # a million users (about an hour)
+    python -m benchmarks.scale --compare fcea4f2         # the same cases with an older commit
+
+For each case (users x conversations per user, one service, loopback): a first load, an unchanged
+re-run and a re-run after 1 % of the users changed (a read-state change, which does not move
+`date_updated`), each `twilio-conversations run` in a process of its own, plus the fetch-only
+floor (`benchmarks.floor`) for the re-runs' ratio. Per run: wall, peak RSS and the bytes each
+table's load jobs held (the files dlt handed to the destination; compressed
+`insert_values` for dlt's own tables), data (services, users, user_conversations) and
+bookkeeping (`_fingerprints`, `_dlt_pipeline_state`) apart. With `--compare REV`, the code of
+REV (from git) runs the same cases against the same emulator, side by side. Start-up: the time
+and peak memory of reading the fingerprints a re-run starts from out of the DuckDB file, in a
+process of its own (`fingerprints.py`'s query, as a run reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+from collections.abc import Sequence
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from .harness import (
+    REPO,
+    BenchmarkError,
+    ChildResult,
+    EmulatorProcess,
+    Workload,
+    check_levels,
+    contender_env,
+    fresh_dir,
+    parse_summary,
+    run_child,
+)
+from .run import OURS_CLI, OURS_TABLE, RESULTS, run_floor
+
+DATA = ("services", "users", "user_conversations")
+BOOKKEEPING = ("_fingerprints", "_dlt_pipeline_state")
+CHANGE_SHARE = 0.01
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def code_of(rev: str, into: Path) -> Path:
+    """`pipelines/` of commit `rev`, extracted from git into `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", rev, "pipelines"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "pipelines"
+
+
+def job_bytes(cwd: Path) -> dict[str, int]:
+    """Bytes of the newest loaded package's job files, per table (merge SQL left out)."""
+    loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+    packages = sorted(loaded.iterdir()) if loaded.is_dir() else []
+    sizes: dict[str, int] = {}
+    if not packages:
+        return sizes  # nothing changed: no package
+    for job in (packages[-1] / "completed_jobs").iterdir():
+        if job.suffix == ".sql":
+            continue
+        table = job.name.split(".")[0]
+        sizes[table] = sizes.get(table, 0) + job.stat().st_size
+    return sizes
+
+
+READ_FINGERPRINTS = """
+import resource, sys, time
+import duckdb
+from twilio_conversations import fingerprints
+started = time.perf_counter()
+held = {}
+with duckdb.connect(sys.argv[1], read_only=True) as con:
+    query = fingerprints.HELD_QUERY.format(table="twilio._fingerprints", deleted="_deleted")
+    for name in ("users", "user_conversations"):
+        cursor = con.execute(query.replace("%s", "?"), [name])
+        while chunk := cursor.fetchmany(10_000):
+            for scope, key, fingerprint in chunk:
+                held.setdefault((name, scope), {})[key] = fingerprint
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def read_fingerprints(db: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of reading a re-run's fingerprints from `db`."""
+    done = subprocess.run(
+        [sys.executable, "-c", READ_FINGERPRINTS, str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, rss = done.stdout.split()
+    return float(seconds), float(rss)
+
+
+def run_contender(
+    emu: EmulatorProcess, cwd: Path, name: str, code: Path | None, fresh: bool
+) -> ChildResult:
+    if fresh:
+        fresh_dir(cwd)
+    else:  # keep only this run's package, so job_bytes reads this run's
+        loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+        for package in loaded.iterdir() if loaded.is_dir() else []:
+            subprocess.run(["rm", "-rf", str(package)], check=True)
+    extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb")}
+    env = contender_env(emu, cwd, **extra)
+    if code is not None:
+        env["PYTHONPATH"] = f"{code}:{env['PYTHONPATH']}"
+    cmd = [OURS_CLI, "run", "--destination", "duckdb", "--progress", "none"]
+    result = run_child(name, cmd, env, cwd, emu)
+    result.extra = parse_summary(result.stdout)
+    sizes = job_bytes(cwd)
+    result.extra["data_bytes"] = sum(sizes.get(t, 0) for t in DATA)
+    result.extra["bookkeeping_bytes"] = sum(sizes.get(t, 0) for t in BOOKKEEPING)
+    return result
+
+
+def bench_case(
+    users: int, per_user: int, contenders: dict[str, Path | None], work: Path, log_dir: Path
+) -> dict[str, Any]:
+    workload = Workload(f"SCALE-{users}x{per_user}", users=users, conversations_per_user=per_user)
+    out: dict[str, Any] = {"users": users, "per_user": per_user, "runs": {}}
+    with EmulatorProcess(workload, log_dir) as emu:
+        out["floor"] = run_floor(emu, work / "floor", fetch_only=True, workers=16)
+        _log(f"{workload.name}: floor-fetch {out['floor'].wall_s:.1f} s")
+        for name, code in contenders.items():
+            cwd = work / f"{workload.name}-{name}"
+            runs = out["runs"][name] = {}
+            runs["first"] = run_contender(emu, cwd, f"{name}-first", code, fresh=True)
+            runs["rerun"] = run_contender(emu, cwd, f"{name}-rerun", code, fresh=False)
+            _log(
+                f"  {name}: first {runs['first'].wall_s:.1f} s, rerun {runs['rerun'].wall_s:.1f} s"
+            )
+            if code is None:
+                out["startup"] = read_fingerprints(cwd / "ours.duckdb")
+        # One change for every contender: each re-reads the same changed account.
+        changed = emu.change_users(CHANGE_SHARE)
+        for name, code in contenders.items():
+            cwd = work / f"{workload.name}-{name}"
+            run = run_contender(emu, cwd, f"{name}-changed", code, fresh=False)
+            check_levels(cwd / "ours.duckdb", OURS_TABLE, changed)
+            run.extra["users_mutated"] = len(changed)
+            out["runs"][name]["changed"] = run
+            _log(f"  {name}: 1 % changed {run.wall_s:.1f} s")
+    return out
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| case | code | run | wall s | × floor-fetch | peak RSS MB | rows written "
+        "| data bytes | bookkeeping bytes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case in results:
+        floor = case["floor"].wall_s
+        for name, runs in case["runs"].items():
+            for kind in ("first", "rerun", "changed"):
+                r = runs[kind]
+                lines.append(
+                    f"| {case['users']:,} × {case['per_user']} | {name} | {kind} "
+                    f"| {r.wall_s:.1f} | {r.wall_s / floor:.2f} | {r.max_rss_mb:.0f} "
+                    f"| {r.extra.get('rows_written', 0):,} "
+                    f"| {r.extra['data_bytes']:,} | {r.extra['bookkeeping_bytes']:,} |"
+                )
+        lines.append(f"| | floor-fetch | | {floor:.1f} | 1.00 | {case['floor'].max_rss_mb:.0f} |")
+    lines.append("")
+    for case in results:
+        seconds, rss = case["startup"]
+        lines.append(
+            f"Start-up, {case['users']:,} users: fingerprints read in {seconds:.2f} s, "
+            f"peak RSS {rss:.0f} MB."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--cases", default="40000x25,100000x1", help="USERSxCONVERSATIONS,...")
+    parser.add_argument("--compare", default=None, help="also run the code of this git commit")
+    parser.add_argument("--output", default="scale", help="results/OUTPUT.md (default scale)")
+    args = parser.parse_args(argv)
+    cases = [tuple(int(n) for n in case.split("x")) for case in args.cases.split(",")]
+    work = fresh_dir(RESULTS / f"work-{args.output}")
+    log_dir = fresh_dir(work / "logs")
+    contenders: dict[str, Path | None] = {"ours": None}
+    if args.compare:
+        contenders[args.compare] = code_of(args.compare, work / "compare")
+    try:
+        results = [bench_case(u, c, contenders, work, log_dir) for u, c in cases]
+    except BenchmarkError as exc:
+        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    table = render(results)
+    print(table)
+    (RESULTS / f"{args.output}.md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

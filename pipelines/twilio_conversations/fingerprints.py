@@ -1,0 +1,210 @@
+"""Where change capture keeps its fingerprints: rows of the destination's `_fingerprints` table.
+
+dlt writes a pipeline's whole state again whenever anything in it changes, so fingerprints kept
+in resource state cost the size of the account at every run that changed one user
+(docs/performance.md, "Bookkeeping at scale"). Here each fingerprint is a row of `_fingerprints`
+(resource, scope, key -> fingerprint), merged in the same load package as the rows it describes:
+a run writes one bookkeeping row per changed partition, and a fingerprint reaches the destination
+with its partition's rows, never on its own ahead of them (a crashed package is loaded before the
+next run reads).
+
+`Fingerprints` is the mapping `changes.py` works on (scope -> {key: fingerprint}): what the
+destination held when the run started, plus what this run decided, which `rows()` hands out as
+rows to load.
+
+Which rows to trust is said by the resource state: `MARKER` is set once a resource keeps its
+fingerprints in the table. A full refresh resets the state, so the table's old rows (dropped by
+the same refresh) are ignored; a pipeline whose local folder was lost gets the marker back with
+its state from the destination. A pipeline made before this table existed has its fingerprints in
+the state: the first run moves them into the table (written whole, once) and out of the state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+import dlt
+from dlt.common.schema.typing import TColumnSchema, TMergeDispositionDict
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.sources import DltResource
+
+from .settings import DELETED_COLUMN
+
+logger = logging.getLogger(__name__)
+
+TABLE = "_fingerprints"
+MARKER = "fingerprints_table"  # resource state: this resource's fingerprints live in TABLE
+LEGACY_KEY = "fingerprints"  # resource state of pipelines made before TABLE existed
+PRIMARY_KEY = ("resource", "scope", "key")
+COLUMNS: dict[str, TColumnSchema] = {
+    "resource": {"data_type": "text", "nullable": False},
+    "scope": {"data_type": "text", "nullable": False},
+    "key": {"data_type": "text", "nullable": False},
+    "fingerprint": {"data_type": "text"},
+    DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
+}
+WRITE_DISPOSITION: TMergeDispositionDict = {"disposition": "merge", "strategy": "delete-insert"}
+_FETCH_ROWS = 10_000
+
+# The latest row per key: one row per key where the destination merges; on a filesystem
+# destination, which appends, every version is kept and the newest load's wins.
+HELD_QUERY = """
+SELECT scope, key, fingerprint FROM (
+    SELECT scope, key, fingerprint, {deleted} AS deleted,
+        ROW_NUMBER() OVER (PARTITION BY scope, key ORDER BY _dlt_load_id DESC) AS version
+    FROM {table} WHERE resource = %s
+) AS versions
+WHERE version = 1 AND NOT COALESCE(deleted, FALSE)
+"""
+
+
+class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
+    """scope -> {key: fingerprint} as the destination holds it once this run's load commits.
+
+    Every change made through the mapping (a key set, a key or a scope removed) is recorded for
+    `rows()`.
+    """
+
+    def __init__(self, resource: str, held: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.resource = resource
+        self._scopes: dict[str, _Scope] = {}
+        self._changes: dict[tuple[str, str], str | None] = {}
+        for scope, keys in (held or {}).items():
+            self._scopes[scope] = _Scope(self, scope, dict(keys))
+
+    def __getitem__(self, scope: str) -> MutableMapping[str, str]:
+        return self._scopes[scope]
+
+    def __setitem__(self, scope: str, keys: MutableMapping[str, str]) -> None:
+        if scope in self._scopes:
+            del self[scope]
+        self._scopes[scope] = _Scope(self, scope, {})
+        self._scopes[scope].update(keys)
+
+    def setdefault(
+        self, scope: str, default: MutableMapping[str, str] | None = None
+    ) -> MutableMapping[str, str]:
+        """The scope's mapping, created (from `default`) if missing: the stored one, so that
+        what the caller sets in it is recorded."""
+        if scope not in self._scopes:
+            self[scope] = default if default is not None else {}
+        return self._scopes[scope]
+
+    def __delitem__(self, scope: str) -> None:
+        for key in list(self._scopes[scope]):
+            self._record(scope, key, None)
+        del self._scopes[scope]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._scopes))
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    def _record(self, scope: str, key: str, fingerprint: str | None) -> None:
+        self._changes[(scope, key)] = fingerprint
+
+    def rewrite_all(self) -> None:
+        """Record every fingerprint held, so `rows()` writes them all (moving a legacy state)."""
+        for scope, keys in self._scopes.items():
+            for key, fingerprint in keys.items():
+                self._record(scope, key, fingerprint)
+
+    def pending(self) -> int:
+        """Changes recorded since the last `rows()`."""
+        return len(self._changes)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """`_fingerprints` rows for the changes recorded since the last call, which they clear."""
+        rows = [
+            {"resource": self.resource, "scope": scope, "key": key, "fingerprint": fingerprint}
+            if fingerprint is not None
+            else {"resource": self.resource, "scope": scope, "key": key, DELETED_COLUMN: True}
+            for (scope, key), fingerprint in self._changes.items()
+        ]
+        self._changes = {}
+        return rows
+
+
+class _Scope(MutableMapping[str, str]):
+    """One scope's keys; changes are recorded in the owning `Fingerprints`."""
+
+    def __init__(self, owner: Fingerprints, scope: str, keys: dict[str, str]) -> None:
+        self._owner = owner
+        self._scope = scope
+        self._keys = keys
+
+    def __getitem__(self, key: str) -> str:
+        return self._keys[key]
+
+    def __setitem__(self, key: str, fingerprint: str) -> None:
+        if self._keys.get(key) != fingerprint:
+            self._keys[key] = fingerprint
+            self._owner._record(self._scope, key, fingerprint)
+
+    def __delitem__(self, key: str) -> None:
+        del self._keys[key]
+        self._owner._record(self._scope, key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def open_fingerprints(resource: str) -> Fingerprints:
+    """The fingerprints of `resource` for this run, read where they live (see the module doc).
+
+    Call inside the resource, where `dlt.current` names the pipeline and its state.
+    """
+    state = dlt.current.resource_state()
+    legacy = state.pop(LEGACY_KEY, None)
+    if legacy is not None:
+        store = Fingerprints(resource, legacy)
+        store.rewrite_all()
+    elif state.get(MARKER):
+        store = Fingerprints(resource, _read_held(resource))
+    else:
+        store = Fingerprints(resource)  # a first load, or after a full refresh
+    state[MARKER] = True
+    return store
+
+
+def _read_held(resource: str) -> dict[str, dict[str, str]]:
+    """What the destination's `_fingerprints` holds for `resource`, read in bounded chunks."""
+    pipeline = dlt.current.pipeline()
+    held: dict[str, dict[str, str]] = {}
+    try:
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name(TABLE)
+            deleted = client.escape_column_name(DELETED_COLUMN)
+            query = HELD_QUERY.format(table=table, deleted=deleted)
+            with client.execute_query(query, resource) as cursor:
+                while chunk := cursor.fetchmany(_FETCH_ROWS):
+                    for scope, key, fingerprint in chunk:
+                        held.setdefault(scope, {})[key] = fingerprint
+    except DatabaseUndefinedRelation:
+        logger.debug("%s has no %s table yet", pipeline.dataset_name, TABLE)
+    return held
+
+
+def add_table(resource: DltResource) -> DltResource:
+    """Make `TABLE` a table variant of `resource`, with the hints of its own only.
+
+    dlt starts a variant from a copy of the resource's hints: the first call empties the copied
+    columns (an empty `columns` replaces them), the second sets the table's; the resource's
+    merge key is cleared, the primary key and write disposition replaced.
+    """
+    resource.apply_hints(table_name=TABLE, create_table_variant=True, columns={})
+    resource.apply_hints(
+        table_name=TABLE,
+        create_table_variant=True,
+        write_disposition=WRITE_DISPOSITION,
+        primary_key=list(PRIMARY_KEY),
+        merge_key=[],
+        columns=COLUMNS,
+    )
+    return resource

@@ -1,0 +1,155 @@
+"""Bookkeeping that scales: fingerprints are rows of `_fingerprints`, written with the partitions
+they describe, so a run writes in proportion to what changed (issue "Scale to a million users").
+
+Expected rows come from the emulator's truth; what a run wrote is read back from the destination
+by load id, not from the run's own counters.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mirror import assert_user_conversations_mirror, assert_users_mirror, truth_users
+from twilio_writes import TwilioWrites
+
+DATA_TABLES = ("services", "users", "user_conversations")
+
+
+def rows_of_run(outcome: Any, table: str) -> int:
+    """Rows of `table` that the run's loads wrote (a run with nothing to write loads nothing)."""
+    total = 0
+    with outcome.pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name(table)
+        for load_id in outcome.load_info.loads_ids:
+            rows = client.execute_sql(
+                f"SELECT count(*) FROM {qualified} WHERE _dlt_load_id = %s", load_id
+            )
+            total += int(rows[0][0])
+    return total
+
+
+def state_bytes_of_load(pipeline: Any, load_id: str) -> int:
+    """Bytes of pipeline state the destination stored with this load (0: no new version)."""
+    with pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name("_dlt_pipeline_state")
+        rows = client.execute_sql(f"SELECT state FROM {qualified} WHERE _dlt_load_id = %s", load_id)
+    return sum(len(state) for (state,) in rows)
+
+
+def fingerprint_keys(pipeline: Any) -> set[tuple[str, str, str]]:
+    with pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name("_fingerprints")
+        rows = client.execute_sql(f"SELECT resource, scope, key FROM {qualified}")
+    return {(r, s, k) for r, s, k in rows}
+
+
+def expected_keys(emu: Any) -> set[tuple[str, str, str]]:
+    """One fingerprint per service, per user record and per user's conversation list."""
+    keys = {("services", "services", s["sid"]) for s in emu.services()}
+    for service in emu.services():
+        for user in emu.users(service["sid"]):
+            keys.add(("users", service["sid"], user["sid"]))
+            keys.add(("user_conversations", service["sid"], user["sid"]))
+    return keys
+
+
+def test_one_changed_user_of_20000_writes_its_rows_and_no_account_sized_state(
+    start_emulator: Any, run_pipeline: Any
+) -> None:
+    emu = start_emulator(seed=3, services=1, users=20_000, conversations_per_user=1)
+    first = run_pipeline(emu)
+    assert fingerprint_keys(first.pipeline) == expected_keys(emu)
+
+    service = emu.services()[0]["sid"]
+    user = emu.users(service)[12_345]["sid"]
+    (row,) = emu.user_conversations(service, user)
+    TwilioWrites(emu).set_read_state(service, user, row["conversation_sid"], LastReadMessageIndex=7)
+
+    second = run_pipeline(emu)
+    (load_id,) = second.load_info.loads_ids
+    written = {table: rows_of_run(second, table) for table in DATA_TABLES}
+    assert written == {"services": 0, "users": 0, "user_conversations": 1}
+    assert rows_of_run(second, "_fingerprints") == 1
+    # The account's 40,000 fingerprints stayed out of dlt's state: in it they were 1.55 MB.
+    assert state_bytes_of_load(second.pipeline, load_id) <= 64 * 1024
+    assert_user_conversations_mirror(second.pipeline, emu.all_user_conversations())
+
+
+def test_local_folder_lost_reads_the_fingerprints_back_from_the_destination(
+    emulator: Any, run_pipeline: Any, isolated_dlt: Path
+) -> None:
+    first = run_pipeline(emulator)
+    shutil.rmtree(isolated_dlt / "pipelines")
+
+    second = run_pipeline(emulator)  # state restored from the destination, marker included
+    for table in (*DATA_TABLES, "_fingerprints"):
+        assert rows_of_run(second, table) == 0, table
+
+    service = emulator.services()[0]["sid"]
+    user = next(
+        u["sid"] for u in emulator.users(service) if emulator.user_conversations(service, u["sid"])
+    )
+    conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
+    TwilioWrites(emulator).leave(service, user, conversation)
+    shutil.rmtree(isolated_dlt / "pipelines")
+    third = run_pipeline(emulator)
+    truth = emulator.all_user_conversations()
+    assert rows_of_run(third, "user_conversations") == len(
+        emulator.user_conversations(service, user)
+    )
+    assert_user_conversations_mirror(third.pipeline, truth)
+    assert first.pipeline.pipeline_name == third.pipeline.pipeline_name
+
+
+def test_deleted_users_and_services_lose_their_fingerprints(
+    start_emulator: Any, run_pipeline: Any
+) -> None:
+    emu = start_emulator(seed=11, services=2, users=6, max_conversations=20)
+    run_pipeline(emu)
+    service = emu.services()[0]["sid"]
+    gone = emu.users(service)[0]["sid"]
+    emu.store.delete_user(service, gone)
+    second = run_pipeline(emu)
+    assert fingerprint_keys(second.pipeline) == expected_keys(emu)
+    assert_users_mirror(second.pipeline, truth_users(emu))
+
+
+@pytest.mark.parametrize("history", [False, True], ids=["mirror", "history"])
+def test_full_refresh_writes_every_fingerprint_again(
+    emulator: Any, run_pipeline: Any, history: bool
+) -> None:
+    run_pipeline(emulator, history=history)
+    refreshed = run_pipeline(emulator, full_refresh=True, history=history)
+    assert rows_of_run(refreshed, "_fingerprints") == len(expected_keys(emulator))
+    assert fingerprint_keys(refreshed.pipeline) == expected_keys(emulator)
+    again = run_pipeline(emulator, history=history)
+    assert rows_of_run(again, "user_conversations") == 0
+
+
+# -- the mapping change capture works on (no pipeline) -------------------------------------
+
+
+def test_the_mapping_records_what_changed_and_nothing_else() -> None:
+    from twilio_conversations import changes
+    from twilio_conversations.fingerprints import Fingerprints
+
+    held = {"IS1": {"US1": "a", "US2": "b"}, "IS2": {"US3": "c"}}
+    store = Fingerprints("users", held)
+    assert not changes.has_changed(store, "IS1", "US1", "a")
+    changes.remember(store, "IS1", "US1", "a")  # the same value: no row
+    changes.remember(store, "IS1", "US2", "B")
+    changes.remember(store, "IS9", "US9", "z")  # a new scope, through setdefault
+    assert changes.drop_vanished(store, "IS1", {"US2"}) == ["US1"]
+    assert changes.drop_vanished_scopes(store, {"IS1", "IS9"}) == {"IS2": ["US3"]}
+    rows = {(r["scope"], r["key"]): r.get("fingerprint", r.get("_deleted")) for r in store.rows()}
+    assert rows == {
+        ("IS1", "US2"): "B",
+        ("IS9", "US9"): "z",
+        ("IS1", "US1"): True,
+        ("IS2", "US3"): True,
+    }
+    assert store.rows() == []  # handed out once
+    assert {s: dict(k) for s, k in store.items()} == {"IS1": {"US2": "B"}, "IS9": {"US9": "z"}}
