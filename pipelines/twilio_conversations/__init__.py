@@ -66,7 +66,14 @@ HISTORY_TABLE = "user_conversations_history"  # history mode's scd2 table
 
 # Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
 # the run before any request (`check_settings`); other typos warn.
-WIDENING_KEYS = ("service_sids", "user_sids", "start_date", "end_date", "lookback_days")
+WIDENING_KEYS = (
+    "service_sids",
+    "user_sids",
+    "start_date",
+    "end_date",
+    "lookback_days",
+    "date_updated",
+)
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
 # the API no longer lists disappear, while users not sent in this load stay untouched.
@@ -84,6 +91,7 @@ def twilio_conversations(
     start_date: str | datetime | None = None,
     end_date: str | datetime | None = None,
     lookback_days: float | None = None,
+    date_updated: dlt.sources.incremental[str] | None = None,
     request_max_attempts: int = DEFAULT_REQUEST_MAX_ATTEMPTS,
     request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
@@ -103,6 +111,10 @@ def twilio_conversations(
         end_date: Only rows with `date_updated` before this moment are kept (backfill windows).
         lookback_days: A rolling start: only rows updated in the last N days are kept (rows
             that age out are removed from the mirror).
+        date_updated: The same window as a `dlt.sources.incremental("date_updated",
+            initial_value=..., end_value=...)` (initial inclusive, end exclusive), as
+            orchestrators pass backfill intervals; applied to each user's list, its cursor
+            state unused. Instead of start_date/end_date.
         request_max_attempts: Attempts per request before the run fails.
         request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
         request_timeout: Seconds to wait for a connection or a response.
@@ -121,7 +133,11 @@ def twilio_conversations(
         user_refs=validate_user_refs(user_sids),
         page_size=validate_page_size(page_size),
         max_workers=validate_max_workers(max_workers),
-        window=UpdatedWindow.from_config(start_date, end_date, lookback_days),
+        window=(
+            UpdatedWindow.from_config(start_date, end_date, lookback_days)
+            if date_updated is None
+            else UpdatedWindow.from_incremental(date_updated, start_date, end_date, lookback_days)
+        ),
         history=bool(history),
     )
     client = TwilioClient(

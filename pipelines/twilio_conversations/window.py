@@ -59,6 +59,54 @@ class UpdatedWindow:
             )
         return cls(start, end)
 
+    @classmethod
+    def from_incremental(
+        cls,
+        incremental: Any,
+        start_date: str | datetime | None,
+        end_date: str | datetime | None,
+        lookback_days: float | None = None,
+    ) -> UpdatedWindow:
+        """The window of a `dlt.sources.incremental("date_updated", initial_value=…,
+        end_value=…)`, the way orchestrators hand backfill intervals to dlt sources.
+
+        Only its bounds are used, applied to each user's list (its cursor state would drop
+        users' rows, see the class doc); settings the window cannot honour are refused.
+        """
+        if incremental.cursor_path != "date_updated":
+            raise ConfigurationError(
+                f"date_updated: the incremental's cursor_path is {incremental.cursor_path!r}; "
+                "only 'date_updated' is a window of this source"
+            )
+        unsupported = [
+            f"{name}={value!r}"
+            for name, value, default in (
+                ("range_start", incremental.range_start, "closed"),
+                ("range_end", incremental.range_end, "open"),
+                ("last_value_func", incremental.last_value_func, max),
+                ("lag", getattr(incremental, "lag", None), None),
+            )
+            if value != default
+        ]
+        if unsupported:
+            raise ConfigurationError(
+                f"date_updated: {', '.join(unsupported)} is not supported: the window is "
+                "initial_value <= date_updated < end_value (range_start='closed', "
+                "range_end='open')"
+            )
+        start, end = incremental.initial_value, incremental.end_value
+        given = [name for name, value in (("start_date", start_date), ("end_date", end_date))
+                 if value is not None]  # fmt: skip
+        if given and (start is not None or end is not None):
+            raise ConfigurationError(
+                f"date_updated and {' and '.join(given)} both set the window: give one of them"
+            )
+        return cls.from_config(
+            parse_timestamp(start, setting="date_updated initial_value") if start else None,
+            parse_timestamp(end, setting="date_updated end_value") if end else None,
+            lookback_days,
+        )
+
     @property
     def is_open(self) -> bool:
         return self.start is None and self.end is None
