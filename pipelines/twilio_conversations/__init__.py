@@ -41,6 +41,7 @@ from .discovery import (
     validate_service_sids,
     validate_user_refs,
 )
+from .dlt_logs import quiet_expected_dlt_warnings
 from .errors import TwilioAPIError
 from .report import RunReport
 from .settings import (
@@ -127,6 +128,7 @@ def twilio_conversations(
         `user_conversations_history` in history mode.
     """
     check_settings(SETTING_KEYS, WIDENING_KEYS)
+    quiet_expected_dlt_warnings()
     report = run_report if run_report is not None else RunReport()
     settings = _Settings(
         service_sids=validate_service_sids(service_sids),

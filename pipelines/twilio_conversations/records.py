@@ -271,7 +271,9 @@ def with_row_hash(table: pa.Table) -> pa.Table:
         hashlib.blake2b(repr(values).encode(), digest_size=12).hexdigest()
         for values in zip(*columns, strict=True)
     ]
-    return table.append_column("_dlt_id", pa.array(hashes, pa.string()))
+    # not null, as dlt declares its row key: no hint to override, so no warning per batch
+    row_key = pa.field("_dlt_id", pa.string(), nullable=False)
+    return table.append_column(row_key, pa.array(hashes, pa.string()))
 
 
 def fingerprints_table(rows: Sequence[Mapping[str, Any]], load_id: str | None = None) -> pa.Table:
