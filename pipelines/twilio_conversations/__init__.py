@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import queue
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -155,7 +155,8 @@ def twilio_conversations(
     )
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
-    current = user_conversations_resource(catalog, settings)
+    parts = _Parts(report)
+    current = user_conversations_resource(catalog, settings, parts)
     # dlt extracts on one thread, by default one yielded item from each resource in turn
     # ("round robin"). `user_conversations` reads the shared user listing and fetches
     # conversations as the pages arrive; `users` takes the pages it has read and hands its turn
@@ -164,17 +165,18 @@ def twilio_conversations(
     # picks: test_users_never_reads_the_listing_ahead_of_user_conversations (it fails when
     # `users` reads the pages itself). Why it matters: docs/performance.md, "Where the time
     # goes", 14.
-    resources = [services_resource(catalog), current, users_resource(catalog)]
+    resources = [services_resource(catalog, parts), current, users_resource(catalog, parts)]
     if history:
         resources.append(user_conversations_history_resource(current))
     return resources
 
 
 # Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them,
-# `run_report` is the caller's) and the runner's own `lock_timeout`.
+# `run_report` is the caller's) and the runner's own `lock_timeout` and `users_per_load`.
 SETTING_KEYS = (
     *(name for name in inspect.signature(twilio_conversations).parameters if name != "run_report"),
     "lock_timeout",
+    "users_per_load",
 )
 
 
@@ -188,7 +190,76 @@ class _Settings:
     history: bool = False
 
 
-def services_resource(catalog: Catalog) -> DltResource:
+_PAUSE = object()  # yielded by a resource's run at the end of a part (see `_Parts`)
+
+
+class _Parts:
+    """A run loaded in several load packages ("parts") of about `report.users_per_load` users.
+
+    Each resource's run is one generator for the whole run (`resume` keeps it between the
+    extracts): `user_conversations` yields `_PAUSE` once a part's users are decided and written,
+    which ends this extract's share of it; `users` pauses where it has caught up with the paused
+    listing. The caller (the runner) extracts, normalizes and loads again while `unfinished`,
+    so a crash keeps the parts already loaded; deletions are still decided only at the end of a
+    complete listing, in the last part. Without `users_per_load` (plain dlt) there is one part.
+    """
+
+    def __init__(self, report: RunReport) -> None:
+        self.report = report
+        self._runs: dict[str, Iterator[Any]] = {}
+        self._finished: set[str] = set()
+        self._load_id: str | None = None
+        self.leader_paused = False  # `user_conversations` ended this extract's part
+
+    @property
+    def size(self) -> int | None:
+        return self.report.users_per_load
+
+    def resume(self, name: str, start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+        """This extract's part of the run of resource `name` (started by `start` the first
+        time)."""
+        load_id = _current_load_id()
+        if load_id != self._load_id:  # a new extract: a new part
+            self._load_id, self.leader_paused = load_id, False
+        if name in self._finished:
+            return
+        run = self._runs.setdefault(name, start())
+        try:
+            for item in run:
+                if item is _PAUSE:
+                    return
+                yield item
+            self._finished.add(name)
+            self._runs.pop(name, None)
+        finally:
+            self.report.unfinished = bool(self._runs)
+
+
+class _Part:
+    """The next at most `size` tasks (all, without a size); `exhausted` once the tasks ran out."""
+
+    def __init__(self, tasks: Iterator[tuple[str, str]], size: int | None) -> None:
+        self.tasks = tasks
+        self.left = size
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return self
+
+    def __next__(self) -> tuple[str, str]:
+        if self.left == 0:
+            raise StopIteration
+        try:
+            task = next(self.tasks)
+        except StopIteration:
+            self.exhausted = True
+            raise
+        if self.left is not None:
+            self.left -= 1
+        return task
+
+
+def services_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     @dlt.resource(
         name="services",
         primary_key="sid",
@@ -197,6 +268,9 @@ def services_resource(catalog: Catalog) -> DltResource:
     )
     def services() -> Iterator[list[dict[str, Any]]]:
         """Conversation Services (`IS…`), written when they change."""
+        yield from parts.resume("services", run)
+
+    def run() -> Iterator[Any]:
         if _first_time("services"):
             yield dlt.mark.materialize_table_schema()
         state = fingerprints.open_fingerprints("services")
@@ -214,7 +288,7 @@ def services_resource(catalog: Catalog) -> DltResource:
     return fingerprints.add_table(services)
 
 
-def users_resource(catalog: Catalog) -> DltResource:
+def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     @dlt.resource(
         name="users",
         primary_key="sid",
@@ -223,6 +297,9 @@ def users_resource(catalog: Catalog) -> DltResource:
     )
     def users() -> Iterator[list[dict[str, Any]] | None]:
         """Users of each scanned service, written when they change; deleted users removed."""
+        yield from parts.resume("users", run)
+
+    def run() -> Iterator[Any]:
         if _first_time("users"):
             yield dlt.mark.materialize_table_schema()
         state = fingerprints.open_fingerprints("users")
@@ -232,6 +309,10 @@ def users_resource(catalog: Catalog) -> DltResource:
             listed: set[str] = set()
             for batch in catalog.arrived_users(service_sid):
                 if batch is None:
+                    if parts.leader_paused:  # caught up with a listing paused for this part
+                        yield from _fingerprint_rows(state)
+                        yield _PAUSE
+                        continue
                     # `user_conversations` is reading the next page: `None` (an item dlt drops)
                     # ends this resource's turn, so dlt goes back to it meanwhile.
                     yield None
@@ -285,7 +366,9 @@ class _UserFetch:
     newest: str | None = None  # the latest date_updated among the rows
 
 
-def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltResource:
+def user_conversations_resource(
+    catalog: Catalog, settings: _Settings, parts: _Parts
+) -> DltResource:
     fetch = functools.partial(_fetch_user, catalog.client, settings)
 
     @dlt.resource(
@@ -297,6 +380,9 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
     )
     def user_conversations() -> Iterator[pa.Table]:
         """Each scanned user's conversations; a changed user's rows are replaced as a whole."""
+        yield from parts.resume("user_conversations", run)
+
+    def run() -> Iterator[Any]:
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
         new_history = settings.history and _first_time(HISTORY_TABLE)
@@ -320,10 +406,24 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
                 service_sid = service["sid"]
                 listed: set[str] = set()
                 tasks = _user_tasks(catalog, service_sid, listed)
-                for result in _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4):
-                    yield from capture.user(result)
-                    if state.pending() >= ARROW_BATCH_ROWS:
-                        yield from _fingerprint_rows(state)
+                while True:
+                    part = _Part(tasks, parts.size)
+                    changed_before = catalog.report.users_changed
+                    for result in _bounded_parallel(pool, fetch, part, settings.max_workers * 4):
+                        yield from capture.user(result)
+                        if state.pending() >= ARROW_BATCH_ROWS:
+                            yield from _fingerprint_rows(state)
+                    if part.exhausted:
+                        break
+                    if catalog.report.users_changed == changed_before:
+                        continue  # nothing to commit: a load would cost time and keep nothing
+                    # A part's users are decided: their rows and fingerprints go in this load.
+                    yield from batches.flush()
+                    yield from _fingerprint_rows(state)
+                    capture.save_cursor()
+                    parts.leader_paused = True
+                    yield _PAUSE
+                    batches.load_id = _current_load_id()
                 if catalog.scans_all_users:
                     yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)
@@ -332,9 +432,7 @@ def user_conversations_resource(catalog: Catalog, settings: _Settings) -> DltRes
             yield from capture.vanished_services({s["sid"] for s in services})
         yield from _fingerprint_rows(state)
         catalog.report.unresolved_users = catalog.unresolved_user_refs()
-        if capture.newest:
-            # Informational cursor: the newest date_updated seen, as `incremental` would show it.
-            resource_state["date_updated_cursor"] = capture.newest
+        capture.save_cursor()
 
     return fingerprints.add_table(user_conversations)
 
@@ -422,6 +520,12 @@ class _UserChanges:
             yield from self.batches.add(result.rows)
         elif outcome is _Outcome.EMPTIED:
             yield self.batches.tombstones([(result.service_sid, result.user_sid)])
+
+    def save_cursor(self) -> None:
+        """Informational cursor in this load's resource state: the newest date_updated seen,
+        as `incremental` would show it."""
+        if self.newest:
+            dlt.current.resource_state()["date_updated_cursor"] = self.newest
 
     def vanished_users(self, service_sid: str, listed: set[str]) -> Iterator[pa.Table]:
         """Tombstones for the users the destination holds in a service its listing no longer

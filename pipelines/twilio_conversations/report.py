@@ -29,6 +29,10 @@ class RunReport:
     skipped: list[SkippedUser] = field(default_factory=list)
     unresolved_users: list[str] = field(default_factory=list)
     concurrency: AdaptiveLimit | None = None
+    # Set by the runner: load every this many users (None: the run is one load package).
+    users_per_load: int | None = None
+    # Set by the source: a part of the run is loaded, the rest still to extract.
+    unfinished: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def skip(self, service_sid: str, user: str, reason: str) -> None:

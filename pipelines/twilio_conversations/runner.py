@@ -6,6 +6,7 @@ import fcntl
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "twilio_conversations"
 SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
+# Users per load package: a crash loses at most one part's writes, and each part costs one
+# normalize and load (docs/performance.md, "Bookkeeping at scale").
+DEFAULT_USERS_PER_LOAD = 10_000
 DUCKDB_FILE = "twilio_conversations.duckdb"
 # The demo is a pipeline of its own, with its own state and its own file, named as dlt names a
 # pipeline's DuckDB file (so `dlt.attach(DEMO_PIPELINE_NAME)` finds it): running it, in any
@@ -65,6 +69,7 @@ class RunOutcome:
     destination: str = ""
     dataset: str = DATASET_NAME
     views: list[str] = field(default_factory=list)
+    load_ids: list[str] = field(default_factory=list)  # one per part of the run
     recovered_packages: int = 0
     waited_for_lock: str | None = None  # the process that held the DuckDB file, if we waited
 
@@ -137,6 +142,7 @@ def run(
     full_refresh: bool = False,
     source_kwargs: Mapping[str, Any] | None = None,
     lock_timeout: float | None = None,
+    users_per_load: int | None = None,
 ) -> RunOutcome:
     """Run one extract-normalize-load cycle and collect what it did.
 
@@ -146,9 +152,11 @@ def run(
     duplicates nor misses anything. (dlt's own `run` would load the leftovers and skip the
     extract.) The steps are dlt's own (`sync_destination`, `extract`, `normalize`, `load`), run
     one by one so that only those that open the destination wait for a DuckDB file another
-    process holds (`lock_timeout` seconds; see `file_lock.py`).
+    process holds (`lock_timeout` seconds; see `file_lock.py`). A long run is loaded in parts
+    of `users_per_load` users, each its own load package (`_Parts` in __init__.py), so a crash
+    keeps what the parts before it loaded.
     """
-    report = RunReport()
+    report = RunReport(users_per_load=_users_per_load(users_per_load))
     started = time.perf_counter()
     source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
     file_format = preferred_loader_file_format(pipeline)
@@ -167,21 +175,30 @@ def run(
             # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the
             # time goes").
             source.resources["user_conversations"].apply_hints(write_disposition="append")
-        pipeline.extract(
-            source,
-            refresh="drop_sources" if full_refresh else None,
-            loader_file_format=file_format,
-        )
-        release_free_memory()
-        normalize_info = pipeline.normalize()
-        release_free_memory()
-        load_info = access.call(lambda: _load(pipeline, budgeted=first_load))
+        row_counts: Counter[str] = Counter()
+        load_ids: list[str] = []
+        parts = 0
+        while True:  # one load package per part of the run (`_Parts` in __init__.py)
+            pipeline.extract(
+                source,
+                refresh="drop_sources" if full_refresh and not parts else None,
+                loader_file_format=file_format,
+            )
+            release_free_memory()
+            normalize_info = pipeline.normalize()
+            release_free_memory()
+            load_info = access.call(lambda: _load(pipeline, budgeted=first_load))
+            row_counts.update(normalize_info.row_counts if normalize_info else {})
+            load_ids.extend(load_info.loads_ids if load_info else [])
+            parts += 1
+            if not report.unfinished:
+                break
         views = access.call(lambda: _refresh_views(pipeline))
-    row_counts = dict(normalize_info.row_counts) if normalize_info else {}
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
     return RunOutcome(
         load_info=load_info,
         report=report,
+        load_ids=load_ids,
         rows_written={table: row_counts.get(table, 0) for table in tables},
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
@@ -190,6 +207,18 @@ def run(
         recovered_packages=recovered,
         waited_for_lock=access.waited_for,
     )
+
+
+def _users_per_load(given: int | None) -> int | None:
+    """`users_per_load` as given, else from `[sources.twilio_conversations]`, else the default;
+    0 loads the whole run in one package."""
+    if given is None:
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.users_per_load", int)
+    if given is None:
+        return DEFAULT_USERS_PER_LOAD
+    if not isinstance(given, int) or isinstance(given, bool) or given < 0:
+        raise ConfigurationError(f"users_per_load must be a whole number, 0 or more; got {given!r}")
+    return given or None
 
 
 def _lock_timeout(given: float | None) -> float:

@@ -13,6 +13,8 @@ Points:
                     marked complete (it runs again on resume)
   load-merge        the merge into user_conversations executed, the job not yet marked complete
   load-complete     every job done, the load not yet recorded in _dlt_loads
+  after-part-N      the Nth load package of the run completely loaded, the run not yet done
+                    (a long run loaded in parts: `users_per_load`)
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ def install(point: str) -> None:
             die(point)
 
         Load.complete_package = complete_package  # type: ignore[method-assign]
+    elif point.startswith("after-part-"):
+        from dlt.load.load import Load
+
+        parts = int(point.removeprefix("after-part-"))
+        complete = Load.complete_package
+        loaded: list[str] = []
+
+        def complete_part(self: Any, load_id: str, *args: Any, **kwargs: Any) -> None:
+            complete(self, load_id, *args, **kwargs)
+            loaded.append(load_id)
+            if len(loaded) == parts:
+                die(point)
+
+        Load.complete_package = complete_part  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 

@@ -63,6 +63,8 @@ URL_WITH_TOKEN = "https://AC" + "1" * 32 + ":tok-in-url-9z@conversations.twilio.
         ([], {"TWILIO_API_KEY": "SK1", "TWILIO_API_SECRET": "s"}, "is not an API Key SID"),
         ([], {"TWILIO_API_KEY": "SK" + "a" * 32}, "must be set together"),
         ([], {"SOURCES__TWILIO_CONVERSATIONS__PAGE_SIZE": "many"}, "page_size"),
+        ([], {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": "-5"}, "users_per_load must be"),
+        ([], {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": "lots"}, "users_per_load"),
         ([], {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "https://"}, "must be an absolute URL"),
         ([], {"SOURCES__TWILIO_CONVERSATIONS__BASE_URL": "ftp://127.0.0.1"}, "absolute URL"),
         (

@@ -168,3 +168,46 @@ def test_second_of_two_runs_at_once_waits_or_fails_clearly(small: Any, tmp_path:
             lines = err.strip().splitlines()
             assert len(lines) == 1 and "another run" in lines[0], err
             assert "Errno" not in lines[0]
+
+
+# -- a long run loads in parts -------------------------------------------------------------
+
+
+def loaded_users(database: Path) -> set[str]:
+    with duckdb.connect(str(database), read_only=True) as con:
+        rows = con.execute("select distinct user_sid from twilio.user_conversations").fetchall()
+    return {user for (user,) in rows}
+
+
+def test_kill_9_at_90_percent_keeps_the_parts_loaded_and_the_next_run_does_the_rest(
+    start_emulator: Any, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """1,000 users in parts of 100: SIGKILL right after the 9th part is loaded. Its 900 users'
+    rows are in the destination (the first 900 of the listing); the next run writes only the
+    other 100 users' rows and leaves an exact mirror."""
+    emu = start_emulator(seed=5, services=1, users=1000, conversations_per_user=1)
+    service = emu.services()[0]["sid"]
+    listing = [u["sid"] for u in emu.users(service)]
+    marker = tmp_path / "crashed-at"
+    result = subprocess.run(
+        [CLI[0], str(HERE / "crash_at.py"), "after-part-9", "run", "--progress", "none"],
+        cwd=tmp_path,
+        env=cli_env(
+            emu,
+            tmp_path,
+            CRASH_MARKER=str(marker),
+            SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD="100",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    assert marker.read_text() == "after-part-9"
+    assert loaded_users(tmp_path / "test.duckdb") == set(listing[:900])
+
+    rest = run_pipeline(emu, **FAST_RETRIES)
+    assert rest.rows_written["user_conversations"] == 100
+    assert_exact_mirror(rest.pipeline, emu)
+    quiet = run_pipeline(emu, **FAST_RETRIES)
+    assert quiet.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
