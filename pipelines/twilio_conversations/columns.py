@@ -9,6 +9,11 @@ The hints name every field of Twilio's OpenAPI records (`conversations.v1.servic
 flattens them at `max_table_nesting=1` (`links__users`, `timers__date_closed`). They must be
 complete: a field that is null in every record of a load gets no column at all without a hint,
 and a first load with no rows creates its tables from the hints alone.
+
+Every hint carries a `description` (it reaches the dlt schema), kept here as data because the
+source ships without the spec: a field's takes the spec's property description verbatim; a
+flattened field's, its object's description plus which key it is; a field the spec leaves
+undescribed takes its enum's description, else one of ours, as do our own columns.
 """
 
 from __future__ import annotations
@@ -72,52 +77,246 @@ def _hint(data_type: TDataType, *, key: bool = False) -> TColumnSchema:
     return hint
 
 
+# -- column descriptions: from Twilio's spec, as the module docstring says -------------------
+
+# Shared by the tables that have them; ours, not the spec's.
+_ATTRIBUTES_JSON = "The `attributes` text parsed as JSON where it is valid JSON, else null."
+_DELETED = (
+    "Tombstone flag of change capture: a row with `true` deletes the rows with its key and is "
+    "never itself stored in merged tables."
+)
+# The spec's descriptions of the flattened objects, without their final period.
+_UC_TIMERS = "Timer date values representing state update for this conversation"
+_UC_LINKS = (
+    "Contains absolute URLs to access the [participant]"
+    "(https://www.twilio.com/docs/conversations/api/conversation-participant-resource) and "
+    "[conversation](https://www.twilio.com/docs/conversations/api/conversation-resource) of "
+    "this conversation"
+)
+_SERVICE_LINKS = (
+    "Contains absolute API resource URLs to access conversations, users, roles, bindings and "
+    "configuration of this service"
+)
+
+
+def _entry(described: str, key: str) -> str:
+    """The description of one key of a flattened object: the object's, plus which key it is."""
+    return f"{described} (the `{key}` entry)."
+
+
+# column -> description, one mapping per table, in the hints' order.
+USER_CONVERSATIONS_DESCRIPTIONS: dict[str, str] = {
+    "chat_service_sid": (
+        "The unique ID of the [Conversation Service]"
+        "(https://www.twilio.com/docs/conversations/api/service-resource) this conversation "
+        "belongs to."
+    ),
+    "user_sid": (
+        "The unique string that identifies the [User resource]"
+        "(https://www.twilio.com/docs/conversations/api/user-resource)."
+    ),
+    "conversation_sid": (
+        "The unique ID of the [Conversation]"
+        "(https://www.twilio.com/docs/conversations/api/conversation-resource) for this User "
+        "Conversation."
+    ),
+    "account_sid": (
+        "The unique ID of the [Account](https://www.twilio.com/docs/iam/api/account) responsible "
+        "for this conversation."
+    ),
+    "participant_sid": (
+        "The unique ID of the [participant]"
+        "(https://www.twilio.com/docs/conversations/api/conversation-participant-resource) the "
+        "user conversation belongs to."
+    ),
+    "friendly_name": (
+        "The human-readable name of this conversation, limited to 256 characters. Optional."
+    ),
+    "unique_name": (
+        "An application-defined string that uniquely identifies the Conversation resource. It "
+        "can be used to address the resource in place of the resource's `conversation_sid` in "
+        "the URL."
+    ),
+    # The two enums: the spec describes them on their `$ref`'d components.
+    "conversation_state": (
+        "The current state of this User Conversation. One of `inactive`, `active` or `closed`."
+    ),
+    "notification_level": (
+        "The Notification Level of this User Conversation. One of `default` or `muted`."
+    ),
+    "unread_messages_count": (
+        "The number of unread Messages in the Conversation for the Participant."
+    ),
+    "last_read_message_index": (
+        "The index of the last Message in the Conversation that the Participant has read."
+    ),
+    "attributes": (
+        "An optional string metadata field you can use to store any data you wish. The string "
+        "value must contain structurally valid JSON if specified.  **Note** that if the "
+        'attributes are not set "{}" will be returned.'
+    ),
+    "timers__date_inactive": _entry(_UC_TIMERS, "date_inactive"),
+    "timers__date_closed": _entry(_UC_TIMERS, "date_closed"),
+    "date_created": "The date that this conversation was created, given in ISO 8601 format.",
+    "date_updated": "The date that this conversation was last updated, given in ISO 8601 format.",
+    "created_by": "Identity of the creator of this Conversation.",
+    "url": "An absolute API resource URL for this user conversation.",  # the spec has none
+    "links__participant": _entry(_UC_LINKS, "participant"),
+    "links__conversation": _entry(_UC_LINKS, "conversation"),
+    "attributes_json": _ATTRIBUTES_JSON,
+    DELETED_COLUMN: _DELETED,
+}
+USERS_DESCRIPTIONS: dict[str, str] = {
+    "sid": "The unique string that we created to identify the User resource.",
+    "account_sid": (
+        "The SID of the [Account](https://www.twilio.com/docs/iam/api/account) that created the "
+        "User resource."
+    ),
+    "chat_service_sid": (
+        "The SID of the [Conversation Service]"
+        "(https://www.twilio.com/docs/conversations/api/service-resource) the User resource is "
+        "associated with."
+    ),
+    "role_sid": (
+        "The SID of a service-level [Role]"
+        "(https://www.twilio.com/docs/conversations/api/role-resource) assigned to the user."
+    ),
+    "identity": (
+        "The application-defined string that uniquely identifies the resource's User within the "
+        "[Conversation Service](https://www.twilio.com/docs/conversations/api/service-resource). "
+        "This value is often a username or an email address, and is case-sensitive."
+    ),
+    "friendly_name": "The string that you assigned to describe the resource.",
+    "attributes": (
+        "The JSON Object string that stores application-specific data. If attributes have not "
+        "been set, `{}` is returned."
+    ),
+    "attributes_json": _ATTRIBUTES_JSON,
+    "is_online": (
+        "Whether the User is actively connected to this Conversations Service and online. This "
+        "value is only returned by Fetch actions that return a single resource and `null` is "
+        "always returned by a Read action. This value is `null` if the Service's "
+        "`reachability_enabled` is `false`, if the User has never been online for this "
+        "Conversations Service, even if the Service's `reachability_enabled` is `true`."
+    ),
+    "is_notifiable": (
+        "Whether the User has a potentially valid Push Notification registration (APN or GCM) "
+        "for this Conversations Service. If at least one registration exists, `true`; otherwise "
+        "`false`. This value is only returned by Fetch actions that return a single resource and "
+        "`null` is always returned by a Read action. This value is `null` if the Service's "
+        "`reachability_enabled` is `false`, and if the User has never had a notification "
+        "registration, even if the Service's `reachability_enabled` is `true`."
+    ),
+    "date_created": (
+        "The date and time in GMT when the resource was created specified in [ISO 8601]"
+        "(https://en.wikipedia.org/wiki/ISO_8601) format."
+    ),
+    "date_updated": (
+        "The date and time in GMT when the resource was last updated specified in [ISO 8601]"
+        "(https://en.wikipedia.org/wiki/ISO_8601) format."
+    ),
+    "url": "An absolute API resource URL for this user.",
+    # The spec does not describe users' `links`.
+    "links__user_conversations": _entry(
+        "Contains the absolute API resource URL of this user's User Conversations",
+        "user_conversations",
+    ),
+    DELETED_COLUMN: _DELETED,
+}
+SERVICES_DESCRIPTIONS: dict[str, str] = {
+    "sid": "A 34 character string that uniquely identifies this resource.",
+    "account_sid": (
+        "The unique ID of the [Account](https://www.twilio.com/docs/iam/api/account) responsible "
+        "for this service."
+    ),
+    "friendly_name": (
+        "The human-readable name of this service, limited to 256 characters. Optional."
+    ),
+    "date_created": "The date that this resource was created.",
+    "date_updated": "The date that this resource was last updated.",
+    "url": "An absolute API resource URL for this service.",
+    **{
+        f"links__{key}": _entry(_SERVICE_LINKS, key)
+        for key in (
+            "conversations",
+            "users",
+            "roles",
+            "bindings",
+            "configuration",
+            "participant_conversations",
+            "conversation_with_participants",
+        )
+    },
+    DELETED_COLUMN: _DELETED,
+}
+
+
+def _described(hints: TTableSchemaColumns, descriptions: Mapping[str, str]) -> TTableSchemaColumns:
+    """`hints`, in their order, each a new dict with its column's description added."""
+    if list(descriptions) != list(hints):
+        raise ValueError(f"descriptions {list(descriptions)} do not match hints {list(hints)}")
+    described: TTableSchemaColumns = {}
+    for name, hint in hints.items():
+        described[name] = hint.copy()
+        described[name]["description"] = descriptions[name]
+    return described
+
+
 # Hints the data cannot express besides the types: `attributes_json` holds JSON text (a JSON
 # column in DuckDB/PostgreSQL), derived from `attributes`; the tombstone flag deletes by key.
 # Enums stay text. Order matters: `records.py` builds its arrow columns in this order.
-USER_CONVERSATIONS_COLUMNS: TTableSchemaColumns = {
-    **{
-        field.column: _hint(field.data_type, key=field.column in USER_CONVERSATION_KEY)
-        for field in USER_CONVERSATION_FIELDS
+USER_CONVERSATIONS_COLUMNS: TTableSchemaColumns = _described(
+    {
+        **{
+            field.column: _hint(field.data_type, key=field.column in USER_CONVERSATION_KEY)
+            for field in USER_CONVERSATION_FIELDS
+        },
+        "attributes_json": {"data_type": "json"},
+        DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
     },
-    "attributes_json": {"data_type": "json"},
-    DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
-}
-USERS_COLUMNS: TTableSchemaColumns = {
-    "sid": {"data_type": "text", "nullable": False},
-    "account_sid": {"data_type": "text"},
-    "chat_service_sid": {"data_type": "text"},
-    "role_sid": {"data_type": "text"},
-    "identity": {"data_type": "text"},
-    "friendly_name": {"data_type": "text"},
-    "attributes": {"data_type": "text"},
-    "attributes_json": {"data_type": "json"},
-    "is_online": {"data_type": "bool"},
-    "is_notifiable": {"data_type": "bool"},
-    "date_created": _timestamp_hint(),
-    "date_updated": _timestamp_hint(),
-    "url": {"data_type": "text"},
-    "links__user_conversations": {"data_type": "text"},
-    DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
-}
-SERVICES_COLUMNS: TTableSchemaColumns = {
-    "sid": {"data_type": "text", "nullable": False},
-    "account_sid": {"data_type": "text"},
-    "friendly_name": {"data_type": "text"},
-    "date_created": _timestamp_hint(),
-    "date_updated": _timestamp_hint(),
-    "url": {"data_type": "text"},
-    # `links` as Twilio's examples (and the emulator) render it; the spec's description names
-    # only the first five.
-    "links__conversations": {"data_type": "text"},
-    "links__users": {"data_type": "text"},
-    "links__roles": {"data_type": "text"},
-    "links__bindings": {"data_type": "text"},
-    "links__configuration": {"data_type": "text"},
-    "links__participant_conversations": {"data_type": "text"},
-    "links__conversation_with_participants": {"data_type": "text"},
-    DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
-}
+    USER_CONVERSATIONS_DESCRIPTIONS,
+)
+USERS_COLUMNS: TTableSchemaColumns = _described(
+    {
+        "sid": {"data_type": "text", "nullable": False},
+        "account_sid": {"data_type": "text"},
+        "chat_service_sid": {"data_type": "text"},
+        "role_sid": {"data_type": "text"},
+        "identity": {"data_type": "text"},
+        "friendly_name": {"data_type": "text"},
+        "attributes": {"data_type": "text"},
+        "attributes_json": {"data_type": "json"},
+        "is_online": {"data_type": "bool"},
+        "is_notifiable": {"data_type": "bool"},
+        "date_created": _timestamp_hint(),
+        "date_updated": _timestamp_hint(),
+        "url": {"data_type": "text"},
+        "links__user_conversations": {"data_type": "text"},
+        DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
+    },
+    USERS_DESCRIPTIONS,
+)
+SERVICES_COLUMNS: TTableSchemaColumns = _described(
+    {
+        "sid": {"data_type": "text", "nullable": False},
+        "account_sid": {"data_type": "text"},
+        "friendly_name": {"data_type": "text"},
+        "date_created": _timestamp_hint(),
+        "date_updated": _timestamp_hint(),
+        "url": {"data_type": "text"},
+        # `links` as Twilio's examples (and the emulator) render it; the spec's description names
+        # only the first five.
+        "links__conversations": {"data_type": "text"},
+        "links__users": {"data_type": "text"},
+        "links__roles": {"data_type": "text"},
+        "links__bindings": {"data_type": "text"},
+        "links__configuration": {"data_type": "text"},
+        "links__participant_conversations": {"data_type": "text"},
+        "links__conversation_with_participants": {"data_type": "text"},
+        DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
+    },
+    SERVICES_DESCRIPTIONS,
+)
 
 
 def parse_attributes(raw: Any) -> str | None:

@@ -39,11 +39,32 @@ MARKER = "fingerprints_table"  # resource state: this resource's fingerprints li
 LEGACY_KEY = "fingerprints"  # resource state of pipelines made before TABLE existed
 PRIMARY_KEY = ("resource", "scope", "key")
 COLUMNS: dict[str, TColumnSchema] = {
-    "resource": {"data_type": "text", "nullable": False},
-    "scope": {"data_type": "text", "nullable": False},
-    "key": {"data_type": "text", "nullable": False},
-    "fingerprint": {"data_type": "text"},
-    DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
+    "resource": {
+        "data_type": "text",
+        "nullable": False,
+        "description": "The resource whose partition this is: services, users or "
+        "user_conversations.",
+    },
+    "scope": {
+        "data_type": "text",
+        "nullable": False,
+        "description": "The partition's service SID (`services` for the services themselves).",
+    },
+    "key": {
+        "data_type": "text",
+        "nullable": False,
+        "description": "The partition's own SID: the service's, or the user's.",
+    },
+    "fingerprint": {
+        "data_type": "text",
+        "description": "Digest of the partition's rows as last loaded (change capture: a run "
+        "rewrites a partition only when it differs).",
+    },
+    DELETED_COLUMN: {
+        "data_type": "bool",
+        "hard_delete": True,
+        "description": "Tombstone flag: deletes the fingerprint of a partition that is gone.",
+    },
 }
 WRITE_DISPOSITION: TMergeDispositionDict = {"disposition": "merge", "strategy": "delete-insert"}
 _FETCH_ROWS = 10_000
