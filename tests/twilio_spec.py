@@ -24,3 +24,11 @@ def load_spec() -> dict[str, Any]:
         pytest.skip(message)
     loaded: dict[str, Any] = json.loads(SPEC_PATH.read_text())
     return loaded
+
+
+# table -> the spec's record schema the table mirrors
+RECORDS = {
+    "services": "conversations.v1.service",
+    "users": "conversations.v1.service.service_user",
+    "user_conversations": "conversations.v1.service.service_user.service_user_conversation",
+}

@@ -16,16 +16,16 @@ import pytest
 from dlt.common.schema.typing import TTableSchemaColumns
 from twilio_conversations.columns import SERVICES_COLUMNS, USER_CONVERSATIONS_COLUMNS, USERS_COLUMNS
 from twilio_conversations.settings import DELETED_COLUMN
-from twilio_spec import load_spec
+from twilio_spec import RECORDS, load_spec
 
 # table -> (record schema in the spec, the hints the resource is given)
 TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
-    "services": ("conversations.v1.service", SERVICES_COLUMNS),
-    "users": ("conversations.v1.service.service_user", USERS_COLUMNS),
-    "user_conversations": (
-        "conversations.v1.service.service_user.service_user_conversation",
-        USER_CONVERSATIONS_COLUMNS,
-    ),
+    table: (RECORDS[table], hints)
+    for table, hints in (
+        ("services", SERVICES_COLUMNS),
+        ("users", USERS_COLUMNS),
+        ("user_conversations", USER_CONVERSATIONS_COLUMNS),
+    )
 }
 
 _ATTRIBUTES_JSON = "The `attributes` text parsed as JSON where it is valid JSON, else null."

@@ -30,16 +30,16 @@ from twilio_conversations.columns import (
 )
 from twilio_conversations.records import USER_CONVERSATIONS_ARROW_SCHEMA, user_conversations_table
 from twilio_conversations.settings import DELETED_COLUMN
-from twilio_spec import load_spec
+from twilio_spec import RECORDS, load_spec
 
 # table -> (record schema in the spec, the hints the resource is given)
 TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
-    "services": ("conversations.v1.service", SERVICES_COLUMNS),
-    "users": ("conversations.v1.service.service_user", USERS_COLUMNS),
-    "user_conversations": (
-        "conversations.v1.service.service_user.service_user_conversation",
-        USER_CONVERSATIONS_COLUMNS,
-    ),
+    table: (RECORDS[table], hints)
+    for table, hints in (
+        ("services", SERVICES_COLUMNS),
+        ("users", USERS_COLUMNS),
+        ("user_conversations", USER_CONVERSATIONS_COLUMNS),
+    )
 }
 KEYS: dict[str, tuple[str, ...]] = {
     "services": ("sid",),
