@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-newest test-orchestrators lint typecheck bench bench-latency emulator clean
+.PHONY: demo test test-newest test-orchestrators lint typecheck bench bench-latency bench-scale emulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -66,6 +66,11 @@ bench: .venv-bench/.installed
 # `make bench-latency BENCH_ARGS="--latency 100 --users 3000,20000"`.
 bench-latency: .venv-bench/.installed
 	.venv-bench/bin/python -m benchmarks.latency $(BENCH_ARGS)
+
+# What a run costs as the account grows (benchmarks/scale.py): bookkeeping bytes, memory, re-runs,
+# e.g. `make bench-scale BENCH_ARGS="--cases 1000000x1 --compare fcea4f2"`.
+bench-scale: .venv-bench/.installed
+	.venv-bench/bin/python -m benchmarks.scale $(BENCH_ARGS)
 
 emulator: $(VENV)/.installed
 	$(BIN)/twilio-conversations emulator --port 8080

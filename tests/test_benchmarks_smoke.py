@@ -37,3 +37,27 @@ def test_timeline_reports_the_phases_of_a_run() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "user listing: 3 pages" in result.stdout
     assert "start-up before the first request" in result.stdout
+
+
+def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None:
+    """benchmarks.scale on a tiny account: the first load writes every row (the harness checks
+    them against the emulator), the unchanged re-run nothing, the 1 % change its users."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--cases", "200x2", "--output", "smoke-scale"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {
+        cells[3]: cells
+        for line in result.stdout.splitlines()
+        if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 9
+        and cells[2] == "ours"
+    }  # fmt: skip
+    assert rows["first"][7] == "400"  # rows written: 200 users x 2
+    assert rows["rerun"][7] == "0" and rows["rerun"][9] == "0"  # no data, no bookkeeping
+    assert rows["changed"][7] == "4"  # 2 users changed (1 %), each rewrites its 2 rows
+    assert int(rows["changed"][9].replace(",", "")) > 0
+    assert "fingerprints read in" in result.stdout
