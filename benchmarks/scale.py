@@ -13,7 +13,7 @@ table's load jobs held (the files dlt handed to the destination; compressed
 bookkeeping (`_fingerprints`, `_dlt_pipeline_state`) apart. With `--compare REV`, the code of
 REV (from git) runs the same cases against the same emulator, side by side. Start-up: the time
 and peak memory of reading the fingerprints a re-run starts from out of the DuckDB file, in a
-process of its own (`fingerprints.py`'s query, as a run reads them).
+process of its own (`fingerprints.read_fingerprints`, as a run reads them).
 """
 
 from __future__ import annotations
@@ -77,17 +77,14 @@ def job_bytes(cwd: Path) -> dict[str, int]:
 
 READ_FINGERPRINTS = """
 import resource, sys, time
-import duckdb
-from twilio_conversations import fingerprints
+import dlt
+from twilio_conversations.fingerprints import read_fingerprints
+pipeline = dlt.pipeline(
+    "reader", destination=dlt.destinations.duckdb(sys.argv[1]), dataset_name="twilio",
+    pipelines_dir=sys.argv[2],
+)
 started = time.perf_counter()
-held = {}
-with duckdb.connect(sys.argv[1], read_only=True) as con:
-    query = fingerprints.HELD_QUERY.format(table="twilio._fingerprints", deleted="_deleted")
-    for name in ("users", "user_conversations"):
-        cursor = con.execute(query.replace("%s", "?"), [name])
-        while chunk := cursor.fetchmany(10_000):
-            for scope, key, fingerprint in chunk:
-                held.setdefault((name, scope), {})[key] = fingerprint
+held = read_fingerprints(pipeline)
 print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
@@ -95,7 +92,7 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru
 def read_fingerprints(db: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of reading a re-run's fingerprints from `db`."""
     done = subprocess.run(
-        [sys.executable, "-c", READ_FINGERPRINTS, str(db)],
+        [sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")],
         capture_output=True,
         text=True,
         check=True,

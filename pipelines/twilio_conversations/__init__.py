@@ -273,7 +273,7 @@ def services_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     def run() -> Iterator[Any]:
         if _first_time("services"):
             yield dlt.mark.materialize_table_schema()
-        state = fingerprints.open_fingerprints("services")
+        state = fingerprints.open_fingerprints("services", catalog.report.fingerprints_read)
         records = catalog.services()
         changed = [
             with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)
@@ -302,7 +302,7 @@ def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     def run() -> Iterator[Any]:
         if _first_time("users"):
             yield dlt.mark.materialize_table_schema()
-        state = fingerprints.open_fingerprints("users")
+        state = fingerprints.open_fingerprints("users", catalog.report.fingerprints_read)
         services = catalog.services()
         for service in services:
             service_sid = service["sid"]
@@ -386,7 +386,9 @@ def user_conversations_resource(
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
         new_history = settings.history and _first_time(HISTORY_TABLE)
-        state = fingerprints.open_fingerprints("user_conversations")
+        state = fingerprints.open_fingerprints(
+            "user_conversations", catalog.report.fingerprints_read
+        )
         capture = _UserChanges(
             state,
             catalog.report,

@@ -72,10 +72,11 @@ _FETCH_ROWS = 10_000
 # The latest row per key: one row per key where the destination merges; on a filesystem
 # destination, which appends, every version is kept and the newest load's wins.
 HELD_QUERY = """
-SELECT scope, key, fingerprint FROM (
-    SELECT scope, key, fingerprint, {deleted} AS deleted,
-        ROW_NUMBER() OVER (PARTITION BY scope, key ORDER BY _dlt_load_id DESC) AS version
-    FROM {table} WHERE resource = %s
+SELECT resource, scope, key, fingerprint FROM (
+    SELECT resource, scope, key, fingerprint, {deleted} AS deleted,
+        ROW_NUMBER() OVER (PARTITION BY resource, scope, key ORDER BY _dlt_load_id DESC)
+            AS version
+    FROM {table}
 ) AS versions
 WHERE version = 1 AND NOT COALESCE(deleted, FALSE)
 """
@@ -88,12 +89,13 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
     `rows()`.
     """
 
-    def __init__(self, resource: str, held: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(self, resource: str, held: Mapping[str, dict[str, str]] | None = None) -> None:
+        """`held`'s dicts become the store's own (not copied): pass what is not used elsewhere."""
         self.resource = resource
         self._scopes: dict[str, _Scope] = {}
         self._changes: dict[tuple[str, str], str | None] = {}
         for scope, keys in (held or {}).items():
-            self._scopes[scope] = _Scope(self, scope, dict(keys))
+            self._scopes[scope] = _Scope(self, scope, keys)
 
     def __getitem__(self, scope: str) -> MutableMapping[str, str]:
         return self._scopes[scope]
@@ -176,10 +178,14 @@ class _Scope(MutableMapping[str, str]):
         return len(self._keys)
 
 
-def open_fingerprints(resource: str) -> Fingerprints:
+def open_fingerprints(
+    resource: str, read: dict[str, dict[str, dict[str, str]]] | None = None
+) -> Fingerprints:
     """The fingerprints of `resource` for this run, read where they live (see the module doc).
 
-    Call inside the resource, where `dlt.current` names the pipeline and its state.
+    Call inside the resource, where `dlt.current` names the pipeline and its state. `read`:
+    what `read_fingerprints` returned before the extract (the runner reads them while it may
+    wait for a DuckDB file another process holds); without it they are read here.
     """
     state = dlt.current.resource_state()
     legacy = state.pop(LEGACY_KEY, None)
@@ -187,26 +193,26 @@ def open_fingerprints(resource: str) -> Fingerprints:
         store = Fingerprints(resource, legacy)
         store.rewrite_all()
     elif state.get(MARKER):
-        store = Fingerprints(resource, _read_held(resource))
+        held = read if read is not None else read_fingerprints(dlt.current.pipeline())
+        store = Fingerprints(resource, held.pop(resource, {}))  # handed over, not copied
     else:
         store = Fingerprints(resource)  # a first load, or after a full refresh
     state[MARKER] = True
     return store
 
 
-def _read_held(resource: str) -> dict[str, dict[str, str]]:
-    """What the destination's `_fingerprints` holds for `resource`, read in bounded chunks."""
-    pipeline = dlt.current.pipeline()
-    held: dict[str, dict[str, str]] = {}
+def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, dict[str, str]]]:
+    """resource -> scope -> {key: fingerprint}: what the destination's `_fingerprints` holds,
+    read in one query, in bounded chunks."""
+    held: dict[str, dict[str, dict[str, str]]] = {}
     try:
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name(TABLE)
             deleted = client.escape_column_name(DELETED_COLUMN)
-            query = HELD_QUERY.format(table=table, deleted=deleted)
-            with client.execute_query(query, resource) as cursor:
+            with client.execute_query(HELD_QUERY.format(table=table, deleted=deleted)) as cursor:
                 while chunk := cursor.fetchmany(_FETCH_ROWS):
-                    for scope, key, fingerprint in chunk:
-                        held.setdefault(scope, {})[key] = fingerprint
+                    for resource, scope, key, fingerprint in chunk:
+                        held.setdefault(resource, {}).setdefault(scope, {})[key] = fingerprint
     except DatabaseUndefinedRelation:
         logger.debug("%s has no %s table yet", pipeline.dataset_name, TABLE)
     return held

@@ -33,6 +33,8 @@ class RunReport:
     users_per_load: int | None = None
     # Set by the source: a part of the run is loaded, the rest still to extract.
     unfinished: bool = False
+    # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
+    fingerprints_read: dict[str, dict[str, dict[str, str]]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def skip(self, service_sid: str, user: str, reason: str) -> None:

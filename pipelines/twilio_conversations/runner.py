@@ -25,6 +25,7 @@ from dlt.pipeline.progress import TCollectorArg
 from . import HISTORY_TABLE, fingerprints, twilio_conversations
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
+from .fingerprints import read_fingerprints
 from .memory import release_free_memory
 from .report import RunReport
 from .views import create_views, drop_views
@@ -170,6 +171,10 @@ def run(
         if full_refresh:
             access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
         first_load = access.call(lambda: _first_load(pipeline, source, full_refresh))
+        if not first_load and not full_refresh and _has_fingerprints(pipeline, source.name):
+            # Read here, where a DuckDB file held by another process is waited for, so the
+            # extract does not open the destination.
+            report.fingerprints_read = access.call(lambda: read_fingerprints(pipeline))
         if first_load:
             # Every row is new, so a plain append equals the merge and spares the destination
             # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the

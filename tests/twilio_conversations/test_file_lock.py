@@ -184,6 +184,32 @@ def test_reader_that_appears_at_load_is_waited_for(
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
 
 
+def test_reader_that_appears_at_extract_holds_up_nothing_before_the_load(
+    emulator: Any, run_pipeline: Any, tmp_path: Path, reader: Any
+) -> None:
+    """The fingerprints a re-run starts from are read before the extract, where the run waits
+    for the file: the extract never opens it, so a reader arriving then is met at the load."""
+    database = tmp_path / "test.duckdb"
+    run_pipeline(emulator)
+    service = emulator.services()[0]["sid"]
+    user = emulator.users(service)[2]["sid"]
+    conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
+    emulator.store.update_conversation(service, conversation, friendly_name="reader at extract")
+
+    hook = HoldAtLoad(lambda: reader(database), step="extract")
+    announced = CloseWhenAnnounced(hook)
+    logging.getLogger("twilio_conversations").addHandler(announced)
+    dlt_trace.TRACKING_MODULES.append(hook)
+    try:
+        outcome = run_pipeline(emulator)
+    finally:
+        dlt_trace.TRACKING_MODULES.remove(hook)
+        logging.getLogger("twilio_conversations").removeHandler(announced)
+    assert hook.reader is not None and announced.fired.is_set()
+    assert outcome.rows_written["user_conversations"] > 0
+    assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
+
+
 @pytest.mark.parametrize("how", ["flag", "config"])
 def test_cli_gives_up_with_exit_1_and_one_error_line(
     emulator: Any, tmp_path: Path, reader: Any, how: str
@@ -298,17 +324,18 @@ def test_other_errors_and_other_destinations_are_not_waited_for() -> None:
 
 
 class HoldAtLoad:
-    """A dlt tracking module that starts a reader as the (first) load step starts."""
+    """A dlt tracking module that starts a reader as the (first) `step` (load) starts."""
 
-    def __init__(self, start_reader: Any) -> None:
+    def __init__(self, start_reader: Any, step: str = "load") -> None:
         self.start_reader = start_reader
+        self.step = step
         self.reader: Reader | None = None
 
     def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
         pass
 
     def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if step == "load" and self.reader is None:
+        if step == self.step and self.reader is None:
             self.reader = self.start_reader()
 
     def on_end_trace_step(self, *args: Any) -> None:
