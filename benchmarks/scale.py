@@ -3,6 +3,7 @@
     python -m benchmarks.scale                           # 40,000 x 25 and 100,000 x 1
     python -m benchmarks.scale --cases 1000000x1         # a million users (about an hour)
     python -m benchmarks.scale --compare fcea4f2         # the same cases with an older commit
+    python -m benchmarks.scale --ours HEAD --compare fcea4f2   # ours from git, not the tree
 
 For each case (users x conversations per user, one service, loopback): a first load, an unchanged
 re-run and a re-run after 1 % of the users changed (a read-state change, which does not move
@@ -19,6 +20,7 @@ process of its own (`fingerprints.read_fingerprints`, as a run reads them).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tarfile
@@ -89,13 +91,15 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru
 """
 
 
-def read_fingerprints(db: Path) -> tuple[float, float]:
+def read_fingerprints(db: Path, code: Path | None) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of reading a re-run's fingerprints from `db`."""
+    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
     done = subprocess.run(
         [sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     seconds, rss = done.stdout.split()
     return float(seconds), float(rss)
@@ -139,8 +143,8 @@ def bench_case(
             _log(
                 f"  {name}: first {runs['first'].wall_s:.1f} s, rerun {runs['rerun'].wall_s:.1f} s"
             )
-            if code is None:
-                out["startup"] = read_fingerprints(cwd / "ours.duckdb")
+            if name == "ours":
+                out["startup"] = read_fingerprints(cwd / "ours.duckdb", code)
         # One change for every contender: each re-reads the same changed account.
         changed = emu.change_users(CHANGE_SHARE)
         for name, code in contenders.items():
@@ -189,12 +193,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cases", default="40000x25,100000x1", help="USERSxCONVERSATIONS,...")
     parser.add_argument("--compare", default=None, help="also run the code of this git commit")
+    parser.add_argument(
+        "--ours", default=None, help="run ours from this git commit (default: the working tree)"
+    )
     parser.add_argument("--output", default="scale", help="results/OUTPUT.md (default scale)")
     args = parser.parse_args(argv)
     cases = [tuple(int(n) for n in case.split("x")) for case in args.cases.split(",")]
     work = fresh_dir(RESULTS / f"work-{args.output}")
     log_dir = fresh_dir(work / "logs")
-    contenders: dict[str, Path | None] = {"ours": None}
+    contenders: dict[str, Path | None] = {
+        "ours": code_of(args.ours, work / "ours") if args.ours else None
+    }
     if args.compare:
         contenders[args.compare] = code_of(args.compare, work / "compare")
     try:
