@@ -1,5 +1,7 @@
-"""The exploration notebook runs top to bottom on freshly loaded data, draws its charts, finds the
-right database file, and never stands in the way of a pipeline run.
+"""The exploration notebook runs top to bottom on freshly loaded data, draws charts whose bars are
+the data's (read back from matplotlib and counted again from the emulator's truth), each stamped
+with the load it shows, finds the right database file, and never stands in the way of a pipeline
+run.
 
 The notebook is executed headless with nbclient (matplotlib's inline backend renders PNGs without a
 display). It finds the database the way it does for an analyst: from the notebooks folder, the
@@ -21,6 +23,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +150,9 @@ def test_notebook_runs_on_demo_data_and_draws(
     run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
     monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
 
-    nb = execute(notebook, cwd=notebook.parent)
+    with open_notebook(notebook, cwd=notebook.parent) as opened:
+        charts = json.loads(opened.run(READ_BACK))
+    nb = opened.nb
 
     out = stdout(nb.cells)
     assert f"database: {database} (the demo's data" in out  # found one level up, said so
@@ -155,6 +160,149 @@ def test_notebook_runs_on_demo_data_and_draws(
     assert HISTORY_MARKER in out and "run --history" in out
     assert WAITING not in out
     assert not stderr(nb), stderr(nb)
+
+    # Every chart drawn is stamped with the load it shows, read from _dlt_loads here.
+    as_of = newest_load(database)
+    assert len(charts) == figures(nb), sorted(charts)
+    for name, chart in charts.items():
+        assert chart["suptitle"] == f"data as of the load of {as_of:%Y-%m-%d %H:%M} UTC", name
+    assert_unread_chart(charts["unread"], emulator)
+    assert_levels_chart(charts["levels"], emulator)
+    assert_stale_chart(charts["stale"], emulator, as_of)
+    assert_attributes_chart(charts["attributes"], emulator)
+
+
+# -- What the charts draw, read back from their matplotlib artists ---------------------------
+
+# Run in the kernel: every chart in CHARTS as titles, tick labels and bars (one list per
+# container: a pandas column, a state, a table's shapes).
+READ_BACK = """
+import json as _json
+print(_json.dumps({
+    name: {
+        "suptitle": fig.get_suptitle(),
+        "axes": [
+            {
+                "title": ax.get_title(),
+                "xticks": [t.get_text() for t in ax.get_xticklabels()],
+                "yticks": [t.get_text() for t in ax.get_yticklabels()],
+                "bars": [
+                    {
+                        "label": c.get_label(),
+                        "x": [p.get_x() for p in c],
+                        "width": [p.get_width() for p in c],
+                        "height": [p.get_height() for p in c],
+                    }
+                    for c in ax.containers
+                ],
+            }
+            for ax in fig.axes
+        ],
+    }
+    for name, fig in CHARTS.items()
+}, default=float))
+"""
+LIFECYCLE = ["active", "inactive", "closed"]  # Twilio's conversation states, in order
+
+
+def newest_load(database: Path) -> Any:
+    with duckdb.connect(str(database), read_only=True) as con:
+        row = con.execute(
+            "SELECT max(inserted_at) FROM twilio._dlt_loads WHERE status = 0"
+        ).fetchone()
+    assert row is not None
+    return row[0].astimezone(UTC)
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def bars(axes: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+    found = [b for b in axes["bars"] if label is None or b["label"] == label]
+    assert len(found) == 1, [b["label"] for b in axes["bars"]]
+    return found[0]
+
+
+def assert_unread_chart(chart: dict[str, Any], emu: Any) -> None:
+    services = {s["sid"]: s["friendly_name"] for s in emu.services()}
+    totals = {
+        (sid, u["sid"]): [f"{u['identity']} ({name})", 0]
+        for sid, name in services.items()
+        for u in emu.users(sid)
+    }
+    for row in emu.all_user_conversations():
+        totals[row["chat_service_sid"], row["user_sid"]][1] += row["unread_messages_count"] or 0
+    top = sorted((-unread, label) for label, unread in totals.values())[:10]
+    (axes,) = chart["axes"]
+    drawn = dict(zip(axes["yticks"], bars(axes)["width"], strict=True))
+    assert drawn == {label: -negative for negative, label in top}
+
+
+def assert_levels_chart(chart: dict[str, Any], emu: Any) -> None:
+    counts = Counter(
+        (row["conversation_state"], row["notification_level"])
+        for row in emu.all_user_conversations()
+    )
+    memberships = chart["axes"][0]
+    assert memberships["xticks"] == LIFECYCLE  # not alphabetical
+    for level in ("default", "muted"):
+        heights = bars(memberships, level)["height"]
+        assert heights == [counts[state, level] for state in LIFECYCLE], level
+    assert chart["axes"][1]["xticks"] == LIFECYCLE
+
+
+def assert_stale_chart(chart: dict[str, Any], emu: Any, as_of: datetime) -> None:
+    days: dict[str, list[int]] = {"inactive": [], "closed": []}
+    for row in emu.all_user_conversations():
+        state, timers = row["conversation_state"], row["timers"]
+        if state not in days or not row["unread_messages_count"]:
+            continue
+        since = (timers.get("date_closed") if state == "closed" else None) or (
+            timers.get("date_inactive") or row["date_updated"]
+        )
+        days[state].append(int((as_of - parse_ts(since)).total_seconds() // 86400))
+    assert all(days.values()), "the demo data has stale inactive and closed memberships"
+    (axes,) = chart["axes"]
+    assert "load" in axes["title"] + chart["suptitle"]
+    inactive, closed = bars(axes, "inactive"), bars(axes, "closed")
+    assert inactive["x"] == closed["x"] and inactive["width"] == closed["width"]  # shared bins
+    for state, drawn in (("inactive", inactive), ("closed", closed)):
+        edges = [(x, x + w) for x, w in zip(drawn["x"], drawn["width"], strict=True)]
+        expected = [sum(lo <= d < hi for d in days[state]) for lo, hi in edges]
+        assert drawn["height"] == expected, state
+        assert sum(expected) == len(days[state]), state  # the bins hold every membership
+
+
+def attribute_shape(raw: str | None) -> str:
+    if raw is None:
+        return "missing"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return "not valid JSON"
+    if not isinstance(value, dict):
+        return "other JSON"
+    return "object with keys" if value else "empty {}"
+
+
+def assert_attributes_chart(chart: dict[str, Any], emu: Any) -> None:
+    users = [u for s in emu.services() for u in emu.users(s["sid"])]
+    truth = {
+        "users": Counter(attribute_shape(u["attributes"]) for u in users),
+        "user_conversations": Counter(
+            attribute_shape(r["attributes"]) for r in emu.all_user_conversations()
+        ),
+    }
+    assert truth["user_conversations"]["empty {}"] and truth["user_conversations"]["not valid JSON"]
+    shown = {}
+    for axes in chart["axes"]:
+        table = axes["title"].split()[2]  # "attributes of <table> (N rows)"
+        shown[table] = dict(zip(axes["yticks"], bars(axes)["width"], strict=True))
+    assert set(shown) == set(truth)
+    for table, counts in truth.items():
+        assert shown[table] == {shape: counts[shape] for shape in shown[table]}, table
+        assert sum(shown[table].values()) == sum(counts.values()), table
 
 
 # -- An open notebook and pipeline runs ------------------------------------------------------

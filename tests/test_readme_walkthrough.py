@@ -1,9 +1,10 @@
 """The README's first steps, walked as a new user walks them, checked against the emulator's truth.
 
 In a fresh folder (the clone's `.dlt/config.toml` and `notebooks/`, the project's venv as
-`.venv`) with a fresh HOME and no dlt data dir of its own, the README's commands run in the order
-written, as real processes: `make demo`'s command, the emulator, `run` against it, the demo
-again, `run` again, the exploring one-liners on each file, and the notebook on each file. Every
+`.venv`) with a fresh HOME and its `~/.dlt`, the README's commands run in the order written, as
+real processes: `make demo`'s command, the emulator, `run` against it, the demo again, `run`
+again, the exploring one-liners on each file, `dlt.attach` on each pipeline, and the notebook on
+each file. Every
 command is taken from README.md (the test fails if the README no longer shows it), and every
 file is compared with the truth of a twin of the emulator that fed it (same seed and size, same
 public URL, so even `url` columns must match).
@@ -44,6 +45,15 @@ QUERY_DEMO = (
     """.venv/bin/python -c "import duckdb; duckdb.connect('twilio_conversations_demo.duckdb', """
     """read_only=True).sql('from twilio.user_conversation_summary limit 5').show()\""""
 )
+# dlt's way: `dlt.attach` by pipeline name, from any folder (README, "Exploring the data").
+ATTACH_ARROW = (
+    """.venv/bin/python -c "import dlt; print(dlt.attach('twilio_conversations_demo')"""
+    """.dataset().user_conversations.arrow().num_rows)\""""
+)
+ATTACH_DF = (
+    """.venv/bin/python -c "import dlt; print(dlt.attach('twilio_conversations_demo')"""
+    """.dataset().user_conversations.df().head())\""""
+)
 
 
 def in_readme(command: str) -> str:
@@ -62,7 +72,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("DLT_DATA_DIR", raising=False)  # dlt keeps pipelines under ~/.dlt
+    # A new user's dlt dir, ~/.dlt: dlt itself would use the machine-wide /var/dlt under root.
+    monkeypatch.setenv("DLT_DATA_DIR", str(home / ".dlt"))
     return project
 
 
@@ -112,7 +123,7 @@ def assert_mirror(path: Path, emu: Any) -> None:
 def test_readme_first_steps_in_one_folder(folder: Path, start_emulator: Any) -> None:
     assert "\t$(BIN)/twilio-conversations demo\n" in MAKEFILE  # what `make demo` runs
     in_readme("make demo    #")
-    for command in (EMULATOR, RUN, QUERY_DEMO):
+    for command in (EMULATOR, RUN, QUERY_DEMO, ATTACH_ARROW, ATTACH_DF):
         in_readme(command)
     port = free_port()
     demo_file = folder / "twilio_conversations_demo.duckdb"
@@ -154,10 +165,23 @@ def test_readme_first_steps_in_one_folder(folder: Path, start_emulator: Any) -> 
         command = QUERY_DEMO.replace("twilio_conversations_demo.duckdb", file.name)
         printed = shell(command, folder, port).stdout
         assert "chat_service_sid" in printed and "5 rows" in printed, printed
+    demo = twin(start_emulator, demo_url(again.stdout), users=60)
+    for name, emu in (("twilio_conversations_demo", demo), ("twilio_conversations", account)):
+        # From another folder: each pipeline's state knows its own DuckDB file.
+        arrow, frame = (
+            shell(
+                command.replace("twilio_conversations_demo", name).replace(".venv", "../.venv"),
+                folder / "notebooks",
+                port,
+            )
+            for command in (ATTACH_ARROW, ATTACH_DF)
+        )
+        assert arrow.stdout.split() == [str(len(emu.all_user_conversations()))], name
+        assert "[5 rows x" in frame.stdout, frame.stdout
     execute_notebook(folder, None)  # finds the real file first
     execute_notebook(folder, demo_file)
     assert_mirror(real_file, account)  # the readers changed nothing, and hold nothing
-    assert_mirror(demo_file, twin(start_emulator, demo_url(again.stdout), users=60))
+    assert_mirror(demo_file, demo)
 
 
 def execute_notebook(folder: Path, database: Path | None) -> None:

@@ -1,4 +1,5 @@
-"""Airflow DAG: the twilio_conversations pipeline every 30 minutes, with dlt's PipelineTasksGroup.
+"""Airflow DAG: the twilio_conversations pipeline every 30 minutes, with dlt's PipelineTasksGroup,
+then a task that (re)creates the analyst views (`twilio_conversations.views.create_views`).
 
 Install on the scheduler and workers: `pip install -c constraints.txt ".[airflow,postgres]"`
 (the connector plus Airflow), then copy this file into the DAGs folder. Configuration and secrets
@@ -22,9 +23,9 @@ import pendulum
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
 try:  # Airflow 3
-    from airflow.sdk import dag
+    from airflow.sdk import dag, task
 except ImportError:  # Airflow 2
-    from airflow.decorators import dag  # type: ignore[no-redef]
+    from airflow.decorators import dag, task  # type: ignore[no-redef]
 
 #: Any dlt destination name; its credentials come from dlt's configuration (see above).
 DESTINATION = os.environ.get("TWILIO_CONVERSATIONS_DESTINATION", "postgres")
@@ -50,6 +51,7 @@ SCHEDULE = "*/30 * * * *"
 def twilio_conversations_dag() -> None:
     from twilio_conversations import twilio_conversations
     from twilio_conversations.runner import make_pipeline, preferred_loader_file_format
+    from twilio_conversations.views import create_views
 
     # The group must exist before the pipeline: it sets the per-task data folder dlt uses.
     tasks = PipelineTasksGroup(
@@ -63,12 +65,20 @@ def twilio_conversations_dag() -> None:
     # (decomposing would list them once per resource and split the state they update together).
     # The source is passed uncalled, so its configuration resolves when the task runs, not when
     # the scheduler parses this file.
-    tasks.add_run(
+    load = tasks.add_run(
         pipeline,
         twilio_conversations,
         decompose="none",
         loader_file_format=preferred_loader_file_format(pipeline),
     )
+
+    # dlt creates tables only: this is the call the CLI makes after each load. A task of its own,
+    # so a view that cannot be created fails it with the data already loaded, and a retry is cheap.
+    @task(task_id="create_views", task_group=tasks)
+    def refresh_views() -> list[str]:
+        return create_views(pipeline)
+
+    load[-1] >> refresh_views()
 
 
 twilio_conversations_dag()

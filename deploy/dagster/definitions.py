@@ -1,4 +1,6 @@
-"""Dagster definitions: the twilio_conversations pipeline as dlt assets, every 30 minutes.
+"""Dagster definitions: the twilio_conversations pipeline as dlt assets, every 30 minutes, and
+the analyst views over them (`user_conversation_summary`, `service_summary`,
+`stale_conversations`) as assets downstream of the tables.
 
 Install: `pip install -c constraints.txt ".[dagster,postgres]"`, then `dagster dev -f
 deploy/dagster/definitions.py` (or point a code location at this module). Configuration and
@@ -22,6 +24,7 @@ from dagster_dlt import DagsterDltResource, dlt_assets
 from twilio_conversations import twilio_conversations
 from twilio_conversations.credentials import TwilioCredentials
 from twilio_conversations.runner import make_pipeline, preferred_loader_file_format
+from twilio_conversations.views import VIEWS, create_views
 
 #: Any dlt destination name; its credentials come from dlt's configuration (see above).
 DESTINATION = os.environ.get("TWILIO_CONVERSATIONS_DESTINATION", "postgres")
@@ -62,15 +65,31 @@ def twilio_conversations_assets(
     )
 
 
+@dg.multi_asset(
+    specs=[
+        # skippable: on a destination without SQL views (filesystem) nothing is materialized.
+        dg.AssetSpec(
+            view, deps=twilio_conversations_assets.keys, group_name="twilio", skippable=True
+        )
+        for view in VIEWS
+    ],
+    name="twilio_conversations_views",
+)
+def twilio_conversations_views() -> Iterator[dg.MaterializeResult]:
+    # dlt creates tables only; the same call the CLI makes after each load (re)creates the views.
+    for view in create_views(PIPELINE):
+        yield dg.MaterializeResult(asset_key=view)
+
+
 twilio_conversations_job = dg.define_asset_job(
     "twilio_conversations_job",
-    selection=dg.AssetSelection.assets(twilio_conversations_assets),
+    selection=dg.AssetSelection.assets(twilio_conversations_assets, twilio_conversations_views),
     # One run at a time: two runs of one pipeline would race on its state.
     tags={"dagster/concurrency_key": "twilio_conversations"},
 )
 
 defs = dg.Definitions(
-    assets=[twilio_conversations_assets],
+    assets=[twilio_conversations_assets, twilio_conversations_views],
     jobs=[twilio_conversations_job],
     schedules=[
         dg.ScheduleDefinition(

@@ -242,12 +242,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: cannot listen on {config.host}:{config.port}: {err}", file=sys.stderr)
             return 1
         print(f"Twilio Conversations emulator listening on {emulator.base_url}", flush=True)
-        print(
-            f"Credentials in use: account SID {config.account_sid}"
-            + (f", API key SID {config.api_key_sid}" if config.api_key_sid else "")
-            + " (auth token / key secret as configured)",
-            flush=True,
-        )
+        for line in _credential_lines(config, emulator.base_url):
+            print(line, flush=True)
         print(
             f"Data: seed {config.data.seed}, {len(store.services)} service(s) "
             f"(default {store.default_service_sid}), {rows} user-conversation rows, "
@@ -267,6 +263,24 @@ def run(args: argparse.Namespace) -> int:
         with suppress(OSError, ValueError):  # stdout may be gone by now
             print(_stats_line(emulator), flush=True)
     return 0
+
+
+def _credential_lines(config: EmulatorConfig, base_url: str) -> list[str]:
+    """What a client needs to connect: the demo token is printed (it opens nothing real), a
+    token or key secret given on the command line is not repeated into logs."""
+    demo = config.auth_token == DEMO_AUTH_TOKEN
+    token = config.auth_token if demo else "as given by --auth-token"
+    lines = [f"Credentials: account SID {config.account_sid}, auth token {token}"]
+    if config.api_key_sid:
+        lines.append(
+            f"Also accepted: API key SID {config.api_key_sid}, secret as given by --api-key-secret"
+        )
+    shown_token = config.auth_token if demo else "<your --auth-token>"
+    lines.append(
+        f"Load it: TWILIO_ACCOUNT_SID={config.account_sid} TWILIO_AUTH_TOKEN={shown_token} "
+        f"twilio-conversations run --base-url {base_url}"
+    )
+    return lines
 
 
 def _limit_line(config: EmulatorConfig) -> str:

@@ -76,6 +76,40 @@ def emulator_env(emu: Any, database: Path) -> dict[str, str]:
     }
 
 
+def view_truth(emu: Any) -> dict[str, int]:
+    """What the three views must count, from the emulator's data."""
+    rows = emu.all_user_conversations()
+    return {
+        "user_summary_rows": sum(len(emu.users(s["sid"])) for s in emu.services()),
+        "user_summary_unread": sum(r["unread_messages_count"] or 0 for r in rows),
+        "service_summary_rows": len(emu.services()),
+        "stale_rows": sum(
+            r["conversation_state"] in ("inactive", "closed")
+            and (r["unread_messages_count"] or 0) > 0
+            for r in rows
+        ),
+    }
+
+
+def view_counts(python: str, database: Path) -> dict[str, int]:
+    """The views in the DuckDB file, read by `python` (see `loaded_count`)."""
+    script = f"""
+        import duckdb, json
+        with duckdb.connect({str(database)!r}, read_only=True) as con:
+            one = lambda sql: con.execute(sql).fetchone()[0]
+            print("RESULT:" + json.dumps({{
+                "user_summary_rows": one("select count(*) from twilio.user_conversation_summary"),
+                "user_summary_unread": int(
+                    one("select sum(total_unread) from twilio.user_conversation_summary")
+                ),
+                "service_summary_rows": one("select count(*) from twilio.service_summary"),
+                "stale_rows": one("select count(*) from twilio.stale_conversations"),
+            }}))
+    """
+    counts: dict[str, int] = run_script(python, script, {}, database.parent)
+    return counts
+
+
 def loaded_count(python: str, database: Path) -> int:
     """Rows in the DuckDB file, read by `python`: its DuckDB wrote the file, and DuckDB reads
     files of its own storage version or older only."""
@@ -100,6 +134,7 @@ AIRFLOW_BUILD = """
         "import_errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
         "dag_ids": sorted(bag.dags),
         "tasks": [t.task_id for t in dag.tasks] if dag else [],
+        "upstream": {{t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}} if dag else {{}},
         "max_active_runs": dag.max_active_runs if dag else None,
         "catchup": dag.catchup if dag else None,
         "schedule": str(getattr(dag, "schedule", None) or getattr(dag, "schedule_interval", "")),
@@ -133,15 +168,18 @@ def airflow_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return dags, env
 
 
-def test_airflow_dag_builds_one_task_for_the_source(
+def test_airflow_dag_builds_one_task_for_the_source_then_the_views(
     airflow_python: str, airflow_home: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     dags, env = airflow_home
     result = run_script(airflow_python, AIRFLOW_BUILD.format(dags=str(dags)), env, tmp_path)
     assert result["import_errors"] == {}
     assert result["dag_ids"] == ["twilio_conversations"]
-    # decompose="none": the three resources share one walk of services and users.
-    assert result["tasks"] == ["twilio_conversations.twilio_conversations"]
+    # decompose="none": the three resources share one walk of services and users; the views
+    # come after the load.
+    load, views = "twilio_conversations.twilio_conversations", "twilio_conversations.create_views"
+    assert result["tasks"] == [load, views]
+    assert result["upstream"] == {load: [], views: [load]}
     assert result["max_active_runs"] == 1
     assert result["catchup"] is False
     assert "*/30 * * * *" in result["schedule"]
@@ -167,8 +205,9 @@ def test_airflow_dag_run_loads_the_emulator(
     env = {**env, **emulator_env(emulator, database)}
     result = run_script(airflow_python, AIRFLOW_TEST_RUN.format(dags=str(dags)), env, tmp_path)
     assert result["state"].endswith("success"), result
-    assert list(result["tasks"].values()) == ["success"]
+    assert list(result["tasks"].values()) == ["success", "success"]
     assert loaded_count(airflow_python, database) == len(emulator.all_user_conversations())
+    assert view_counts(airflow_python, database) == view_truth(emulator)
 
 
 # -- Dagster -----------------------------------------------------------------------------------
@@ -181,6 +220,11 @@ DAGSTER_LOAD = """
     repo = module.defs.get_repository_def()
     result = {{
         "assets": sorted(k.to_user_string() for k in module.twilio_conversations_assets.keys),
+        "views": sorted(k.to_user_string() for k in module.twilio_conversations_views.keys),
+        "job_assets": sorted(
+            k.to_user_string()
+            for k in repo.get_job("twilio_conversations_job").asset_layer.selected_asset_keys
+        ),
         "schedules": [(s.name, s.cron_schedule, s.job_name) for s in repo.schedule_defs],
         "jobs": sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")),
     }}
@@ -189,7 +233,10 @@ DAGSTER_LOAD = """
         rows = []
         for _ in range(2):
             resources = {{"dlt": module.DagsterDltResource()}}
-            run = dg.materialize([module.twilio_conversations_assets], resources=resources)
+            run = dg.materialize(
+                [module.twilio_conversations_assets, module.twilio_conversations_views],
+                resources=resources,
+            )
             events = run.get_asset_materialization_events()
             materialized = [e.event_specific_data.materialization for e in events]
             rows.append({{
@@ -206,6 +253,7 @@ DAGSTER_ASSETS = [
     "dlt_twilio_conversations_user_conversations",
     "dlt_twilio_conversations_users",
 ]
+DAGSTER_VIEWS = ["service_summary", "stale_conversations", "user_conversation_summary"]
 
 
 def test_dagster_definitions_load_without_credentials(dagster_python: str, tmp_path: Path) -> None:
@@ -213,6 +261,8 @@ def test_dagster_definitions_load_without_credentials(dagster_python: str, tmp_p
     script = DAGSTER_LOAD.format(path=str(DAGSTER_DEFINITIONS), materialize=False)
     result = run_script(dagster_python, script, {}, tmp_path)
     assert result["assets"] == DAGSTER_ASSETS
+    assert result["views"] == DAGSTER_VIEWS
+    assert result["job_assets"] == sorted(DAGSTER_ASSETS + DAGSTER_VIEWS)
     assert result["schedules"] == [
         ["twilio_conversations_job_schedule", "*/30 * * * *", "twilio_conversations_job"]
     ]
@@ -229,6 +279,8 @@ def test_dagster_materialize_loads_the_emulator_then_nothing(
     truth = emulator.all_user_conversations()
     first, second = result["rows_loaded"]
     assert first["dlt_twilio_conversations_user_conversations"] == len(truth)
+    assert set(first) == set(second) == set(DAGSTER_ASSETS + DAGSTER_VIEWS)  # views each run
     # dagster-dlt drops local state before each run; dlt restores it from the destination.
-    assert set(second.values()) == {0}
+    assert {second[asset] for asset in DAGSTER_ASSETS} == {0}
     assert loaded_count(dagster_python, database) == len(truth)
+    assert view_counts(dagster_python, database) == view_truth(emulator)

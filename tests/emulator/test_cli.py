@@ -138,8 +138,8 @@ def test_serves_until_interrupted() -> None:
         first = process.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+)", first)
         assert match, first
-        credentials = process.stdout.readline()
-        assert DEMO_ACCOUNT_SID in credentials and DEMO_AUTH_TOKEN not in credentials
+        credentials = process.stdout.readline()  # the demo's token opens nothing real: shown
+        assert f"account SID {DEMO_ACCOUNT_SID}, auth token {DEMO_AUTH_TOKEN}" in credentials
         response = requests.get(
             f"{match.group(1)}/v1/Users", auth=(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN), timeout=10
         )
@@ -180,3 +180,15 @@ def test_sigint_stops_it_even_when_the_parent_ignored_sigint() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_banner_shows_the_demo_token_but_not_a_given_one() -> None:
+    demo = cli._credential_lines(cli.config_from_args(_parse("--port=0")), "http://127.0.0.1:1")
+    assert f"TWILIO_AUTH_TOKEN={DEMO_AUTH_TOKEN} " in demo[-1]
+    assert demo[-1].endswith("twilio-conversations run --base-url http://127.0.0.1:1")
+    given = _parse(
+        "--port=0", "--auth-token=t0ps3cret", "--api-key-sid=SK1", "--api-key-secret=k3y"
+    )
+    lines = cli._credential_lines(cli.config_from_args(given), "http://127.0.0.1:1")
+    assert "t0ps3cret" not in "".join(lines) and "k3y" not in "".join(lines)
+    assert any("API key SID SK1" in line for line in lines)

@@ -246,3 +246,28 @@ def test_views_on_postgres_match_truth(
     assert create_views(outcome.pipeline) == VIEW_NAMES
     assert_views_match_truth(outcome.pipeline, emulator)
     assert_example_queries_run(outcome.pipeline, emulator)
+
+
+def test_plain_dlt_load_then_create_views(
+    emulator: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's Python way: dlt's own `pipeline.run`, credentials from Twilio's variables, then
+    the one call that gives Python, Dagster and Airflow users the views the CLI creates."""
+    from dlt.destinations.exceptions import DatabaseUndefinedRelation
+    from twilio_conversations import twilio_conversations
+
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", emulator.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", emulator.auth_token)
+    monkeypatch.setenv("SOURCES__TWILIO_CONVERSATIONS__BASE_URL", emulator.base_url)
+    pipeline = dlt.pipeline(
+        "twilio_conversations",
+        destination=dlt.destinations.duckdb(str(tmp_path / "plain.duckdb")),
+        dataset_name="twilio",
+    )
+    pipeline.run(twilio_conversations(), loader_file_format="parquet")
+    with pytest.raises(DatabaseUndefinedRelation):  # dlt alone creates tables, not views
+        view_rows(pipeline, "user_conversation_summary")
+
+    assert create_views(pipeline) == VIEW_NAMES
+    assert_views_match_truth(pipeline, emulator)
+    assert_example_queries_run(pipeline, emulator)
