@@ -11,6 +11,7 @@ from __future__ import annotations
 import dlt
 from twilio_conversations import twilio_conversations
 from twilio_conversations.runner import preferred_loader_file_format
+from twilio_conversations.views import create_views
 
 
 def load_everything() -> None:
@@ -25,6 +26,7 @@ def load_everything() -> None:
         twilio_conversations(), loader_file_format=preferred_loader_file_format(pipeline)
     )
     print(info)
+    print("views:", create_views(pipeline))  # dlt creates tables only; `run` makes these too
 
 
 def load_selected_users(service_sid: str, identities: list[str]) -> None:
@@ -39,13 +41,16 @@ def load_selected_users(service_sid: str, identities: list[str]) -> None:
 
 
 def backfill(start_date: str, end_date: str) -> None:
-    """Conversations updated in [start_date, end_date), into a dataset of their own."""
+    """Conversations updated in [start_date, end_date), into a dataset of their own, the window
+    given as an orchestrator's backfill gives it: a `dlt.sources.incremental` on date_updated
+    (`start_date=..., end_date=...` says the same)."""
     pipeline = dlt.pipeline(
         pipeline_name="twilio_conversations_backfill",
         destination="duckdb",
         dataset_name="twilio_backfill",
     )
-    source = twilio_conversations(start_date=start_date, end_date=end_date)
+    window = dlt.sources.incremental("date_updated", initial_value=start_date, end_value=end_date)
+    source = twilio_conversations(date_updated=window)
     print(pipeline.run(source, loader_file_format=preferred_loader_file_format(pipeline)))
 
 
