@@ -1,25 +1,46 @@
 """`twilio-conversations` command line: `run` (the scheduled job), `demo` and `emulator`.
 
 Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
-configuration. Nothing here prompts, so cron, CI and orchestrators can run it unattended.
+configuration, 130 interrupted (Ctrl-C). Nothing here prompts, so cron, CI and orchestrators can
+run it unattended.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import inspect
 import logging
 import os
+import re
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from types import FrameType
+from typing import Any, TypeVar
 
 from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.common.exceptions import MissingDependencyException
+from dlt.destinations.exceptions import DestinationConnectionError
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import SETTING_KEYS, twilio_conversations
-from .errors import ConfigurationError, TwilioConnectorError
+from .errors import ConfigurationError, NotFoundError, TwilioConnectorError
+from .progress import (
+    RETRY_LOGGER,
+    DltWarnings,
+    Output,
+    RetryAnnouncer,
+    StepCounter,
+    Ticker,
+    dlt_warnings_captured,
+    silence,
+)
+from .report import RunReport
 from .runner import (
     DATASET_NAME,
     DEMO_DUCKDB_FILE,
@@ -31,6 +52,8 @@ from .runner import (
 from .views import EXAMPLE_QUERIES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # what a shell reports for a job ended by Ctrl-C
+PROGRESS_CHOICES = ["log", "tqdm", "enlighten", "alive_progress", "none"]
 
 
 def console_main() -> None:
@@ -45,6 +68,12 @@ def console_main() -> None:
     gc.freeze()
     code = main()
     gc.freeze()  # what the run imported lazily (normalize, load, the destination's driver)
+    _flush_stdout()
+    if code == EXIT_INTERRUPTED:
+        # Now, not once the fetch threads' requests in flight have ended (up to
+        # request_timeout): whatever they bring is dropped anyway.
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -60,19 +89,159 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("dlt").addFilter(_ExpectedDltWarnings())
+    debug = bool(os.environ.get("TWILIO_CONVERSATIONS_DEBUG"))
+    with ExitStack() as stack:
+        # dlt's warnings in its raw format only when debugging; otherwise summary lines.
+        captured = None if debug else stack.enter_context(dlt_warnings_captured())
+        session = _Session(captured)
+        stack.enter_context(_noting_sigint(session))
+        try:
+            code: int = args.handler(args, session)
+            if session.interrupted:  # pressed, but the run went on to the end (see noted)
+                print(_interrupted_line(session.steps), file=sys.stderr)
+                return EXIT_INTERRUPTED
+            return code
+        except (KeyboardInterrupt, Exception) as exc:  # one clear line, never a traceback wall
+            # stdout is block-buffered into a file: this run's lines go before its error line
+            _flush_stdout()
+            if session.interrupted or _find(exc, KeyboardInterrupt) is not None:
+                print(_interrupted_line(session.steps), file=sys.stderr)
+                return EXIT_INTERRUPTED
+            code, message = _explain(exc)
+            print(f"error: {message}", file=sys.stderr)
+            if debug:
+                raise
+            return code
+
+
+class _Session:
+    """What one command shares with `main`: the step dlt is in (for the Ctrl-C line), dlt's
+    captured warnings, and the progress display while the run goes."""
+
+    def __init__(self, dlt_warnings: DltWarnings | None) -> None:
+        self.dlt_warnings = dlt_warnings
+        self.steps: StepCounter | None = None
+        self.show_progress = False
+        self.interrupted = False
+        self.report: RunReport | None = None
+
+    def progress(self, choice: str | None) -> Any:
+        """The collector for `make_pipeline`: ours (counting, shown by the ticker with `log`),
+        or dlt's own display when one is asked for by name."""
+        if choice is None:
+            choice = "log" if _isatty(sys.stdout) else "none"
+        if choice not in ("log", "none"):
+            return choice
+        self.steps = StepCounter()
+        self.show_progress = choice == "log"
+        return self.steps
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Progress lines (and long retry waits) on stdout while the block runs, if shown."""
+        with RunReport.watch(self._attach):
+            if not self.show_progress:
+                yield
+                return
+            output = Output(sys.stdout)
+            ticker = Ticker(lambda: self.report, self.steps, output)
+            client_logger = logging.getLogger(RETRY_LOGGER)
+            announcer = _ForwardingAnnouncer(output)
+            saved = client_logger.level, client_logger.propagate
+            client_logger.setLevel(logging.INFO)  # the retry line is logged at INFO
+            client_logger.propagate = False  # INFO is ours to show; WARNING+ is forwarded
+            client_logger.addHandler(announcer)
+            ticker.start()
+            try:
+                yield
+            finally:
+                ticker.stop()
+                client_logger.removeHandler(announcer)
+                client_logger.setLevel(saved[0])
+                client_logger.propagate = saved[1]
+
+    def _attach(self, report: RunReport) -> None:
+        self.report = report
+
+    def notes(self, outcome: RunOutcome) -> list[str]:
+        if self.dlt_warnings is None:
+            return []
+        return self.dlt_warnings.summary_lines(outcome.destination)
+
+
+class _ForwardingAnnouncer(RetryAnnouncer):
+    """The retry announcer on the client's logger, which then does not propagate: records of
+    WARNING and above still go where they would have gone."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            logging.getLogger(RETRY_LOGGER.rsplit(".", 1)[0]).handle(record)
+            return
+        super().emit(record)
+
+
+@contextmanager
+def _noting_sigint(session: _Session) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also noted, so the run ends with the
+    interrupt line even where the KeyboardInterrupt became another error (DuckDB's
+    InterruptException) or was swallowed on the way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def noted(signum: int, frame: FrameType | None) -> None:
+        session.interrupted = True
+        if session.steps is not None:
+            session.steps.interrupt_requested = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, noted)
     try:
-        code: int = args.handler(args)
-        return code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as exc:  # one clear line for the scheduler, never a traceback wall
-        cause = _root_cause(exc)
-        print(f"error: {_one_line(cause)}", file=sys.stderr)
-        if os.environ.get("TWILIO_CONVERSATIONS_DEBUG"):
-            raise
-        usage = isinstance(cause, ConfigurationError | ConfigurationException)
-        return EXIT_USAGE if usage else EXIT_FAILED
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_line(steps: StepCounter | None) -> str:
+    """`interrupted: ...` and what the next run does, from the step the run was in."""
+    if steps is None:
+        return "interrupted: the next run loads whatever this run left pending, then reads the API"
+    if steps.current == "" or (steps.current == "extract" and not steps.completed):
+        if steps.parts_loaded:
+            return (
+                f"interrupted: {steps.parts_loaded} part(s) of this run are loaded; the next run "
+                "loads the rest"
+            )
+        return (
+            "interrupted: nothing of this run was loaded; the next run starts again from the "
+            "last completed load"
+        )
+    if steps.current == "load" and steps.completed:
+        return "interrupted after a load: what was loaded stays; the next run goes on from there"
+    # After an interrupted first load dlt starts the next run over instead of finishing it.
+    return "interrupted: the load did not complete; the next run loads what is missing"
+
+
+def _isatty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _say(text: str) -> None:
+    """Print to stdout; a reader that went away (`| head`) ends the output, not the run."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        silence(sys.stdout)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence(sys.stdout)
+    except ValueError:  # closed
+        pass
 
 
 class _ExpectedDltWarnings(logging.Filter):
@@ -115,7 +284,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.add_argument("--seed", type=int, default=7, help="demo data seed (default 7)")
     demo_parser.add_argument(
-        "--progress", default=None, help="dlt progress collector (default: log)"
+        "--progress",
+        default=None,
+        choices=PROGRESS_CHOICES,
+        help="progress output (default: log lines on a terminal, none otherwise)",
     )
     demo_parser.set_defaults(handler=_demo_command)
 
@@ -137,8 +309,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress",
         default=None,
-        choices=["log", "tqdm", "enlighten", "alive_progress", "none"],
-        help="progress output (default: tqdm on a terminal, log lines otherwise)",
+        choices=PROGRESS_CHOICES,
+        help="progress output: 'log' prints a line every 10 s on stdout (default: log on a "
+        "terminal, none otherwise); tqdm, enlighten and alive_progress are dlt's displays",
     )
     parser.add_argument("--base-url", help="API origin (default https://conversations.twilio.com)")
     parser.add_argument(
@@ -170,36 +343,33 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _progress(choice: str | None) -> Any:
-    from dlt.common.runtime.collector import LogCollector
-
-    if choice == "none":
-        return None
-    if choice is None:
-        choice = "tqdm" if sys.stderr.isatty() else "log"
-    if choice == "log":
-        # Plain lines every 10 s on stdout, beside the summary: readable in log collectors, no
-        # terminal control codes, and stderr stays free for the one-line error.
-        return LogCollector(log_period=10.0, logger=sys.stdout, dump_system_stats=False)
-    return choice
-
-
-def _run_command(args: argparse.Namespace) -> int:
+def _run_command(args: argparse.Namespace, session: _Session) -> int:
     # The settings given as flags; the others come from config the dlt way.
     source_kwargs = {
         name: value
         for name in SETTING_KEYS
         if name != "lock_timeout" and (value := getattr(args, name, None)) is not None
     }
-    pipeline = make_pipeline(args.destination, args.dataset, _progress(args.progress))
-    outcome = run(
-        pipeline,
-        full_refresh=args.full_refresh,
-        source_kwargs=source_kwargs,
-        lock_timeout=args.lock_timeout,
+    pipeline = _foreground(
+        make_pipeline(args.destination, args.dataset, session.progress(args.progress))
     )
-    print(format_summary(outcome))
+    with session.watching():
+        outcome = run(
+            pipeline,
+            full_refresh=args.full_refresh,
+            source_kwargs=source_kwargs,
+            lock_timeout=args.lock_timeout,
+        )
+    _say(format_summary(outcome, session.notes(outcome)))
     return EXIT_OK
+
+
+def _foreground(pipeline: Any) -> Any:
+    """Ctrl-C stops a load at once (jobs in flight still finish): dlt's own handler defers it,
+    and drops it altogether when the load ends in the same pass, so the run went on as if
+    nothing had been pressed."""
+    pipeline.config.runtime.intercept_signals = False
+    return pipeline
 
 
 def _emulator_main(argv: list[str]) -> int:
@@ -213,7 +383,7 @@ def _emulator_main(argv: list[str]) -> int:
     return emulator_cli.run(parser.parse_args(argv))
 
 
-def _demo_command(args: argparse.Namespace) -> int:
+def _demo_command(args: argparse.Namespace, session: _Session) -> int:
     from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
 
     from .credentials import TwilioCredentials
@@ -221,24 +391,25 @@ def _demo_command(args: argparse.Namespace) -> int:
     # Several services, a mix of users with none, a few and more than 50 conversations (paging).
     config = EmulatorConfig(data=DataSpec(seed=args.seed, services=3, users=60))
     with run_emulator(config) as emulator:
-        print(f"emulator serving demo data at {emulator.base_url}")
+        _say(f"emulator serving demo data at {emulator.base_url}")
         credentials = TwilioCredentials()
         credentials.account_sid = emulator.account_sid
         credentials.auth_token = emulator.auth_token
-        pipeline = make_demo_pipeline(_progress(args.progress))
+        pipeline = _foreground(make_demo_pipeline(session.progress(args.progress)))
         # A fresh start each time: the demo's data is the emulator's, not a real account's.
         # Every setting is given, so nothing configured for the real account applies.
-        outcome = run(
-            pipeline,
-            full_refresh=True,
-            source_kwargs={
-                **DEMO_SETTINGS,
-                "credentials": credentials,
-                "base_url": emulator.base_url,
-            },
-        )
-    print(format_summary(outcome))
-    print(_example_queries(pipeline))
+        with session.watching():
+            outcome = run(
+                pipeline,
+                full_refresh=True,
+                source_kwargs={
+                    **DEMO_SETTINGS,
+                    "credentials": credentials,
+                    "base_url": emulator.base_url,
+                },
+            )
+    _say(format_summary(outcome, session.notes(outcome)))
+    _say(_example_queries(pipeline))
     return EXIT_OK
 
 
@@ -252,8 +423,9 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
-def format_summary(outcome: RunOutcome) -> str:
-    """One screen a scheduler log can keep: what was written, scanned, skipped and retried."""
+def format_summary(outcome: RunOutcome, notes: Sequence[str] = ()) -> str:
+    """One screen a scheduler log can keep: what was written, scanned, skipped and retried;
+    `notes` are further lines (what dlt warned about, in one line per kind)."""
     report = outcome.report
     rows = " · ".join(f"{table} {count:,}" for table, count in outcome.rows_written.items())
     lines = [
@@ -281,6 +453,7 @@ def format_summary(outcome: RunOutcome) -> str:
             f"  recovered      {outcome.recovered_packages} load package(s) left by an earlier"
             " run were loaded first"
         )
+    lines.extend(notes)
     for skipped in report.skipped[:10]:
         lines.append(f"  skipped        {skipped.service_sid}/{skipped.user}: {skipped.reason}")
     if len(report.skipped) > 10:
@@ -311,23 +484,122 @@ def _format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _explain(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line (without `error: `) for a run that raised `exc`."""
+    unknown = _find(exc, UnknownDestinationModule)
+    if unknown is not None:
+        return EXIT_USAGE, _unknown_destination(unknown.ref)
+    missing = _missing_driver(exc)
+    if missing is not None:
+        return EXIT_USAGE, missing
+    cause = _root_cause(exc)
+    # A configured service the credentials cannot see is fixed in the configuration, as a
+    # malformed one is: retrying cannot help (docs/scheduling.md, "Exit codes").
+    usage = isinstance(cause, ConfigurationError | NotFoundError | ConfigurationException)
+    return (EXIT_USAGE if usage else EXIT_FAILED), _one_line(cause)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
+
+
+def _unknown_destination(ref: str) -> str:
+    from dlt.common.destination.reference import DestinationReference
+
+    prefix = "dlt.destinations."
+    names = sorted(
+        name.removeprefix(prefix)
+        for name in DestinationReference.DESTINATIONS
+        if name.startswith(prefix) and name != f"{prefix}destination"  # the decorator
+    )
+    close = difflib.get_close_matches(ref, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"unknown destination {ref!r}{hint}: use one of {', '.join(names)}, or the name of a "
+        "destination configured with a destination_type"
+    )
+
+
+# A missing module, or dlt's extra for it -> the connector's extra that installs it.
+_EXTRAS = {
+    "psycopg2": "postgres",
+    "dlt[postgres]": "postgres",
+    "s3fs": "filesystem",
+    "botocore": "filesystem",
+    "dlt[s3]": "filesystem",
+    "dlt[filesystem]": "filesystem",
+    "deltalake": "filesystem",
+    "dlt[deltalake]": "filesystem",
+}
+
+
+def _missing_driver(exc: BaseException) -> str | None:
+    """The line for a destination whose driver is not installed: which extra installs it."""
+    for error in _chain(exc):
+        if isinstance(error, MissingDependencyException):
+            for dependency in error.dependencies:
+                extra = _EXTRAS.get(dependency)
+                if extra is not None:
+                    return _install_line(error.caller.removesuffix(" destination"), extra)
+            wanted = " ".join(f'"{d}"' for d in error.dependencies)
+            caller = error.caller.removesuffix(" destination")
+            return (
+                f"the {caller} destination needs packages that are not installed: "
+                f"pip install {wanted}"
+            )
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            extra = _EXTRAS.get(error.name.split(".")[0])
+            if extra is not None:
+                return _install_line(extra, extra, error.name)
+    return None
+
+
+def _install_line(destination: str, extra: str, module: str | None = None) -> str:
+    needs = f"{module}, which is not installed" if module else "packages that are not installed"
+    return (
+        f"the {destination} destination needs {needs}: pip install 'twilio-conversations[{extra}]'"
+    )
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     """The connector's own error inside dlt's wrappers, else the innermost cause."""
     seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
+    for current in _chain(exc):
         if isinstance(current, TwilioConnectorError):
             return current
         seen.append(current)
-        current = current.__cause__ or current.__context__
-    if isinstance(exc, PipelineStepFailed) and seen:
+    if isinstance(exc, PipelineStepFailed | DestinationConnectionError) and seen:
         return seen[-1]
     return exc
 
 
+# dlt's words in front of the reason, which send the reader to credentials and the network
+# whatever the reason was (a DuckDB file held open, a corrupt file).
+_PREAMBLES = (
+    re.compile(
+        r"Connection with `client_type=[^`]*` to `dataset_name=[^`]*` failed\..*?"
+        r"The actual reason given is: "
+    ),
+)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    for preamble in _PREAMBLES:
+        text = preamble.sub("", text)
+    return text.strip().splitlines()[0]
 
 
 if __name__ == "__main__":

@@ -419,7 +419,15 @@ class TwilioClient:
                 raise failure
             self.stats.record_retry(reason)
             wait = self._backoff(attempt, response)
-            _log.debug("retrying %s in %.2f s after %s", _shown(sent), wait, reason)
+            _log.info(
+                "waiting %.1f s to retry %s after %s (attempt %d of %d)",
+                wait,
+                _shown(sent),
+                reason,
+                attempt,
+                attempts,
+                extra={"retry_wait_s": wait, "retry_reason": reason},
+            )
             _sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .client import RequestStats
 from .throttle import AdaptiveLimit
@@ -35,7 +38,26 @@ class RunReport:
     unfinished: bool = False
     # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
     fingerprints_read: dict[str, dict[str, dict[str, str]]] | None = None
+    # How many users the scan is expected to reach, where something knows (progress lines say
+    # "of N"); None: Twilio's lists carry no total.
+    users_known: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _watchers: ClassVar[list[Callable[[RunReport], None]]] = []
+
+    def __post_init__(self) -> None:
+        for watcher in list(RunReport._watchers):
+            watcher(self)
+
+    @classmethod
+    @contextmanager
+    def watch(cls, callback: Callable[[RunReport], None]) -> Iterator[None]:
+        """Call `callback` with each report made inside the block, as soon as it exists: the
+        CLI reads a run's counters while the run goes (the runner makes the report itself)."""
+        cls._watchers.append(callback)
+        try:
+            yield
+        finally:
+            cls._watchers.remove(callback)
 
     def skip(self, service_sid: str, user: str, reason: str) -> None:
         with self._lock:

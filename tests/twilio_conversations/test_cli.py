@@ -81,7 +81,7 @@ def test_bad_credentials_fail_fast_with_one_line_and_load_nothing(
 def test_unknown_service_fails_naming_it(emulator: Any, tmp_path: Path) -> None:
     missing = "IS" + "f" * 32
     result = cli(emulator, "run", "--service-sid", missing, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2, "bad configuration (docs/scheduling.md, Exit codes)"
     assert result.stderr.strip().splitlines() == [
         f"error: service {missing} not found: not listed by {emulator.base_url}/v1/Services "
         "for these credentials"
