@@ -336,8 +336,11 @@ def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     return fingerprints.add_table(users)
 
 
-def _fingerprint_rows(state: fingerprints.Fingerprints) -> Iterator[Any]:
-    """The fingerprints changed since the last call, as rows of their table, in this load."""
+def _fingerprint_rows(state: changes.FingerprintState) -> Iterator[Any]:
+    """The fingerprints changed since the last call, as rows of their table, in this load
+    (none where they are kept in the resource state)."""
+    if not isinstance(state, fingerprints.Fingerprints):
+        return
     rows = state.rows()
     if rows:
         from .records import fingerprints_table
@@ -413,7 +416,7 @@ def user_conversations_resource(
                     changed_before = catalog.report.users_changed
                     for result in _bounded_parallel(pool, fetch, part, settings.max_workers * 4):
                         yield from capture.user(result)
-                        if state.pending() >= ARROW_BATCH_ROWS:
+                        if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
                             yield from _fingerprint_rows(state)
                     if part.exhausted:
                         break

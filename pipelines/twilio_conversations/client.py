@@ -134,7 +134,7 @@ def validate_base_url(base_url: str) -> str:
 
     Plain `http://` is accepted only for loopback hosts (the emulator, tunnels in tests):
     anywhere else it would send credentials in clear text. Errors never repeat the whole value,
-    which may hold a secret pasted by mistake; they name its scheme and host at most.
+    which may hold a secret pasted by mistake; they name its scheme, host, port and path at most.
     """
     example = "e.g. https://conversations.twilio.com"
     try:
@@ -154,7 +154,11 @@ def validate_base_url(base_url: str) -> str:
             f"base_url {origin} uses plain http; only https is allowed, except on loopback"
         )
     if parts.query or parts.fragment or parts.path.strip("/"):
-        raise ConfigurationError(f"base_url {origin} must be scheme and host only, {example}")
+        extra = repr(parts.path) if parts.path.strip("/") else "its query"
+        raise ConfigurationError(
+            f"base_url {_shown(base_url.strip())} must be scheme and host only "
+            f"(remove {extra}), {example}"
+        )
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -26,10 +26,12 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import dlt
+from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.common.schema.typing import TColumnSchema, TMergeDispositionDict
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.sources import DltResource
 
+from .changes import FingerprintState
 from .settings import DELETED_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -180,20 +182,26 @@ class _Scope(MutableMapping[str, str]):
 
 def open_fingerprints(
     resource: str, read: dict[str, dict[str, dict[str, str]]] | None = None
-) -> Fingerprints:
+) -> FingerprintState:
     """The fingerprints of `resource` for this run, read where they live (see the module doc).
 
     Call inside the resource, where `dlt.current` names the pipeline and its state. `read`:
     what `read_fingerprints` returned before the extract (the runner reads them while it may
-    wait for a DuckDB file another process holds); without it they are read here.
+    wait for a DuckDB file another process holds); without it they are read here. A destination
+    that cannot be read back (no SQL client: a custom `@dlt.destination`, a vector store) keeps
+    them in the resource state, as before this table: a plain dict there, written whole.
     """
     state = dlt.current.resource_state()
+    pipeline = dlt.current.pipeline()
+    if not _readable(pipeline):
+        kept: FingerprintState = state.setdefault(LEGACY_KEY, {})
+        return kept
     legacy = state.pop(LEGACY_KEY, None)
     if legacy is not None:
         store = Fingerprints(resource, legacy)
         store.rewrite_all()
     elif state.get(MARKER):
-        held = read if read is not None else read_fingerprints(dlt.current.pipeline())
+        held = read if read is not None else read_fingerprints(pipeline)
         store = Fingerprints(resource, held.pop(resource, {}))  # handed over, not copied
     else:
         store = Fingerprints(resource)  # a first load, or after a full refresh
@@ -201,10 +209,28 @@ def open_fingerprints(
     return store
 
 
+def pending(state: FingerprintState) -> int:
+    """Changes recorded for `TABLE` and not handed out yet (0 for a state-kept dict)."""
+    return state.pending() if isinstance(state, Fingerprints) else 0
+
+
+def _readable(pipeline: dlt.Pipeline) -> bool:
+    """Whether the destination has an SQL client to read `TABLE` back (none configured: no)."""
+    if pipeline.destination is None:
+        return False
+    try:
+        pipeline.sql_client()
+    except SqlClientNotAvailable:
+        return False
+    return True
+
+
 def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, dict[str, str]]]:
     """resource -> scope -> {key: fingerprint}: what the destination's `_fingerprints` holds,
     read in one query, in bounded chunks."""
     held: dict[str, dict[str, dict[str, str]]] = {}
+    if not _readable(pipeline):
+        return held
     try:
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name(TABLE)

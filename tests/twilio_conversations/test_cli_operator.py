@@ -498,10 +498,6 @@ def test_dlts_connection_preamble_is_dropped_so_the_reason_comes_first(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client.validate_base_url names scheme and host only; the fix belongs in client.py",
-)
 def test_a_base_url_with_a_path_is_refused_quoting_what_was_given(tmp_path: Path) -> None:
     env = {**os.environ, "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t"}
     done = finished(tmp_path, env, "run", "--base-url", "http://127.0.0.1:8080/v1")

@@ -158,3 +158,36 @@ def test_the_mapping_records_what_changed_and_nothing_else() -> None:
     }
     assert store.rows() == []  # handed out once
     assert {s: dict(k) for s, k in store.items()} == {"IS1": {"US2": "B"}, "IS9": {"US9": "z"}}
+
+
+def test_a_destination_that_cannot_be_read_back_keeps_them_in_the_state(
+    emulator: Any, isolated_dlt: Path
+) -> None:
+    """A custom `@dlt.destination` has no SQL client: the fingerprints stay in the resource
+    state as before, so an unchanged re-run still sends the sink nothing."""
+    import dlt
+    from twilio_conversations import twilio_conversations
+    from twilio_conversations.credentials import TwilioCredentials
+
+    received: list[tuple[str, int]] = []
+
+    @dlt.destination(batch_size=100, loader_file_format="typed-jsonl", name="sink")
+    def sink(items: Any, table: Any) -> None:
+        received.append((table["name"], len(items) if items is not None else 0))
+
+    credentials = TwilioCredentials()
+    credentials.account_sid, credentials.auth_token = emulator.account_sid, emulator.auth_token
+    pipeline = dlt.pipeline("sinking", destination=sink, pipelines_dir=str(isolated_dlt / "p"))
+
+    def run() -> dict[str, int]:
+        received.clear()
+        pipeline.run(twilio_conversations(credentials=credentials, base_url=emulator.base_url))
+        counts: dict[str, int] = {}
+        for name, n in received:
+            counts[name] = counts.get(name, 0) + n
+        return counts
+
+    first = run()
+    assert first["user_conversations"] == len(emulator.all_user_conversations())
+    assert "_fingerprints" not in first
+    assert run().get("user_conversations", 0) == 0
