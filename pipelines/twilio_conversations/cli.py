@@ -88,7 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("dlt").addFilter(_ExpectedDltWarnings())
     debug = bool(os.environ.get("TWILIO_CONVERSATIONS_DEBUG"))
     with ExitStack() as stack:
         # dlt's warnings in its raw format only when debugging; otherwise summary lines.
@@ -242,21 +241,6 @@ def _flush_stdout() -> None:
         silence(sys.stdout)
     except ValueError:  # closed
         pass
-
-
-class _ExpectedDltWarnings(logging.Filter):
-    """Hide two dlt warnings about intended behaviour, so scheduler logs show real problems:
-    our `json` hint overrides the arrow `string` type of `attributes_json` (arrow has no JSON
-    type), and the first load, a plain append, has no use for the hard-delete flag."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "user_conversations" not in message:
-            return True
-        return not (
-            "when merging arrow schema with dlt schema" in message
-            or ('"hard_delete" column hint' in message and 'disposition "append"' in message)
-        )
 
 
 def _build_parser() -> argparse.ArgumentParser:
