@@ -392,6 +392,10 @@ def user_conversations_resource(
         state = fingerprints.open_fingerprints(
             "user_conversations", catalog.report.fingerprints_read
         )
+        if state and catalog.scans_all_users and catalog.scans_all_services:
+            # Twilio's lists carry no totals: the users the destination holds are the best
+            # guess of how many this scan reaches (progress lines say "of N").
+            catalog.report.users_known = sum(len(users) for users in state.values())
         capture = _UserChanges(
             state,
             catalog.report,

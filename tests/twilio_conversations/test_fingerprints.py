@@ -90,6 +90,8 @@ def test_local_folder_lost_reads_the_fingerprints_back_from_the_destination(
     shutil.rmtree(isolated_dlt / "pipelines")
 
     second = run_pipeline(emulator)  # state restored from the destination, marker included
+    users = sum(len(emulator.users(s["sid"])) for s in emulator.services())
+    assert second.report.users_known == users, "progress says 'of N' from what is loaded"
     for table in (*DATA_TABLES, "_fingerprints"):
         assert rows_of_run(second, table) == 0, table
 
