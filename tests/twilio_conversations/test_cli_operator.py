@@ -179,7 +179,8 @@ def test_unchanged_rerun_shows_users_requests_and_429s_while_it_goes(
     assert child.wait(timeout=120) == 0, stderr
 
     assert line.startswith("progress ") and " extract · " in line, line
-    assert f"users {users - 1:,} scanned, 0 changed" in line, line
+    # "of N": the re-run knows how many users the destination holds
+    assert f"users {users - 1:,} scanned of {users:,}, 0 changed" in line, line
     assert "0 rows to write" in line, line
     assert "3 retries (3 x 429)" in line, line
     # A long wait is announced once per reason, not once per retry.
