@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dlt.common.schema.typing import TTableSchemaColumns
+from twilio_conversations.columns import SERVICES_COLUMNS, USER_CONVERSATIONS_COLUMNS, USERS_COLUMNS
 
 _NAME = Path("shared") / "twilio" / "twilio_conversations_v1.json"
 _CANDIDATES = (Path(__file__).resolve().parents[2] / _NAME, Path("/work") / _NAME)
@@ -26,9 +28,12 @@ def load_spec() -> dict[str, Any]:
     return loaded
 
 
-# table -> the spec's record schema the table mirrors
-RECORDS = {
-    "services": "conversations.v1.service",
-    "users": "conversations.v1.service.service_user",
-    "user_conversations": "conversations.v1.service.service_user.service_user_conversation",
+# table -> (the spec's record schema the table mirrors, the hints the resource is given)
+TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
+    "services": ("conversations.v1.service", SERVICES_COLUMNS),
+    "users": ("conversations.v1.service.service_user", USERS_COLUMNS),
+    "user_conversations": (
+        "conversations.v1.service.service_user.service_user_conversation",
+        USER_CONVERSATIONS_COLUMNS,
+    ),
 }

@@ -13,20 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from dlt.common.schema.typing import TTableSchemaColumns
-from twilio_conversations.columns import SERVICES_COLUMNS, USER_CONVERSATIONS_COLUMNS, USERS_COLUMNS
 from twilio_conversations.settings import DELETED_COLUMN
-from twilio_spec import RECORDS, load_spec
-
-# table -> (record schema in the spec, the hints the resource is given)
-TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
-    table: (RECORDS[table], hints)
-    for table, hints in (
-        ("services", SERVICES_COLUMNS),
-        ("users", USERS_COLUMNS),
-        ("user_conversations", USER_CONVERSATIONS_COLUMNS),
-    )
-}
+from twilio_spec import TABLES, load_spec
 
 _ATTRIBUTES_JSON = "The `attributes` text parsed as JSON where it is valid JSON, else null."
 _DELETED = (

@@ -19,7 +19,6 @@ import dlt
 import duckdb
 import pytest
 from dlt.common.libs.pyarrow import py_arrow_to_table_schema_columns
-from dlt.common.schema.typing import TTableSchemaColumns
 from twilio_conversations.columns import (
     SERVICES_COLUMNS,
     USER_CONVERSATION_FIELDS,
@@ -30,17 +29,8 @@ from twilio_conversations.columns import (
 )
 from twilio_conversations.records import USER_CONVERSATIONS_ARROW_SCHEMA, user_conversations_table
 from twilio_conversations.settings import DELETED_COLUMN
-from twilio_spec import RECORDS, load_spec
+from twilio_spec import TABLES, load_spec
 
-# table -> (record schema in the spec, the hints the resource is given)
-TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
-    table: (RECORDS[table], hints)
-    for table, hints in (
-        ("services", SERVICES_COLUMNS),
-        ("users", USERS_COLUMNS),
-        ("user_conversations", USER_CONVERSATIONS_COLUMNS),
-    )
-}
 KEYS: dict[str, tuple[str, ...]] = {
     "services": ("sid",),
     "users": ("sid",),

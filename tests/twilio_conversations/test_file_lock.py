@@ -167,16 +167,9 @@ def test_reader_that_appears_at_load_is_waited_for(
     conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
     emulator.store.update_conversation(service, conversation, friendly_name="reader at load")
 
-    hook = HoldAtLoad(lambda: reader(database))
-    announced = CloseWhenAnnounced(hook)
-    logging.getLogger("twilio_conversations").addHandler(announced)
-    dlt_trace.TRACKING_MODULES.append(hook)
-    try:
-        outcome = run_pipeline(emulator)
-    finally:
-        dlt_trace.TRACKING_MODULES.remove(hook)
-        logging.getLogger("twilio_conversations").removeHandler(announced)
-    assert hook.reader is not None and announced.fired.is_set()
+    outcome, hook = run_with_a_reader_from(
+        "load", lambda: run_pipeline(emulator), lambda: reader(database)
+    )
     assert outcome.waited_for_lock is not None and f"(PID {hook.reader.pid})" in (
         outcome.waited_for_lock
     )
@@ -196,16 +189,9 @@ def test_reader_that_appears_at_extract_holds_up_nothing_before_the_load(
     conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
     emulator.store.update_conversation(service, conversation, friendly_name="reader at extract")
 
-    hook = HoldAtLoad(lambda: reader(database), step="extract")
-    announced = CloseWhenAnnounced(hook)
-    logging.getLogger("twilio_conversations").addHandler(announced)
-    dlt_trace.TRACKING_MODULES.append(hook)
-    try:
-        outcome = run_pipeline(emulator)
-    finally:
-        dlt_trace.TRACKING_MODULES.remove(hook)
-        logging.getLogger("twilio_conversations").removeHandler(announced)
-    assert hook.reader is not None and announced.fired.is_set()
+    outcome, _ = run_with_a_reader_from(
+        "extract", lambda: run_pipeline(emulator), lambda: reader(database)
+    )
     assert outcome.rows_written["user_conversations"] > 0
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
 
@@ -358,6 +344,22 @@ class CloseWhenAnnounced(logging.Handler):
             self.fired.set()
             assert self.hook.reader is not None
             threading.Thread(target=self.hook.reader.close).start()
+
+
+def run_with_a_reader_from(step: str, run: Any, start_reader: Any) -> tuple[Any, HoldAtLoad]:
+    """`run()` with a reader started as its first `step` starts and closed once the run says it
+    waits; checks that both happened."""
+    hook = HoldAtLoad(start_reader, step=step)
+    announced = CloseWhenAnnounced(hook)
+    logging.getLogger("twilio_conversations").addHandler(announced)
+    dlt_trace.TRACKING_MODULES.append(hook)
+    try:
+        outcome = run()
+    finally:
+        dlt_trace.TRACKING_MODULES.remove(hook)
+        logging.getLogger("twilio_conversations").removeHandler(announced)
+    assert hook.reader is not None and announced.fired.is_set()
+    return outcome, hook
 
 
 def attach(cwd: Path, database: Path) -> Any:
