@@ -46,9 +46,9 @@ QUERY_DEMO = (
     """read_only=True).sql('from twilio.user_conversation_summary limit 5').show()\""""
 )
 # dlt's way: `dlt.attach` by pipeline name, from any folder (README, "Exploring the data").
-ATTACH_ARROW = (
-    """.venv/bin/python -c "import dlt; print(dlt.attach('twilio_conversations_demo')"""
-    """.dataset().user_conversations.arrow().num_rows)\""""
+ATTACH_ROWS = (
+    """.venv/bin/python -c "import dlt; print(len(dlt.attach('twilio_conversations_demo')"""
+    """.dataset().user_conversations.fetchall()))\""""
 )
 ATTACH_DF = (
     """.venv/bin/python -c "import dlt; print(dlt.attach('twilio_conversations_demo')"""
@@ -123,7 +123,7 @@ def assert_mirror(path: Path, emu: Any) -> None:
 def test_readme_first_steps_in_one_folder(folder: Path, start_emulator: Any) -> None:
     assert "\t$(BIN)/twilio-conversations demo\n" in MAKEFILE  # what `make demo` runs
     in_readme("make demo    #")
-    for command in (EMULATOR, RUN, QUERY_DEMO, ATTACH_ARROW, ATTACH_DF):
+    for command in (EMULATOR, RUN, QUERY_DEMO, ATTACH_ROWS, ATTACH_DF):
         in_readme(command)
     port = free_port()
     demo_file = folder / "twilio_conversations_demo.duckdb"
@@ -168,15 +168,15 @@ def test_readme_first_steps_in_one_folder(folder: Path, start_emulator: Any) -> 
     demo = twin(start_emulator, demo_url(again.stdout), users=60)
     for name, emu in (("twilio_conversations_demo", demo), ("twilio_conversations", account)):
         # From another folder: each pipeline's state knows its own DuckDB file.
-        arrow, frame = (
+        rows, frame = (
             shell(
                 command.replace("twilio_conversations_demo", name).replace(".venv", "../.venv"),
                 folder / "notebooks",
                 port,
             )
-            for command in (ATTACH_ARROW, ATTACH_DF)
+            for command in (ATTACH_ROWS, ATTACH_DF)
         )
-        assert arrow.stdout.split() == [str(len(emu.all_user_conversations()))], name
+        assert rows.stdout.split() == [str(len(emu.all_user_conversations()))], name
         assert "[5 rows x" in frame.stdout, frame.stdout
     execute_notebook(folder, None)  # finds the real file first
     execute_notebook(folder, demo_file)
