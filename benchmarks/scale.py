@@ -4,6 +4,7 @@
     python -m benchmarks.scale --cases 1000000x1         # a million users (about an hour)
     python -m benchmarks.scale --compare fcea4f2         # the same cases with an older commit
     python -m benchmarks.scale --ours HEAD --compare fcea4f2   # ours from git, not the tree
+    python -m benchmarks.scale --startup 1000000 --compare 0e7cc9c  # start-up only, synthetic
 
 For each case (users x conversations per user, one service, loopback): a first load, an unchanged
 re-run and a re-run after 1 % of the users changed (a read-state change, which does not move
@@ -14,7 +15,9 @@ table's load jobs held (the files dlt handed to the destination; compressed
 bookkeeping (`_fingerprints`, `_dlt_pipeline_state`) apart. With `--compare REV`, the code of
 REV (from git) runs the same cases against the same emulator, side by side. Start-up: the time
 and peak memory of reading the fingerprints a re-run starts from out of the DuckDB file, in a
-process of its own (`fingerprints.read_fingerprints`, as a run reads them).
+process of its own (`fingerprints.read_fingerprints`, as a run reads them). `--startup USERS`
+measures only that, from a DuckDB file whose `_fingerprints` table is written directly (one
+service, USERS users, both resources' rows), for account sizes whose runs take too long here.
 """
 
 from __future__ import annotations
@@ -103,6 +106,36 @@ def read_fingerprints(db: Path, code: Path | None) -> tuple[float, float]:
     )
     seconds, rss = done.stdout.split()
     return float(seconds), float(rss)
+
+
+SYNTHETIC_FINGERPRINTS = """
+CREATE SCHEMA twilio;
+CREATE TABLE twilio._fingerprints AS
+SELECT r.resource, 'IS' || md5('service') AS scope, 'US' || md5(i::VARCHAR) AS key,
+    substr(md5(r.resource || i::VARCHAR), 1, 16) AS fingerprint, NULL::BOOLEAN AS _deleted,
+    '1700000000.1' AS _dlt_load_id, 'id' || i::VARCHAR AS _dlt_id
+FROM range({users}) AS t(i), (VALUES ('users'), ('user_conversations')) AS r(resource);
+"""
+
+
+def bench_startup(users: int, contenders: dict[str, Path | None], work: Path) -> str:
+    """Start-up of a re-run over `users` users, read from a synthetic `_fingerprints`."""
+    import duckdb
+
+    db = fresh_dir(work / "startup") / "synthetic.duckdb"
+    with duckdb.connect(str(db)) as connection:
+        connection.execute(SYNTHETIC_FINGERPRINTS.format(users=users))
+    lines = [
+        f"Start-up, {users:,} users (synthetic `_fingerprints`, {2 * users:,} rows):",
+        "",
+        "| code | seconds | peak RSS MB |",
+        "|---|---:|---:|",
+    ]
+    for name, code in contenders.items():
+        seconds, rss = read_fingerprints(db, code)
+        _log(f"  {name}: {seconds:.2f} s, {rss:.0f} MB")
+        lines.append(f"| {name} | {seconds:.2f} | {rss:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_contender(
@@ -197,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ours", default=None, help="run ours from this git commit (default: the working tree)"
     )
     parser.add_argument("--output", default="scale", help="results/OUTPUT.md (default scale)")
+    parser.add_argument(
+        "--startup", type=int, default=None, help="only the start-up of this many users"
+    )
     args = parser.parse_args(argv)
     cases = [tuple(int(n) for n in case.split("x")) for case in args.cases.split(",")]
     work = fresh_dir(RESULTS / f"work-{args.output}")
@@ -206,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.compare:
         contenders[args.compare] = code_of(args.compare, work / "compare")
+    if args.startup:
+        table = bench_startup(args.startup, contenders, work)
+        print(table)
+        (RESULTS / f"{args.output}-startup.md").write_text(table)
+        return 0
     try:
         results = [bench_case(u, c, contenders, work, log_dir) for u, c in cases]
     except BenchmarkError as exc:

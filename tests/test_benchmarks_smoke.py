@@ -61,3 +61,16 @@ def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None
     assert rows["changed"][7] == "4"  # 2 users changed (1 %), each rewrites its 2 rows
     assert int(rows["changed"][9].replace(",", "")) > 0
     assert "fingerprints read in" in result.stdout
+
+
+def test_scale_benchmark_measures_the_start_up_of_a_synthetic_account() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--startup", "1000", "--output", "smoke-scale"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Start-up, 1,000 users (synthetic `_fingerprints`, 2,000 rows)" in result.stdout
+    assert "| ours |" in result.stdout

@@ -306,7 +306,7 @@ def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
         services = catalog.services()
         for service in services:
             service_sid = service["sid"]
-            listed: set[str] = set()
+            listed = fingerprints.listed(state, service_sid)
             for batch in catalog.arrived_users(service_sid):
                 if batch is None:
                     if parts.leader_paused:  # caught up with a listing paused for this part
@@ -317,7 +317,8 @@ def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
                     # ends this resource's turn, so dlt goes back to it meanwhile.
                     yield None
                     continue
-                listed.update(r["sid"] for r in batch)
+                for record in batch:
+                    listed.add(record["sid"])
                 changed = changes.changed_records(state, service_sid, batch)
                 if changed:
                     yield [with_parsed_attributes(r) for r in changed]
@@ -413,7 +414,7 @@ def user_conversations_resource(
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
             for service in services:
                 service_sid = service["sid"]
-                listed: set[str] = set()
+                listed = fingerprints.listed(state, service_sid)
                 tasks = _user_tasks(catalog, service_sid, listed)
                 while True:
                     part = _Part(tasks, parts.size)
@@ -536,7 +537,7 @@ class _UserChanges:
         if self.newest:
             dlt.current.resource_state()["date_updated_cursor"] = self.newest
 
-    def vanished_users(self, service_sid: str, listed: set[str]) -> Iterator[pa.Table]:
+    def vanished_users(self, service_sid: str, listed: fingerprints.Listed) -> Iterator[pa.Table]:
         """Tombstones for the users the destination holds in a service its listing no longer
         has. Users skipped after a 404 were listed, so they are kept, not taken as gone."""
         gone = changes.drop_vanished(self.state, service_sid, listed)
@@ -657,7 +658,9 @@ def _current_load_id() -> str | None:
         return None
 
 
-def _user_tasks(catalog: Catalog, service_sid: str, listed: set[str]) -> Iterator[tuple[str, str]]:
+def _user_tasks(
+    catalog: Catalog, service_sid: str, listed: fingerprints.Listed
+) -> Iterator[tuple[str, str]]:
     """(service, user) for each user of the listing, adding each SID to `listed`.
 
     Pulled as workers free up, so the listing's next page is read while the first users'

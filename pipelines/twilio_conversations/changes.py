@@ -19,7 +19,7 @@ Everything here is pure and synchronous; the resources in `__init__.py` call it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Container, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import orjson
@@ -73,7 +73,7 @@ def changed_records(
     return changed
 
 
-def vanished(state: FingerprintState, scope: str, seen: Collection[str]) -> list[str]:
+def vanished(state: FingerprintState, scope: str, seen: Container[str]) -> list[str]:
     """Keys the destination holds in `scope` that a complete scan no longer saw."""
     return sorted(key for key in state.get(scope, {}) if key not in seen)
 
@@ -94,7 +94,7 @@ def vanished_scopes(state: FingerprintState, seen_scopes: Collection[str]) -> li
     return sorted(scope for scope in state if scope not in seen_scopes)
 
 
-def drop_vanished(state: FingerprintState, scope: str, seen: Collection[str]) -> list[str]:
+def drop_vanished(state: FingerprintState, scope: str, seen: Container[str]) -> list[str]:
     """Keys the destination holds in `scope` that a complete scan no longer saw, forgotten.
 
     The caller writes a tombstone for each key returned, in the same load: state and destination

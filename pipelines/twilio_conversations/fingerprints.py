@@ -22,10 +22,12 @@ the state: the first run moves them into the table (written whole, once) and out
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Protocol
 
 import dlt
+import numpy as np
+import numpy.typing as npt
 from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.common.schema.typing import TColumnSchema, TMergeDispositionDict
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
@@ -69,11 +71,15 @@ COLUMNS: dict[str, TColumnSchema] = {
     },
 }
 WRITE_DISPOSITION: TMergeDispositionDict = {"disposition": "merge", "strategy": "delete-insert"}
-_FETCH_ROWS = 10_000
+_FETCH_ROWS = 20_000
 
-# The latest row per key: one row per key where the destination merges; on a filesystem
-# destination, which appends, every version is kept and the newest load's wins.
+# One row per key where the destination merges. A filesystem destination appends (unless its
+# tables are delta or iceberg): every version is kept and the newest load's wins, which costs a
+# window over the whole table (DuckDB held 600 MB for one over a million users' rows).
 HELD_QUERY = """
+SELECT resource, scope, key, fingerprint FROM {table} WHERE NOT COALESCE({deleted}, FALSE)
+"""
+LATEST_QUERY = """
 SELECT resource, scope, key, fingerprint FROM (
     SELECT resource, scope, key, fingerprint, {deleted} AS deleted,
         ROW_NUMBER() OVER (PARTITION BY resource, scope, key ORDER BY _dlt_load_id DESC)
@@ -82,22 +88,27 @@ SELECT resource, scope, key, fingerprint FROM (
 ) AS versions
 WHERE version = 1 AND NOT COALESCE(deleted, FALSE)
 """
+_APPENDING = "dlt.destinations.filesystem"
 
 
 class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
     """scope -> {key: fingerprint} as the destination holds it once this run's load commits.
 
     Every change made through the mapping (a key set, a key or a scope removed) is recorded for
-    `rows()`.
+    `rows()`. What the destination held is kept compact (`_Scope`): a million users' worth
+    takes tens of megabytes, not the gigabyte the same dicts of strings took
+    (docs/performance.md, "Bookkeeping at scale").
     """
 
-    def __init__(self, resource: str, held: Mapping[str, dict[str, str]] | None = None) -> None:
-        """`held`'s dicts become the store's own (not copied): pass what is not used elsewhere."""
+    def __init__(
+        self, resource: str, held: Mapping[str, Mapping[str, str] | Held] | None = None
+    ) -> None:
         self.resource = resource
         self._scopes: dict[str, _Scope] = {}
         self._changes: dict[tuple[str, str], str | None] = {}
         for scope, keys in (held or {}).items():
-            self._scopes[scope] = _Scope(self, scope, keys)
+            compact = keys if isinstance(keys, Held) else Held.of(keys)
+            self._scopes[scope] = _Scope(self, scope, compact)
 
     def __getitem__(self, scope: str) -> MutableMapping[str, str]:
         return self._scopes[scope]
@@ -105,7 +116,7 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
     def __setitem__(self, scope: str, keys: MutableMapping[str, str]) -> None:
         if scope in self._scopes:
             del self[scope]
-        self._scopes[scope] = _Scope(self, scope, {})
+        self._scopes[scope] = _Scope(self, scope, Held.of({}))
         self._scopes[scope].update(keys)
 
     def setdefault(
@@ -131,6 +142,11 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
     def _record(self, scope: str, key: str, fingerprint: str | None) -> None:
         self._changes[(scope, key)] = fingerprint
 
+    def seen(self, scope: str) -> _Seen:
+        """The keys of `scope` this run listed, for `changes.vanished`, kept as a flag per held
+        key rather than as a set of a million strings."""
+        return _Seen(self, scope)
+
     def rewrite_all(self) -> None:
         """Record every fingerprint held, so `rows()` writes them all (moving a legacy state)."""
         for scope, keys in self._scopes.items():
@@ -153,35 +169,167 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
         return rows
 
 
-class _Scope(MutableMapping[str, str]):
-    """One scope's keys; changes are recorded in the owning `Fingerprints`."""
+class Held:
+    """One scope's keys and fingerprints, sorted by key: arrays of UTF-8 byte strings (numpy
+    `S`), about 50 bytes a key where a dict of strings takes over 200."""
 
-    def __init__(self, owner: Fingerprints, scope: str, keys: dict[str, str]) -> None:
+    def __init__(self, keys: npt.NDArray[np.bytes_], prints: npt.NDArray[np.bytes_]) -> None:
+        """`keys` sorted, without duplicates; `prints` in the same order."""
+        self.keys = keys
+        self.prints = prints
+
+    @classmethod
+    def of(cls, keys: Mapping[str, str]) -> Held:
+        return cls.concatenate([(_bytes_array(list(keys)), _bytes_array(list(keys.values())))])
+
+    @classmethod
+    def concatenate(cls, parts: Iterable[tuple[npt.NDArray[np.bytes_], ...]]) -> Held:
+        """The parts' keys (distinct across parts) sorted, with their fingerprints."""
+        keys, prints = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], prints[order])
+
+
+def _bytes_array(values: list[str]) -> npt.NDArray[np.bytes_]:
+    """`values` UTF-8 encoded, as a numpy array of fixed-width byte strings."""
+    if not values:
+        return np.array([], dtype="S1")
+    try:
+        return np.array(values, dtype="S")
+    except UnicodeEncodeError:  # numpy encodes ASCII only
+        return np.array([value.encode() for value in values], dtype="S")
+
+
+class _Scope(MutableMapping[str, str]):
+    """One scope's keys; changes are recorded in the owning `Fingerprints`.
+
+    The keys the destination held are `Held` arrays with a flag each for "removed" and "listed
+    by this run"; keys this run adds go to a dict, folded into the arrays once it grows, so a
+    first load of a million users stays compact too.
+    """
+
+    _FOLD_AT = 1 << 16
+
+    def __init__(self, owner: Fingerprints, scope: str, held: Held) -> None:
         self._owner = owner
         self._scope = scope
-        self._keys = keys
+        self._held = held
+        self._removed = np.zeros(len(held.keys), dtype=bool)
+        self._listed = np.zeros(len(held.keys), dtype=bool)
+        self._added: dict[str, str] = {}
+        self._count = len(held.keys)
+
+    def _index(self, key: str) -> int:
+        """Where `key` is in the held arrays, -1 if it is not there."""
+        keys = self._held.keys
+        encoded = key.encode()
+        if not len(keys) or len(encoded) > keys.itemsize:
+            return -1
+        index = int(np.searchsorted(keys, encoded))
+        return index if index < len(keys) and keys[index] == encoded else -1
 
     def __getitem__(self, key: str) -> str:
-        return self._keys[key]
+        added = self._added.get(key)
+        if added is not None:
+            return added
+        index = self._index(key)
+        if index < 0 or self._removed[index]:
+            raise KeyError(key)
+        return str(self._held.prints[index].decode())
 
     def __setitem__(self, key: str, fingerprint: str) -> None:
-        if self._keys.get(key) != fingerprint:
-            self._keys[key] = fingerprint
-            self._owner._record(self._scope, key, fingerprint)
+        if key in self._added:
+            if self._added[key] == fingerprint:
+                return
+            self._added[key] = fingerprint
+        elif (index := self._index(key)) < 0:
+            self._added[key] = fingerprint
+            self._count += 1
+            if len(self._added) > max(self._FOLD_AT, len(self._held.keys) // 4):
+                self._fold()
+        else:
+            removed = bool(self._removed[index])
+            if not removed and self._held.prints[index] == fingerprint.encode():
+                return
+            self._count += removed
+            self._removed[index] = False
+            self._set_print(index, fingerprint)
+        self._owner._record(self._scope, key, fingerprint)
+
+    def _set_print(self, index: int, fingerprint: str) -> None:
+        encoded = fingerprint.encode()
+        prints = self._held.prints
+        if len(encoded) > prints.itemsize:  # a wider fingerprint than any held: widen them all
+            self._held.prints = prints = prints.astype(f"S{len(encoded)}")
+        prints[index] = encoded
 
     def __delitem__(self, key: str) -> None:
-        del self._keys[key]
+        if key in self._added:
+            del self._added[key]
+        else:
+            index = self._index(key)
+            if index < 0 or self._removed[index]:
+                raise KeyError(key)
+            self._removed[index] = True
+        self._count -= 1
         self._owner._record(self._scope, key, None)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        yield from list(self._added)
+        held = self._held.keys[~self._removed]
+        for key in held:
+            yield str(key.decode())
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return self._count
+
+    def mark_listed(self, key: str) -> None:
+        index = self._index(key)
+        if index >= 0:
+            self._listed[index] = True
+
+    def was_listed(self, key: str) -> bool:
+        """Keys added by this run count as listed: a run adds only what it listed."""
+        if key in self._added:
+            return True
+        index = self._index(key)
+        return index >= 0 and bool(self._listed[index])
+
+    def _fold(self) -> None:
+        """Move the added keys into the arrays (as listed keys, see `was_listed`)."""
+        added = Held.of(self._added)
+        keys = np.concatenate([self._held.keys, added.keys])
+        order = np.argsort(keys, kind="stable")
+        prints = np.concatenate([self._held.prints, added.prints])
+        new = np.zeros(len(added.keys), dtype=bool)
+        self._removed = np.concatenate([self._removed, new])[order]
+        self._listed = np.concatenate([self._listed, ~new])[order]
+        self._held, self._added = Held(keys[order], prints[order]), {}
+
+
+class _Seen:
+    """The keys of one scope a run listed (see `Fingerprints.seen`)."""
+
+    def __init__(self, owner: Fingerprints, scope: str) -> None:
+        self._owner = owner
+        self._scope = scope
+
+    def add(self, key: str) -> None:
+        scope = self._owner._scopes.get(self._scope)
+        if scope is not None:
+            scope.mark_listed(key)
+
+    def update(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        scope = self._owner._scopes.get(self._scope)
+        return scope is not None and isinstance(key, str) and scope.was_listed(key)
 
 
 def open_fingerprints(
-    resource: str, read: dict[str, dict[str, dict[str, str]]] | None = None
+    resource: str, read: dict[str, dict[str, Held]] | None = None
 ) -> FingerprintState:
     """The fingerprints of `resource` for this run, read where they live (see the module doc).
 
@@ -209,6 +357,19 @@ def open_fingerprints(
     return store
 
 
+class Listed(Protocol):
+    """The keys of one scope a run has listed (a `set`, or `Fingerprints.seen`)."""
+
+    def add(self, key: str) -> None: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+def listed(state: FingerprintState, scope: str) -> Listed:
+    """Where a run notes the keys of `scope` it lists, for `changes.vanished` at the end."""
+    return state.seen(scope) if isinstance(state, Fingerprints) else set()
+
+
 def pending(state: FingerprintState) -> int:
     """Changes recorded for `TABLE` and not handed out yet (0 for a state-kept dict)."""
     return state.pending() if isinstance(state, Fingerprints) else 0
@@ -225,23 +386,45 @@ def _readable(pipeline: dlt.Pipeline) -> bool:
     return True
 
 
-def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, dict[str, str]]]:
-    """resource -> scope -> {key: fingerprint}: what the destination's `_fingerprints` holds,
-    read in one query, in bounded chunks."""
-    held: dict[str, dict[str, dict[str, str]]] = {}
+def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, Held]]:
+    """resource -> scope -> `Held`: what the destination's `_fingerprints` holds, read in one
+    query, in chunks, each made compact before the next is fetched. (Rows, not arrow: an
+    unchanged re-run does not load pyarrow; docs/performance.md, "Where the time goes", 12.)"""
     if not _readable(pipeline):
-        return held
+        return {}
+    assert pipeline.destination is not None  # _readable
+    query = LATEST_QUERY if pipeline.destination.destination_type == _APPENDING else HELD_QUERY
+    parts: dict[tuple[str, str], list[tuple[npt.NDArray[np.bytes_], ...]]] = {}
     try:
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name(TABLE)
             deleted = client.escape_column_name(DELETED_COLUMN)
-            with client.execute_query(HELD_QUERY.format(table=table, deleted=deleted)) as cursor:
+            with client.execute_query(query.format(table=table, deleted=deleted)) as cursor:
                 while chunk := cursor.fetchmany(_FETCH_ROWS):
-                    for resource, scope, key, fingerprint in chunk:
-                        held.setdefault(resource, {}).setdefault(scope, {})[key] = fingerprint
+                    for where, pair in _by_scope(chunk):
+                        parts.setdefault(where, []).append(pair)
     except DatabaseUndefinedRelation:
         logger.debug("%s has no %s table yet", pipeline.dataset_name, TABLE)
+    held: dict[str, dict[str, Held]] = {}
+    for (resource, scope), arrays in parts.items():
+        held.setdefault(resource, {})[scope] = Held.concatenate(arrays)
     return held
+
+
+def _by_scope(
+    rows: list[tuple[Any, ...]],
+) -> Iterator[tuple[tuple[str, str], tuple[npt.NDArray[np.bytes_], ...]]]:
+    """(resource, scope) -> (keys, fingerprints) of a chunk of rows: column by column, since a
+    chunk holds a handful of (resource, scope) pairs (services) and many keys."""
+    resources, scopes, keys, prints = zip(*rows, strict=True)
+    if len(pairs := set(zip(resources, scopes, strict=True))) == 1:
+        yield pairs.pop(), (_bytes_array(list(keys)), _bytes_array(list(prints)))
+        return
+    resource_of, scope_of = _bytes_array(list(resources)), _bytes_array(list(scopes))
+    key_array, print_array = _bytes_array(list(keys)), _bytes_array(list(prints))
+    for resource, scope in pairs:
+        picked = (resource_of == resource.encode()) & (scope_of == scope.encode())
+        yield (resource, scope), (key_array[picked], print_array[picked])
 
 
 def add_table(resource: DltResource) -> DltResource:

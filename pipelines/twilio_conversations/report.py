@@ -6,10 +6,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from .client import RequestStats
 from .throttle import AdaptiveLimit
+
+if TYPE_CHECKING:
+    from .fingerprints import Held
 
 
 @dataclass
@@ -37,7 +40,7 @@ class RunReport:
     # Set by the source: a part of the run is loaded, the rest still to extract.
     unfinished: bool = False
     # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
-    fingerprints_read: dict[str, dict[str, dict[str, str]]] | None = None
+    fingerprints_read: dict[str, dict[str, Held]] | None = None
     # How many users the scan is expected to reach, where something knows (progress lines say
     # "of N"); None: Twilio's lists carry no total.
     users_known: int | None = None

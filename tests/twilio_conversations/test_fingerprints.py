@@ -193,3 +193,55 @@ def test_a_destination_that_cannot_be_read_back_keeps_them_in_the_state(
     assert first["user_conversations"] == len(emulator.all_user_conversations())
     assert "_fingerprints" not in first
     assert run().get("user_conversations", 0) == 0
+
+
+def test_the_compact_store_behaves_as_a_dict_of_dicts_through_every_operation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Random sets, removals and listings against a plain dict (the oracle), with the added
+    keys folded into the arrays every few operations (`_FOLD_AT` made small): lookups,
+    lengths, iteration, vanished keys and the rows handed out agree at every step."""
+    import random
+
+    from twilio_conversations import changes, fingerprints
+    from twilio_conversations.fingerprints import Fingerprints
+
+    monkeypatch.setattr(fingerprints._Scope, "_FOLD_AT", 3)
+    rng = random.Random(5)
+    keys = [f"US{n:032x}" for n in range(40)] + ["USé", "US" + "f" * 32, "US" + "f" * 40]
+    for _ in range(30):
+        held = {"IS1": {k: f"{rng.getrandbits(64):016x}" for k in rng.sample(keys, 15)}}
+        oracle = {scope: dict(ks) for scope, ks in held.items()}
+        store = Fingerprints("user_conversations", held)
+        listed, oracle_listed = fingerprints.listed(store, "IS1"), set()
+        written: dict[str, str | None] = {}
+        for _ in range(60):
+            key, op = rng.choice(keys), rng.random()
+            if op < 0.5:
+                value = rng.choice(["a" * 16, "b" * 20, oracle["IS1"].get(key, "c" * 16)])
+                if oracle["IS1"].get(key) != value:
+                    written[key] = value
+                changes.remember(store, "IS1", key, value)
+                oracle["IS1"][key] = value
+                listed.add(key)  # a run only adds what it listed
+                oracle_listed.add(key)
+            elif op < 0.7 and key in oracle["IS1"]:
+                changes.forget(store, "IS1", [key])
+                del oracle["IS1"][key]
+                written[key] = None
+                if not oracle["IS1"]:
+                    del oracle["IS1"]
+                    oracle["IS1"] = {}
+                    store.setdefault("IS1")
+            else:
+                listed.add(key)
+                oracle_listed.add(key)
+            assert store.get("IS1", {}).get(key) == oracle["IS1"].get(key)
+            assert len(store.get("IS1", {})) == len(oracle["IS1"])
+        assert dict(store.get("IS1", {})) == oracle["IS1"]
+        assert changes.vanished(store, "IS1", listed) == changes.vanished(
+            oracle, "IS1", oracle_listed
+        )
+        rows = {r["key"]: r.get("fingerprint") for r in store.rows()}
+        assert rows == written
+
