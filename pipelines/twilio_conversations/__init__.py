@@ -419,10 +419,15 @@ def user_conversations_resource(
                 while True:
                     part = _Part(tasks, parts.size)
                     changed_before = catalog.report.users_changed
-                    for result in _bounded_parallel(pool, fetch, part, settings.max_workers * 4):
+                    results = _bounded_parallel(pool, fetch, part, settings.max_workers * 4)
+                    for done, result in enumerate(results, 1):
                         yield from capture.user(result)
                         if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
                             yield from _fingerprint_rows(state)
+                        if done % settings.page_size == 0:
+                            # A turn for `users` (dlt takes one item per resource in turn): it
+                            # takes the listing's pages this loop passed, so they can go.
+                            yield None
                     if part.exhausted:
                         break
                     if catalog.report.users_changed == changed_before:

@@ -118,12 +118,18 @@ class _SharedListing:
     deleted).
     """
 
-    def __init__(self, pages: Iterable[list[Record]], read_ahead: int, chunk: int) -> None:
+    def __init__(
+        self, pages: Iterable[list[Record]], read_ahead: int, chunk: int, readers: int
+    ) -> None:
         self._pages = iter(pages)
         self._read_ahead = read_ahead
         self._chunk = chunk
+        self._readers = readers  # readers expected: records go once each of them passed
         self._cond = threading.Condition()
-        self._records: list[Record] = []
+        self._records: list[Record] = []  # the listing from record `_base` on
+        self._base = 0
+        self._left = 0  # readers that finished
+        self.peak = 0  # the most records held at once
         self._complete = False
         self._error: BaseException | None = None
         # Records taken by each open reader, leaders and followers apart.
@@ -157,7 +163,7 @@ class _SharedListing:
             index = 0
             while True:
                 with self._cond:
-                    caught_up = index == len(self._records) and not self._complete
+                    caught_up = index == self._end and not self._complete
                     hand_back = caught_up and bool(self._leaders)
                 if hand_back:
                     yield None
@@ -171,9 +177,9 @@ class _SharedListing:
             self._leave(self._followers, reader)
 
     def _take(self, readers: dict[object, int], reader: object, index: int) -> list[Record] | None:
-        """The records from `index` on, `chunk` at most (so the read-ahead sees the reader's
-        progress); waits for the next page if there are none yet. None: the listing is
-        complete."""
+        """The records from `index` on, waiting for the next page if there are none yet; None:
+        the listing is complete. A leader takes `chunk` at most, so the read-ahead sees its
+        progress; a follower all that arrived, since it gets one turn to the leader's many."""
         with self._cond:
             readers[reader] = index
             self._cond.notify_all()  # the read-ahead may be waiting for readers to catch up
@@ -182,17 +188,36 @@ class _SharedListing:
                 threading.Thread(
                     target=self._read_ahead_pages, name="twilio-listing", daemon=True
                 ).start()
-            while index == len(self._records) and not self._complete and self._error is None:
+            self._trim()
+            while index == self._end and not self._complete and self._error is None:
                 self._cond.wait()
-            if index < len(self._records):
-                return self._records[index : index + self._chunk]
+            if index < self._end:
+                start = index - self._base
+                end = start + self._chunk if readers is self._leaders else None
+                return self._records[start:end]
             if self._error is not None:
                 raise self._error
             return None
 
+    @property
+    def _end(self) -> int:
+        """Records listed so far."""
+        return self._base + len(self._records)
+
+    def _trim(self) -> None:
+        """Let go of the records every expected reader has taken (none while a reader has yet
+        to come: it reads from the first). A million users' records would be 1.7 GB."""
+        if len(self._leaders) + len(self._followers) + self._left < self._readers:
+            return
+        low = min([*self._leaders.values(), *self._followers.values()], default=self._end)
+        if low - self._base >= 4 * self._chunk:  # in steps, not record by record
+            del self._records[: low - self._base]
+            self._base = low
+
     def _leave(self, readers: dict[object, int], reader: object) -> None:
         with self._cond:
-            readers.pop(reader, None)
+            if readers.pop(reader, None) is not None:
+                self._left += 1
             self._cond.notify_all()
 
     def _lead(self) -> int | None:
@@ -207,9 +232,7 @@ class _SharedListing:
         again)."""
         while True:
             with self._cond:
-                while (lead := self._lead()) is not None and (
-                    len(self._records) - lead >= self._read_ahead
-                ):
+                while (lead := self._lead()) is not None and (self._end - lead >= self._read_ahead):
                     self._cond.wait()
                 if lead is None:
                     self._reading = False
@@ -226,6 +249,7 @@ class _SharedListing:
                     self._complete, self._reading = True, False
                 else:
                     self._records.extend(page)
+                    self.peak = max(self.peak, len(self._records))
                 self._cond.notify_all()
                 if page is None:
                     return
@@ -319,7 +343,9 @@ class Catalog:
                 )
                 # Ahead of the readers by what the workers can take while a page is on its way.
                 read_ahead = 2 * self.page_size + 4 * self.client.concurrency.ceiling
-                listing = _SharedListing(pages, read_ahead, chunk=self.page_size)
+                listing = _SharedListing(
+                    pages, read_ahead, chunk=self.page_size, readers=USERS_READERS
+                )
                 self._users[service_sid] = listing
             return listing
 
@@ -334,6 +360,9 @@ class Catalog:
         with self._lock:
             done = self._users_read_by.get(service_sid, 0) + 1
             self._users_read_by[service_sid] = done
+            listing = self._users.get(service_sid)
+            if listing is not None:
+                self.report.users_held_peak = max(self.report.users_held_peak, listing.peak)
             if done >= USERS_READERS:
                 self._users.pop(service_sid, None)
 

@@ -39,6 +39,8 @@ class RunReport:
     users_per_load: int | None = None
     # Set by the source: a part of the run is loaded, the rest still to extract.
     unfinished: bool = False
+    # The most listed users held in memory at once (a listing lets go of what its readers took).
+    users_held_peak: int = 0
     # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
     fingerprints_read: dict[str, dict[str, Held]] | None = None
     # How many users the scan is expected to reach, where something knows (progress lines say

@@ -319,10 +319,10 @@ class _Pages:
             yield [{"sid": f"US{number}a"}, {"sid": f"US{number}b"}]
 
 
-def _listing(pages: _Pages, read_ahead: int = 4) -> Any:
+def _listing(pages: _Pages, read_ahead: int = 4, readers: int = 2) -> Any:
     from twilio_conversations.discovery import _SharedListing
 
-    return _SharedListing(pages, read_ahead=read_ahead, chunk=2)
+    return _SharedListing(pages, read_ahead=read_ahead, chunk=2, readers=readers)
 
 
 def _sids(pages: int) -> list[str]:
@@ -355,6 +355,26 @@ def test_the_listing_reads_ahead_of_the_leader_by_a_bounded_amount() -> None:
     # what has arrived, and the leader's progress is seen a chunk (2 users) at a time.
     for page, taken in enumerate(pages.taken_at_ask):
         assert 2 * page - taken < 4 + 2, f"page {page} asked with the leader at {taken}"
+
+
+def test_records_go_once_every_expected_reader_took_them_and_not_before() -> None:
+    pages = _Pages(40)
+    listing = _listing(pages, readers=2)
+    leader = listing.read()
+    alone = [next(leader)["sid"] for _ in range(60)]
+    assert listing.peak >= 60, "the second reader is yet to come: everything is kept"
+    follower = listing.arrived()
+    taken = [u["sid"] for u in next(follower) or []]
+    peak_before = listing.peak
+    for user in leader:  # the follower takes its turn every few users, as dlt hands it one
+        alone.append(user["sid"])
+        if len(alone) % 4 == 0:
+            taken += [u["sid"] for u in next(follower) or []]
+    taken += [u["sid"] for batch in follower if batch for u in batch]
+    assert alone == taken == _sids(40)
+    # Never more than what was kept for the follower, the read-ahead (4) and a chunk (2): of
+    # the 80 users, the first went before the last arrived.
+    assert listing.peak <= peak_before + 4 + 2 < 80
 
 
 def test_a_follower_without_a_leader_reads_the_listing_itself() -> None:
