@@ -171,7 +171,13 @@ def test_unchanged_rerun_shows_users_requests_and_429s_while_it_goes(
     child = launch(tmp_path, env, "run", "--progress", "log")
     out = Lines(child.stdout)  # type: ignore[arg-type]
     try:
-        line = out.wait_for(lambda text: f" {retried - 1:,} requests" in text)
+        # Both counters stand still once the held request is the only one left: wait for a
+        # line with both (the responses are counted before the extract has judged them).
+        line = out.wait_for(
+            lambda text: (
+                f" {retried - 1:,} requests" in text and f"users {users - 1:,} scanned" in text
+            )
+        )
     finally:
         gate.open()
     stdout = out.rest()
