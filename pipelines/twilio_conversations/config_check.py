@@ -307,6 +307,10 @@ def _environ_unknown(rules: _Rules, env_name: str, prefix: str, rest: list[str])
         return None
     if len(rest) == 1 and key in {k.upper() for k in rules.known}:
         return None
+    if len(rest) > 1 and key.lower() in rules.widening and key == key.upper():
+        # `..__PII__USERS__IDENTITY`: a table setting dlt reads as one variable (JSON), never
+        # by its parts, so the parts would be ignored
+        return Unknown("__".join(rest), where, key.lower(), prefix + key, widening=True)
     return rules.unknown("__".join(rest), where, False, nested, prefix)
 
 
