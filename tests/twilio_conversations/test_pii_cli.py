@@ -128,3 +128,44 @@ def test_a_policy_typo_or_a_missing_key_is_one_line_exit_2_and_no_request(
         assert KEY not in result.stdout + result.stderr
     assert small.stats.snapshot().total == 0
     assert not (tmp_path / "twilio_conversations.duckdb").exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def uncommented(path: Path, start: str) -> str:
+    """The commented example of `path` from the line `# <start>` on, uncommented up to the first
+    line that is not a comment."""
+    lines = path.read_text().splitlines()
+    first = lines.index(f"# {start}")
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("#"):
+            break
+        block.append(line.removeprefix("# ").removeprefix("#"))
+    return "\n".join(block) + "\n"
+
+
+def test_the_shipped_examples_uncommented_hash_and_drop_what_they_say(
+    small: Any, tmp_path: Path
+) -> None:
+    config = uncommented(REPO / ".dlt" / "config.toml", "[sources.twilio_conversations.pii]")
+    secrets = uncommented(REPO / ".dlt" / "example.secrets.toml", SECTION)
+    assert 'pii_hash_key = ""' in secrets
+    write_dlt(tmp_path, config=config, secrets=secrets.replace('""', f'"{KEY}"'))
+    env = emulator_env(small, SOURCES__TWILIO_CONVERSATIONS__BASE_URL=small.base_url)
+    result = cli("run", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    database = tmp_path / "twilio_conversations.duckdb"
+    expected = {u["sid"]: digest(u["identity"]) for u in truth_users(small)}
+    assert identities(database) == expected
+    with duckdb.connect(str(database), read_only=True) as con:
+        names = con.execute("select count(friendly_name) from twilio.users").fetchall()
+        created = con.execute(
+            "select created_by, count(attributes), count(attributes_json) "
+            "from twilio.user_conversations group by all"
+        ).fetchall()
+    assert names == [(0,)]
+    creators = {r["created_by"] for r in small.all_user_conversations()}
+    assert {row[0] for row in created} == {digest(c) for c in creators}
+    assert {row[1:] for row in created} == {(0, 0)}
