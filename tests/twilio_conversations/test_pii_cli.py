@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 from cli_process import cli, emulator_env
+from leaks import leaks_in_destination, leaks_in_files
 from mirror import truth_users
 
 KEY = "cli-pii-key-fedcba9876543210"
@@ -46,13 +47,25 @@ def test_policy_in_config_toml_and_key_in_secrets_toml_hash_identities(
     write_dlt(
         tmp_path,
         config=f'{SECTION}\nbase_url = "{small.base_url}"\n'
-        '[sources.twilio_conversations.pii]\nusers.identity = "hash"\n',
+        '[sources.twilio_conversations.pii]\nusers.identity = "hash"\n'
+        'users.friendly_name = "drop"\n'  # some are the identity, title-cased
+        'user_conversations.created_by = "hash"\n',  # creators' identities
         secrets=f'{SECTION}\npii_hash_key = "{KEY}"\n',
     )
-    result = cli("run", cwd=tmp_path, env=emulator_env(small))
+    env = emulator_env(small, RUNTIME__LOG_LEVEL="DEBUG")
+    result = cli("run", "--progress", "log", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     expected = {u["sid"]: digest(u["identity"]) for u in truth_users(small)}
-    assert identities(tmp_path / "twilio_conversations.duckdb") == expected
+    database = tmp_path / "twilio_conversations.duckdb"
+    assert identities(database) == expected
+    # No identity, and not the key, in the output, any file (the secrets file aside) or cell.
+    raw = {u["identity"] for u in truth_users(small)}
+    output = result.stdout + result.stderr
+    assert "DEBUG" in output
+    assert [v for v in raw | {KEY} if v in output] == []
+    everything = leaks_in_files(tmp_path, raw | {KEY})
+    assert everything == [f".dlt/secrets.toml: {KEY!r}"]
+    assert leaks_in_destination(database, raw | {KEY}) == []
 
 
 def test_policy_and_key_as_environment_variables(small: Any, tmp_path: Path) -> None:
