@@ -17,6 +17,8 @@ Expected values come from the emulator's truth (`emulator.all_user_conversations
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import inspect
 import json
 import re
@@ -224,10 +226,12 @@ def bars(axes: dict[str, Any], label: str | None = None) -> dict[str, Any]:
     return found[0]
 
 
-def assert_unread_chart(chart: dict[str, Any], emu: Any) -> None:
+def assert_unread_chart(
+    chart: dict[str, Any], emu: Any, shown: Callable[[str], str] = lambda identity: identity
+) -> None:
     services = {s["sid"]: s["friendly_name"] for s in emu.services()}
     totals = {
-        (sid, u["sid"]): [f"{u['identity']} ({name})", 0]
+        (sid, u["sid"]): [f"{shown(u['identity'])} ({name})", 0]
         for sid, name in services.items()
         for u in emu.users(sid)
     }
@@ -286,15 +290,19 @@ def attribute_shape(raw: str | None) -> str:
     return "object with keys" if value else "empty {}"
 
 
-def assert_attributes_chart(chart: dict[str, Any], emu: Any) -> None:
-    users = [u for s in emu.services() for u in emu.users(s["sid"])]
-    truth = {
-        "users": Counter(attribute_shape(u["attributes"]) for u in users),
-        "user_conversations": Counter(
-            attribute_shape(r["attributes"]) for r in emu.all_user_conversations()
-        ),
-    }
-    assert truth["user_conversations"]["empty {}"] and truth["user_conversations"]["not valid JSON"]
+def assert_attributes_chart(
+    chart: dict[str, Any], emu: Any, truth: dict[str, Counter[str]] | None = None
+) -> None:
+    if truth is None:
+        users = [u for s in emu.services() for u in emu.users(s["sid"])]
+        truth = {
+            "users": Counter(attribute_shape(u["attributes"]) for u in users),
+            "user_conversations": Counter(
+                attribute_shape(r["attributes"]) for r in emu.all_user_conversations()
+            ),
+        }
+        assert truth["user_conversations"]["empty {}"]
+        assert truth["user_conversations"]["not valid JSON"]
     shown = {}
     for axes in chart["axes"]:
         table = axes["title"].split()[2]  # "attributes of <table> (N rows)"
@@ -303,6 +311,52 @@ def assert_attributes_chart(chart: dict[str, Any], emu: Any) -> None:
     for table, counts in truth.items():
         assert shown[table] == {shape: counts[shape] for shape in shown[table]}, table
         assert sum(shown[table].values()) == sum(counts.values()), table
+
+
+PII_KEY = "notebook-pii-key-0123456789abcdef"
+
+
+def test_notebook_charts_hashed_and_dropped_pii_columns(
+    start_emulator: Any, run_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the PII policy hashing identities and attributes and dropping names, the notebook
+    still runs and draws: users labelled by their digests' first digits, attributes counted as
+    hashed or missing (dropped)."""
+    notebook, database = project_layout(tmp_path)
+    emulator = start_emulator(seed=7)
+    policy = {
+        "users.identity": "hash",
+        "users.attributes": "drop",
+        "user_conversations.attributes": "hash",
+        "user_conversations.unique_name": "hash",
+        "user_conversations.friendly_name": "drop",
+    }
+    destination = dlt.destinations.duckdb(str(database))
+    run_pipeline(emulator, destination=destination, pii=policy, pii_hash_key=PII_KEY)
+    monkeypatch.delenv("TWILIO_CONVERSATIONS_DUCKDB", raising=False)
+
+    with open_notebook(notebook, cwd=notebook.parent) as opened:
+        charts = json.loads(opened.run(READ_BACK))
+    nb = opened.nb
+    assert not stderr(nb), stderr(nb)
+    assert figures(nb) >= 5, f"only {figures(nb)} figures"
+
+    def shown(identity: str) -> str:
+        digest = hmac.new(PII_KEY.encode(), identity.encode(), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{digest[:8]}…"
+
+    assert_unread_chart(charts["unread"], emulator, shown)
+    assert_levels_chart(charts["levels"], emulator)
+    rows = emulator.all_user_conversations()
+    users = sum(len(emulator.users(s["sid"])) for s in emulator.services())
+    hashed = sum(r["attributes"] is not None for r in rows)
+    truth = {
+        "users": Counter({"missing": users}),
+        "user_conversations": Counter({"hashed": hashed, "missing": len(rows) - hashed}),
+    }
+    assert_attributes_chart(charts["attributes"], emulator, truth)
+    out = stdout(nb.cells)
+    assert not [i for i in ("first+tag@example.com", "Anna Maria López") if i in out]
 
 
 # -- An open notebook and pipeline runs ------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import dlt
 from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
 from dlt.common.schema.utils import has_table_seen_data
+from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from . import changes, fingerprints
@@ -43,6 +44,7 @@ from .discovery import (
 )
 from .dlt_logs import quiet_expected_dlt_warnings
 from .errors import TwilioAPIError
+from .pii import KEEP_ALL, PiiPolicy, parse_policy
 from .report import RunReport
 from .settings import (
     ARROW_BATCH_ROWS,
@@ -74,6 +76,9 @@ WIDENING_KEYS = (
     "end_date",
     "lookback_days",
     "date_updated",
+    # and keys whose typo would write PII the policy says to hash or drop
+    "pii",
+    "pii_hash_key",
 )
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
@@ -97,6 +102,8 @@ def twilio_conversations(
     request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     history: bool = False,
+    pii: dict[str, Any] | None = None,
+    pii_hash_key: TSecretStrValue | None = None,
     run_report: RunReport | None = None,
 ) -> Sequence[DltResource]:
     """Twilio Conversations services, users and user conversations.
@@ -121,6 +128,9 @@ def twilio_conversations(
         request_timeout: Seconds to wait for a connection or a response.
         history: Also keep every version of each user conversation, with validity ranges, in
             `user_conversations_history` (dlt `scd2`).
+        pii: Per-column PII policy, `{"users.identity": "hash", ...}`: `keep` (the default),
+            `hash` or `drop`, applied to every record before anything is written (`pii.py`).
+        pii_hash_key: The secret key of `hash` (HMAC-SHA-256), at least 16 characters.
         run_report: Collects counters for the run summary; a fresh one when omitted.
 
     Returns:
@@ -141,6 +151,7 @@ def twilio_conversations(
             else UpdatedWindow.from_incremental(date_updated, start_date, end_date, lookback_days)
         ),
         history=bool(history),
+        pii=parse_policy(pii, pii_hash_key),
     )
     client = TwilioClient(
         base_url,
@@ -165,7 +176,11 @@ def twilio_conversations(
     # picks: test_users_never_reads_the_listing_ahead_of_user_conversations (it fails when
     # `users` reads the pages itself). Why it matters: docs/performance.md, "Where the time
     # goes", 14.
-    resources = [services_resource(catalog, parts), current, users_resource(catalog, parts)]
+    resources = [
+        services_resource(catalog, parts),
+        current,
+        users_resource(catalog, settings.pii, parts),
+    ]
     if history:
         resources.append(user_conversations_history_resource(current))
     return resources
@@ -188,6 +203,7 @@ class _Settings:
     max_workers: int
     window: UpdatedWindow
     history: bool = False
+    pii: PiiPolicy = KEEP_ALL
 
 
 _PAUSE = object()  # yielded by a resource's run at the end of a part (see `_Parts`)
@@ -288,7 +304,7 @@ def services_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     return fingerprints.add_table(services)
 
 
-def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
+def users_resource(catalog: Catalog, policy: PiiPolicy, parts: _Parts) -> DltResource:
     @dlt.resource(
         name="users",
         primary_key="sid",
@@ -319,7 +335,9 @@ def users_resource(catalog: Catalog, parts: _Parts) -> DltResource:
                     continue
                 for record in batch:
                     listed.add(record["sid"])
-                changed = changes.changed_records(state, service_sid, batch)
+                # The PII policy before the fingerprint: a policy change rewrites the users.
+                rows = policy.apply("users", batch)
+                changed = changes.changed_records(state, service_sid, rows)
                 if changed:
                     yield [with_parsed_attributes(r) for r in changed]
                     yield from _fingerprint_rows(state)
@@ -363,7 +381,7 @@ class _UserFetch:
 
     service_sid: str
     user_sid: str
-    rows: list[Mapping[str, Any]]  # those in the window
+    rows: Sequence[Mapping[str, Any]]  # those in the window, the PII policy applied
     found: bool = True  # False: the user vanished (404) between listing and reading
     fingerprint: str = ""
     fetched: int = 0  # rows the API listed, in the window or not
@@ -470,7 +488,8 @@ def _fetch_user(
         if exc.status == 404:
             return _UserFetch(service_sid, user_sid, [], found=False)
         raise
-    rows = settings.window.select(fetched)
+    # The PII policy before the fingerprint: a policy change rewrites the partitions it changes.
+    rows = settings.pii.apply("user_conversations", settings.window.select(fetched))
     digest = changes.fingerprint(rows, sort_key="conversation_sid")
     newest = max((r["date_updated"] for r in rows if r.get("date_updated")), default=None)
     return _UserFetch(service_sid, user_sid, rows, True, digest, len(fetched), newest)

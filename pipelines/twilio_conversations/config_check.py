@@ -6,8 +6,11 @@ run read the whole account. `check_settings` lists the keys really present in th
 sections of every in-memory config provider (`.dlt/config.toml`, `.dlt/secrets.toml`, the
 global dlt dir's files, registered document providers) and in `SOURCES__<SECTION>__*`
 environment variables, and reports each unknown one with the closest valid key. An unknown key
-whose closest valid key would widen the run fails it (`ConfigurationError`); any other one is
-one warning line. Values are never read into a message: they may be secrets.
+whose closest valid key would widen the run fails it (`ConfigurationError`); so does a mistyped
+PII setting (the source counts `pii` and `pii_hash_key` among the widening keys: ignoring them
+would store raw personal data), and a `SOURCES__<SECTION>__PII__<TABLE>__<COLUMN>` variable,
+which dlt never reads (a table setting is one JSON variable). Any other unknown key is one
+warning line. Values are never read into a message: they may be secrets.
 
 Checked sections (dlt's lookup paths for a source's arguments): `sources.<section>`, its
 subsection `<source name>` (`sources.twilio_conversations.twilio_conversations`), `credentials`
@@ -307,6 +310,10 @@ def _environ_unknown(rules: _Rules, env_name: str, prefix: str, rest: list[str])
         return None
     if len(rest) == 1 and key in {k.upper() for k in rules.known}:
         return None
+    if len(rest) > 1 and key.lower() in rules.widening and key == key.upper():
+        # `..__PII__USERS__IDENTITY`: a table setting dlt reads as one variable (JSON), never
+        # by its parts, so the parts would be ignored
+        return Unknown("__".join(rest), where, key.lower(), prefix + key, widening=True)
     return rules.unknown("__".join(rest), where, False, nested, prefix)
 
 
