@@ -1,12 +1,14 @@
-"""Several accounts: a parent and its subaccounts, each with its own credentials and data, over
-the real HTTP server on loopback.
+"""Several accounts: a parent and its subaccounts, each with its own credentials and data, and
+Twilio's v2010 ``GET /2010-04-01/Accounts.json``, over the real HTTP server on loopback.
 
 Expected values come from the emulator's own account plans, stores and truth helpers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -169,6 +171,7 @@ def test_credentials_of_one_account_never_open_another(multi: Emulator) -> None:
                 ]
             for auth in mixed:
                 _assert_401(_get(multi, "/v1/Services", auth))
+                _assert_401(_get(multi, "/2010-04-01/Accounts.json", auth))
     # Valid credentials of one account do not reach another account's resources either.
     parent, sub = accounts[0], accounts[1]
     for mine, other in [(parent, sub), (sub, parent)]:
@@ -183,23 +186,177 @@ def test_credentials_of_one_account_never_open_another(multi: Emulator) -> None:
         assert response.status_code == 400 and response.json()["code"] == 21481
 
 
-def test_a_suspended_subaccounts_credentials_are_refused(
+def test_a_suspended_subaccount_is_listed_but_its_credentials_are_refused(
     multi: Emulator,
 ) -> None:
     suspended = [a for a in multi.accounts if a.status == "suspended"]
     assert len(suspended) == 1
     for login in _logins(suspended[0]):
         _assert_401(_get(multi, "/v1/Services", login))
+        _assert_401(_get(multi, "/2010-04-01/Accounts.json", login))
+    parent = multi.accounts[0]
+    body = _get(
+        multi, "/2010-04-01/Accounts.json?Status=suspended", (parent.sid, parent.auth_token)
+    )
+    assert [a["sid"] for a in body.json()["accounts"]] == [suspended[0].sid]
+
+
+# ----------------------------------------------------------------- GET /2010-04-01/Accounts.json
+
+
+def _expected_record(emu: Emulator, account: Account) -> dict[str, Any]:
+    plan = account.plan
+    return {
+        "sid": plan.sid,
+        "auth_token": plan.auth_token,
+        "owner_account_sid": emu.account_sid,
+        "friendly_name": plan.friendly_name,
+        "status": plan.status,
+        "type": plan.type,
+        "uri": f"/2010-04-01/Accounts/{plan.sid}.json",
+    }
+
+
+def _check_record(emu: Emulator, record: dict[str, Any]) -> None:
+    account = emu.account(record["sid"])
+    expected = _expected_record(emu, account)
+    assert {k: record[k] for k in expected} == expected
+    assert record["type"] in ("Full", "Trial")
+    for field, ts in [
+        ("date_created", account.plan.date_created),
+        ("date_updated", account.plan.date_updated),
+    ]:
+        assert record[field].endswith(" +0000")
+        assert parsedate_to_datetime(record[field]).timestamp() == ts
+    assert record["subresource_uris"] and all(
+        uri.startswith(f"/2010-04-01/Accounts/{account.sid}/") and uri.endswith(".json")
+        for uri in record["subresource_uris"].values()
+    )
+
+
+def test_the_parent_lists_itself_and_every_subaccount(multi: Emulator) -> None:
+    parent = multi.accounts[0]
+    for login in _logins(parent):
+        response = _get(multi, "/2010-04-01/Accounts.json", login)
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == PAGE_KEYS
+        assert sorted(a["sid"] for a in body["accounts"]) == sorted(a.sid for a in multi.accounts)
+        for record in body["accounts"]:
+            _check_record(multi, record)
+        assert body["page"] == 0 and body["page_size"] == 50 and body["start"] == 0
+        assert body["end"] == len(multi.accounts) - 1
+        assert body["next_page_uri"] is None and body["previous_page_uri"] is None
+        assert body["first_page_uri"] == "/2010-04-01/Accounts.json?PageSize=50&Page=0"
+        assert body["uri"] == body["first_page_uri"]
+
+
+def test_a_subaccount_lists_only_itself(multi: Emulator) -> None:
+    for account in _active(multi)[1:]:
+        for login in _logins(account):
+            body = _get(multi, "/2010-04-01/Accounts.json", login).json()
+            assert [a["sid"] for a in body["accounts"]] == [account.sid]
+            _check_record(multi, body["accounts"][0])
+            assert body["next_page_uri"] is None
+
+
+def _walk_accounts(emu: Emulator, auth: tuple[str, str], uri: str) -> tuple[list[str], list[Any]]:
+    """Follow ``next_page_uri`` (relative, as v2010 serves it) to the end."""
+    sids: list[str] = []
+    pages: list[Any] = []
+    next_uri: str | None = uri
+    while next_uri is not None:
+        assert next_uri.startswith("/2010-04-01/Accounts.json?"), next_uri
+        response = _get(emu, next_uri, auth)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == PAGE_KEYS
+        if pages:  # a followed page's own uri is the link that led there
+            assert body["uri"] == next_uri
+        sids.extend(a["sid"] for a in body["accounts"])
+        pages.append(body)
+        next_uri = body["next_page_uri"]
+        assert len(pages) < 100, "paging does not terminate"
+    return sids, pages
+
+
+def test_paging_through_next_page_uri_gives_every_account_once(multi: Emulator) -> None:
+    parent = multi.accounts[0]
+    auth = (parent.sid, parent.auth_token)
+    sids, pages = _walk_accounts(multi, auth, "/2010-04-01/Accounts.json?PageSize=2")
+    assert sorted(sids) == sorted(a.sid for a in multi.accounts)
+    assert len(sids) == len(set(sids))
+    assert len(pages) == 3 and [len(p["accounts"]) for p in pages] == [2, 2, 1]
+    assert [p["page"] for p in pages] == [0, 1, 2]
+    assert [(p["start"], p["end"]) for p in pages] == [(0, 1), (2, 3), (4, 4)]
+    assert all(p["page_size"] == 2 for p in pages)
+    assert pages[0]["previous_page_uri"] is None
+    assert all(p["first_page_uri"] == "/2010-04-01/Accounts.json?PageSize=2&Page=0" for p in pages)
+    assert all(parse_qs(urlsplit(p["next_page_uri"]).query)["PageToken"] for p in pages[:-1])
+    # previous_page_uri leads back to the page before.
+    back = _get(multi, pages[2]["previous_page_uri"], auth).json()
+    assert [a["sid"] for a in back["accounts"]] == [a["sid"] for a in pages[1]["accounts"]]
+
+
+def test_filters_are_applied_and_kept_in_the_uris(multi: Emulator) -> None:
+    parent = multi.accounts[0]
+    auth = (parent.sid, parent.auth_token)
+    active = sorted(a.sid for a in _active(multi))
+    sids, pages = _walk_accounts(multi, auth, "/2010-04-01/Accounts.json?Status=active&PageSize=3")
+    assert sorted(sids) == active
+    assert all("Status=active&" in p["first_page_uri"] for p in pages)
+    name = multi.accounts[2].plan.friendly_name
+    body = _get(multi, f"/2010-04-01/Accounts.json?FriendlyName={name}", auth).json()
+    assert [a["sid"] for a in body["accounts"]] == [multi.accounts[2].sid]
+    assert body["first_page_uri"].startswith("/2010-04-01/Accounts.json?FriendlyName=Emulator%20")
+    bad = _get(multi, "/2010-04-01/Accounts.json?Status=asleep", auth)
+    assert bad.status_code == 400 and bad.json()["code"] == 20001
+
+
+def test_page_size_up_to_1000(multi: Emulator) -> None:
+    parent = multi.accounts[0]
+    auth = (parent.sid, parent.auth_token)
+    body = _get(multi, "/2010-04-01/Accounts.json?PageSize=1000", auth).json()
+    assert body["page_size"] == 1000 and len(body["accounts"]) == len(multi.accounts)
+    for size in ["1001", "0", "x"]:
+        response = _get(multi, f"/2010-04-01/Accounts.json?PageSize={size}", auth)
+        assert response.status_code == 400 and response.json()["code"] == 20007
+
+
+def test_fetching_one_account(multi: Emulator) -> None:
+    parent, sub, sibling = multi.accounts[0], multi.accounts[1], multi.accounts[2]
+    for target in multi.accounts:
+        response = _get(
+            multi, f"/2010-04-01/Accounts/{target.sid}.json", (parent.sid, parent.auth_token)
+        )
+        assert response.status_code == 200
+        _check_record(multi, response.json())
+    own = _get(multi, f"/2010-04-01/Accounts/{sub.sid}.json", (sub.sid, sub.auth_token))
+    assert own.status_code == 200 and own.json()["sid"] == sub.sid
+    for other in [parent.sid, sibling.sid, "AC" + "0" * 32]:
+        _assert_401(_get(multi, f"/2010-04-01/Accounts/{other}.json", (sub.sid, sub.auth_token)))
+
+
+def test_twilio_library_lists_the_accounts(multi: Emulator) -> None:
+    twilio_rest = pytest.importorskip("twilio.rest")
+    client = twilio_rest.Client(multi.account_sid, multi.auth_token)
+    client.api.base_url = multi.base_url
+    listed = client.api.v2010.accounts.list(page_size=2)
+    assert sorted(a.sid for a in listed) == sorted(a.sid for a in multi.accounts)
+    assert {a.owner_account_sid for a in listed} == {multi.account_sid}
 
 
 # ----------------------------------------------------------------- the default: one account
 
 
-def test_by_default_there_is_one_account(emu: Emulator) -> None:
+def test_by_default_there_is_one_account_and_it_lists_itself(emu: Emulator) -> None:
     assert plan_accounts(EmulatorConfig()) == [a.plan for a in Emulator(EmulatorConfig()).accounts]
     assert len(emu.accounts) == 1 and emu.accounts[0].store is emu.store
     assert emu.account().sid == emu.account_sid
-    assert emu.accounts[0].plan.owner_account_sid == emu.account_sid
+    body = _get(emu, "/2010-04-01/Accounts.json", (emu.account_sid, emu.auth_token)).json()
+    assert [a["sid"] for a in body["accounts"]] == [emu.account_sid]
+    assert body["accounts"][0]["owner_account_sid"] == emu.account_sid
+    _assert_401(_get(emu, "/2010-04-01/Accounts.json", (emu.account_sid, "wrong")))
 
 
 @pytest.mark.parametrize(
