@@ -5,7 +5,14 @@ Expected values come from the emulator's own account plans, stores and truth hel
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,17 +20,20 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from twilio_emulator import (
+    DEMO_ACCOUNT_SID,
     DEMO_API_KEY_SECRET,
     DEMO_API_KEY_SID,
+    DEMO_AUTH_TOKEN,
     DataSpec,
     Emulator,
     EmulatorConfig,
+    cli,
     run_emulator,
 )
 from twilio_emulator.accounts import Account, plan_accounts
 from twilio_emulator.sids import is_sid
 
-from .helpers import walk
+from .helpers import Starter, walk
 
 DATA = DataSpec(seed=5, services=2, users=7, max_conversations=60)
 #: A parent with an API key and four subaccounts with keys; the third is suspended.
@@ -372,3 +382,101 @@ def test_bad_account_settings_fail_in_one_line(changes: dict[str, Any], message:
     with pytest.raises(ValueError, match=message) as caught:
         EmulatorConfig(**changes)
     assert "\n" not in str(caught.value)
+
+
+# ----------------------------------------------------------------- command line
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_account_flags_map_to_the_config_and_are_documented() -> None:
+    config = cli.config_from_args(
+        _parse("--subaccounts=3", "--subaccount-api-keys", "--subaccount-statuses=active,closed")
+    )
+    assert config.subaccounts == 3 and config.subaccount_api_keys
+    assert config.subaccount_statuses == ("active", "closed")
+    default = cli.config_from_args(_parse())
+    assert (default.subaccounts, default.subaccount_api_keys) == (0, False)
+    assert default.subaccount_statuses == ()
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    text = parser.format_help()
+    for flag in ["--subaccounts", "--subaccount-api-keys", "--subaccount-statuses"]:
+        assert flag in text
+    with pytest.raises(SystemExit):
+        _parse("--subaccounts=-1")
+
+
+def test_bad_account_flags_fail_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.run(_parse("--port=0", "--subaccounts=1", "--subaccount-statuses=asleep")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "asleep" in err and err.count("\n") == 1
+
+
+def test_banner_lists_every_subaccount(start: Starter) -> None:
+    one = start(EmulatorConfig(data=DataSpec(seed=1, services=1, users=1), port=0))
+    assert cli._account_lines(one) == []  # one account: the banner is as it always was
+    config = EmulatorConfig(
+        data=DataSpec(seed=1, services=1, users=1),
+        subaccounts=2,
+        subaccount_api_keys=True,
+        subaccount_statuses=("suspended",),
+    )
+    lines = cli._account_lines(start(config))
+    emu = start(config)
+    assert len(lines) == 3 and "/2010-04-01/Accounts.json" in lines[-1]
+    for line, account in zip(lines, emu.accounts[1:], strict=False):
+        assert f"account SID {account.sid}, auth token {account.auth_token}" in line
+        assert f"API key SID {account.api_key_sid}, secret {account.api_key_secret}" in line
+        assert account.status in line
+    # A token given on the command line is not the demo's: the derived secrets are not shown.
+    secret = start(replace(config, auth_token="t0ps3cret"))
+    shown = "\n".join(cli._account_lines(secret))
+    for account in secret.accounts[1:]:
+        assert account.sid in shown
+        assert account.auth_token not in shown and str(account.api_key_secret) not in shown
+
+
+def test_the_command_serves_the_subaccounts_it_prints() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twilio_emulator", "--port=0", "--users=2", "--subaccounts=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline()]
+        while not lines[-1].startswith("Data:"):
+            lines.append(process.stdout.readline())
+            assert lines[-1], "".join(lines)
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", lines[0])
+        assert match, lines[0]
+        base = match.group(1)
+        subs = [
+            re.search(r"account SID (AC[0-9a-f]{32}), auth token ([0-9a-f]{32})", line)
+            for line in lines
+            if line.startswith("Subaccount ")
+        ]
+        assert len(subs) == 2 and all(subs)
+        listed = requests.get(
+            f"{base}/2010-04-01/Accounts.json", auth=(DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN), timeout=10
+        ).json()["accounts"]
+        tokens = {a["sid"]: a["auth_token"] for a in listed}
+        for sub in subs:
+            assert sub is not None
+            sid, token = sub.groups()
+            assert tokens[sid] == token
+            services = requests.get(f"{base}/v1/Services", auth=(sid, token), timeout=10)
+            assert {s["account_sid"] for s in services.json()["services"]} == {sid}
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
