@@ -4,7 +4,8 @@ It serves the read endpoints the connector uses (services, users, user conversat
 default-service twins) plus the writes Twilio has that change user-conversation rows, with
 Twilio's paging, error bodies, authentication and headers, over deterministic generated data.
 Faults (429, 503, dropped connections, broken bodies) and latency can be injected reproducibly,
-and Twilio's account-wide limit on concurrent requests (429 / 20429) can be modelled.
+and Twilio's account-wide limit on concurrent requests (429 / 20429) can be modelled. It can
+serve several accounts (a parent and its subaccounts), each with its own credentials and data.
 
     from twilio_emulator import EmulatorConfig, DataSpec, run_emulator
 
@@ -14,6 +15,7 @@ and Twilio's account-wide limit on concurrent requests (429 / 20429) can be mode
 See docs/emulator.md.
 """
 
+from .accounts import Account, AccountPlan, plan_accounts
 from .config import (
     DEMO_ACCOUNT_SID,
     DEMO_API_KEY_SECRET,
@@ -31,6 +33,8 @@ from .stats import Stats, StatsSnapshot
 from .store import PostedMessage, Store
 
 __all__ = [
+    "Account",
+    "AccountPlan",
     "DEMO_ACCOUNT_SID",
     "DEMO_API_KEY_SECRET",
     "DEMO_API_KEY_SID",
@@ -47,5 +51,6 @@ __all__ = [
     "StatsSnapshot",
     "Store",
     "TwilioError",
+    "plan_accounts",
     "run_emulator",
 ]

@@ -90,6 +90,21 @@ def parse_query(query: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
+def basic_credentials(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(username, password)`` of an HTTP Basic ``Authorization`` header, or None."""
+    value = headers.get("Authorization") or ""
+    scheme, _, encoded = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        username, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if not sep:
+        return None
+    return username, password
+
+
 Params = dict[str, str]
 Handler = Callable[[Request, Params, str, bool], Response]
 
@@ -180,18 +195,10 @@ class App:
         return routes
 
     def _authorized(self, headers: Mapping[str, str]) -> bool:
-        value = headers.get("Authorization") or ""
-        scheme, _, encoded = value.partition(" ")
-        if scheme.lower() != "basic":
+        credentials = basic_credentials(headers)
+        if credentials is None:
             return False
-        try:
-            username, sep, password = (
-                base64.b64decode(encoded, validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        if not sep:
-            return False
+        username, password = credentials
         ok = False
         for sid, secret in self._credentials:
             # Compare every pair in full so timing does not hint at which part was wrong.
@@ -204,6 +211,10 @@ class App:
         """Serve one request (never raises for API-level errors)."""
         if not self._authorized(req.headers):
             return error_response(authenticate(), "unauthorized")
+        return self.dispatch(req)
+
+    def dispatch(self, req: Request) -> Response:
+        """Serve one request already authenticated as this app's account."""
         path = req.path[:-1] if req.path.endswith("/") and len(req.path) > 1 else req.path
         parts = path.split("/")
         route_name = "not_found"

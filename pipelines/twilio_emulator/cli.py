@@ -16,9 +16,12 @@ from contextlib import suppress
 from types import FrameType
 from typing import Any
 
+from .accounts import V2010
 from .config import (
+    ACCOUNT_STATUSES,
     DEMO_ACCOUNT_SID,
     DEMO_AUTH_TOKEN,
+    MAX_SUBACCOUNTS,
     PAGE_SIZE_POLICIES,
     DataSpec,
     EmulatorConfig,
@@ -79,6 +82,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     auth.add_argument("--api-key-sid", default=None, help="also accept this API Key SID (SK...)")
     auth.add_argument("--api-key-secret", default=None, help="secret of --api-key-sid")
+    accounts = parser.add_argument_group(
+        "subaccounts (several accounts, each with its own credentials and data; off by default)"
+    )
+    accounts.add_argument(
+        "--subaccounts",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help=f"also serve N subaccounts of the account above (at most {MAX_SUBACCOUNTS}), each "
+        "with its own SID, auth token and data; the parent's credentials list them all at "
+        f"GET {V2010}/Accounts.json (default: %(default)s)",
+    )
+    accounts.add_argument(
+        "--subaccount-api-keys",
+        action="store_true",
+        help="give every subaccount an API key (SK...) and secret of its own",
+    )
+    accounts.add_argument(
+        "--subaccount-statuses",
+        default="",
+        metavar="STATUS[,STATUS...]",
+        help="statuses of the first subaccounts, from: "
+        + ", ".join(ACCOUNT_STATUSES)
+        + "; suspended and closed ones are listed but their credentials are refused "
+        "(default: all active)",
+    )
     data = parser.add_argument_group("generated data (deterministic for a seed)")
     data.add_argument("--seed", type=int, default=7, help="data seed (default: %(default)s)")
     data.add_argument(
@@ -207,6 +236,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         account_concurrency=args.account_concurrency,
         other_traffic=args.other_traffic,
         limit_retry_after_s=args.limit_retry_after,
+        subaccounts=args.subaccounts,
+        subaccount_api_keys=args.subaccount_api_keys,
+        subaccount_statuses=tuple(
+            status.strip() for status in args.subaccount_statuses.split(",") if status.strip()
+        ),
     )
 
 
@@ -223,8 +257,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     store = Store.generate(config.data, config.account_sid)
     rows = store.membership_count()
+    emulator = Emulator(config, store)  # generates the subaccounts' data, if any
     elapsed = time.perf_counter() - started
-    emulator = Emulator(config, store)
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         # Stop cleanly on SIGTERM (service managers, containers) and on SIGINT even when the
@@ -243,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         print(f"Twilio Conversations emulator listening on {emulator.base_url}", flush=True)
         for line in _credential_lines(config, emulator.base_url):
+            print(line, flush=True)
+        for line in _account_lines(emulator):
             print(line, flush=True)
         print(
             f"Data: seed {config.data.seed}, {len(store.services)} service(s) "
@@ -279,6 +315,35 @@ def _credential_lines(config: EmulatorConfig, base_url: str) -> list[str]:
     lines.append(
         f"Load it: TWILIO_ACCOUNT_SID={config.account_sid} TWILIO_AUTH_TOKEN={shown_token} "
         f"twilio-conversations run --base-url {base_url}"
+    )
+    return lines
+
+
+def _account_lines(emulator: Emulator) -> list[str]:
+    """One line per subaccount (none without subaccounts). Their secrets derive from the
+    parent's token: shown with the demo token, otherwise left to Accounts.json (as Twilio does,
+    the parent's credentials read every subaccount's auth token there)."""
+    subaccounts = emulator.accounts[1:]
+    if not subaccounts:
+        return []
+    demo = emulator.config.auth_token == DEMO_AUTH_TOKEN
+    lines = []
+    for account in subaccounts:
+        token = account.auth_token if demo else f"in {V2010}/Accounts.json"
+        key = ""
+        if account.api_key_sid:
+            secret = account.api_key_secret if demo else "not shown"
+            key = f", API key SID {account.api_key_sid}, secret {secret}"
+        store = account.store
+        lines.append(
+            f"Subaccount {account.plan.index}: account SID {account.sid}, auth token {token}{key}; "
+            f"{account.status}; data seed {account.plan.data.seed}, {len(store.services)} "
+            f"service(s), {store.membership_count()} user-conversation rows"
+        )
+    lines.append(
+        f"Accounts: GET {emulator.base_url}{V2010}/Accounts.json with the parent's credentials "
+        f"lists all {len(emulator.accounts)} (v2010 paging: follow next_page_uri); each "
+        "account's Conversations data opens only with its own credentials"
     )
     return lines
 

@@ -11,6 +11,11 @@ DEMO_AUTH_TOKEN = "emulator-demo-auth-token"
 DEMO_API_KEY_SID = "SK00000000000000000000000000000001"
 DEMO_API_KEY_SECRET = "emulator-demo-api-key-secret"
 
+#: Most subaccounts one emulator serves (Twilio's default limit per main account is 1,000).
+MAX_SUBACCOUNTS = 1000
+#: The ``status`` values of Twilio's v2010 Account resource.
+ACCOUNT_STATUSES = ("active", "suspended", "closed")
+
 PageSizePolicy = Literal["clamp", "strict", "lenient"]
 PAGE_SIZE_POLICIES: tuple[PageSizePolicy, ...] = ("clamp", "strict", "lenient")
 
@@ -53,6 +58,13 @@ class EmulatorConfig:
     ``account_concurrency - other_traffic``; requests beyond that are answered 429 at once, with
     ``Retry-After: limit_retry_after_s`` or (``None``, the default: Twilio does not promise it)
     without one. ``other_traffic`` also counts in ``Twilio-Concurrent-Requests`` without a limit.
+
+    Several accounts (see :mod:`twilio_emulator.accounts`): ``subaccounts`` (default 0: one
+    account, exactly as before) adds that many subaccounts of the account above, each with its
+    own SID, Auth Token, data set (seed derived from ``data.seed`` and the account's index) and,
+    with ``subaccount_api_keys``, its own API key. ``subaccount_statuses`` gives the first
+    subaccounts a status other than "active" ("suspended" or "closed": listed by
+    ``/2010-04-01/Accounts.json``, but their credentials are refused).
     """
 
     account_sid: str = DEMO_ACCOUNT_SID
@@ -73,6 +85,9 @@ class EmulatorConfig:
     account_concurrency: int | None = None
     other_traffic: int = 0
     limit_retry_after_s: int | None = None
+    subaccounts: int = 0
+    subaccount_api_keys: bool = False
+    subaccount_statuses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.page_size_policy not in PAGE_SIZE_POLICIES:
@@ -87,3 +102,13 @@ class EmulatorConfig:
             raise ValueError("other_traffic must be >= 0")
         if self.limit_retry_after_s is not None and self.limit_retry_after_s < 0:
             raise ValueError("limit_retry_after_s must be >= 0 (None: no Retry-After)")
+        if not 0 <= self.subaccounts <= MAX_SUBACCOUNTS:
+            raise ValueError(f"subaccounts must be within 0..{MAX_SUBACCOUNTS}")
+        if len(self.subaccount_statuses) > self.subaccounts:
+            raise ValueError(
+                f"subaccount_statuses has {len(self.subaccount_statuses)} entries "
+                f"for {self.subaccounts} subaccount(s)"
+            )
+        for status in self.subaccount_statuses:
+            if status not in ACCOUNT_STATUSES:
+                raise ValueError(f"subaccount status must be one of {ACCOUNT_STATUSES}: {status!r}")

@@ -34,6 +34,7 @@ from socketserver import TCPServer
 from typing import Any
 
 from . import render
+from .accounts import Account, AccountsApp, plan_accounts
 from .app import App, Request, Response, error_response, parse_query
 from .config import EmulatorConfig
 from .errors import TwilioError
@@ -196,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
                     body=body,
                     base=base.rstrip("/"),
                 )
-                resp = emu.app.handle(req)
+                resp = emu.accounts_app.handle(req)
             route, status = resp.route, resp.status
             payload = resp.body
             announced = len(payload)
@@ -271,13 +272,37 @@ class Emulator:
     """The emulated Twilio Conversations API: store + faults + stats + HTTP server.
 
     ``Emulator(cfg).start()`` serves in a background thread until :meth:`stop`; it is also a
-    context manager. Pass ``store`` to serve a pre-built store instead of generating one.
+    context manager. Pass ``store`` to serve a pre-built store (the parent account's) instead of
+    generating one.
+
+    With ``config.subaccounts`` the emulator serves several accounts (:attr:`accounts`, the
+    parent first; see :mod:`twilio_emulator.accounts`), each with its own data; :attr:`store`,
+    :attr:`app` and the credential properties are the parent's, and the truth helpers
+    (:meth:`services` ...) take an ``account_sid`` (default: the parent).
     """
 
     def __init__(self, config: EmulatorConfig | None = None, store: Store | None = None) -> None:
         self.config = config or EmulatorConfig()
         cfg = self.config
-        self.store = store if store is not None else Store.generate(cfg.data, cfg.account_sid)
+        plans = plan_accounts(cfg)
+        parent_store = store if store is not None else Store.generate(cfg.data, cfg.account_sid)
+        #: Every account served, the parent first, then its subaccounts in index order.
+        self.accounts: list[Account] = []
+        for plan in plans:
+            account_store = parent_store if plan.is_parent else Store.generate(plan.data, plan.sid)
+            app = App(
+                account_store,
+                account_sid=plan.sid,
+                auth_token=plan.auth_token,
+                api_key_sid=plan.api_key_sid,
+                api_key_secret=plan.api_key_secret,
+                page_size_policy=cfg.page_size_policy,
+            )
+            self.accounts.append(Account(plan, account_store, app))
+        self.store = parent_store
+        #: The parent account's v1 app; :attr:`accounts_app` is what the server calls.
+        self.app = self.accounts[0].app
+        self.accounts_app = AccountsApp(self.accounts)
         seed = cfg.fault_seed if cfg.fault_seed is not None else cfg.data.seed
         self.faults = FaultController(seed=seed, rate=cfg.fault_rate, kinds=cfg.fault_kinds)
         self.stats = Stats()
@@ -285,20 +310,13 @@ class Emulator:
         self.latency_ms: float = cfg.latency_ms
         #: The account concurrency limit (None: none), the share held by the account's other
         #: traffic and the limit's Retry-After (None: none); may be changed while running.
+        #: With subaccounts it is one limit shared by all accounts' requests.
         self.account_concurrency: int | None = cfg.account_concurrency
         self.other_traffic: int = cfg.other_traffic
         self.limit_retry_after_s: int | None = cfg.limit_retry_after_s
         #: Test hook holding admitted requests in flight (see :mod:`twilio_emulator.gate`).
         self.gate: RequestGate | None = None
         self._stopping = threading.Event()
-        self.app = App(
-            self.store,
-            account_sid=cfg.account_sid,
-            auth_token=cfg.auth_token,
-            api_key_sid=cfg.api_key_sid,
-            api_key_secret=cfg.api_key_secret,
-            page_size_policy=cfg.page_size_policy,
-        )
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -382,20 +400,29 @@ class Emulator:
     def default_service_sid(self) -> str:
         return self.store.default_service_sid
 
+    def account(self, account_sid: str | None = None) -> Account:
+        """The served account with this SID (None: the parent), or KeyError."""
+        if account_sid is None:
+            return self.accounts[0]
+        for account in self.accounts:
+            if account.sid == account_sid:
+                return account
+        raise KeyError(account_sid)
+
     # ----------------------------------------------------------------- truth, as the API renders it
 
-    def services(self) -> list[dict[str, Any]]:
+    def services(self, account_sid: str | None = None) -> list[dict[str, Any]]:
         """Every service, as ``GET /v1/Services`` serves them (in SID order)."""
-        store = self.store
+        store = self.account(account_sid).store
         with store.lock:
             return [
                 render.service(self.base_url, store.account_sid, store.services[s])
                 for s in store.service_sids
             ]
 
-    def users(self, service_sid: str) -> list[dict[str, Any]]:
+    def users(self, service_sid: str, account_sid: str | None = None) -> list[dict[str, Any]]:
         """Every user of a service, as ``GET /v1/Services/{IS}/Users`` serves them."""
-        store = self.store
+        store = self.account(account_sid).store
         with store.lock:
             svc = store.service(service_sid)
             return [
@@ -404,10 +431,10 @@ class Emulator:
             ]
 
     def user_conversations(
-        self, service_sid: str, user_sid_or_identity: str
+        self, service_sid: str, user_sid_or_identity: str, account_sid: str | None = None
     ) -> list[dict[str, Any]]:
         """One user's rows, as ``GET /v1/Services/{IS}/Users/{US}/Conversations`` serves them."""
-        store = self.store
+        store = self.account(account_sid).store
         with store.lock:
             svc = store.service(service_sid)
             usr = store.user(service_sid, user_sid_or_identity)
@@ -423,9 +450,9 @@ class Emulator:
                 for m in usr.memberships
             ]
 
-    def all_user_conversations(self) -> list[dict[str, Any]]:
+    def all_user_conversations(self, account_sid: str | None = None) -> list[dict[str, Any]]:
         """Every user-conversation row of every user of every service (service form)."""
-        store = self.store
+        store = self.account(account_sid).store
         base = self.base_url
         with store.lock:
             return [
