@@ -16,6 +16,7 @@ import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import LoadInfo
+from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.extract import DltSource
@@ -223,6 +224,7 @@ class AccountRun:
     dataset: str
     outcome: RunOutcome | None = None
     error: Exception | None = None
+    pipeline: dlt.Pipeline | None = None
 
     @property
     def failed(self) -> bool:
@@ -257,10 +259,10 @@ def run_accounts(
         result = AccountRun(account, dataset)
         results.append(result)
         try:
-            pipeline = make_pipeline(
+            pipeline = result.pipeline = make_pipeline(
                 destination,
                 dataset,
-                progress() if progress else "log",
+                progress() if progress else NULL_COLLECTOR,
                 pipelines_dir,
                 account.pipeline_name,
             )
