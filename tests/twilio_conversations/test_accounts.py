@@ -464,23 +464,29 @@ def test_cli_discovery_skips_inactive_accounts_and_says_so(emu: Any, isolated_dl
 
 
 @pytest.mark.parametrize(
-    ("extra", "expected"),
+    ("table", "top", "expected"),
     [
         (
             'auth_tokn = "x"',
-            "error: accounts[0] ('main'): unknown setting `auth_tokn`; did you mean `auth_token`?",
+            "",
+            "error: accounts[1] ('sub'): unknown setting `auth_tokn`; did you mean `auth_token`?",
         ),
-        (None, "error: unknown setting `acounts`"),
+        ("", "RENAME", "error: unknown setting `acounts`"),
+        # a mistyped filter beside a valid list: one line before any account runs, not one
+        # failure per account
+        ("", "lookback_dayz = 3", "error: unknown setting `lookback_dayz`"),
     ],
 )
 def test_cli_a_typo_in_the_accounts_config_is_one_line_and_exit_2(
-    emu: Any, isolated_dlt: Path, extra: str | None, expected: str
+    emu: Any, isolated_dlt: Path, table: str, top: str, expected: str
 ) -> None:
-    text = accounts_toml(emu, entry(emu.accounts[0], "main"))
-    if extra:
-        text += extra + "\n"
-    else:
+    text = accounts_toml(emu, entry(emu.accounts[0], "main"), entry(emu.accounts[1], "sub"))
+    if table:
+        text += table + "\n"
+    if top == "RENAME":
         text = text.replace(".accounts]]", ".acounts]]")
+    elif top:
+        text = text.replace("\n\n", f"\n{top}\n\n", 1)
     write_secrets(isolated_dlt, text)
     done = cli("run", cwd=isolated_dlt, env=emulator_env(emu, **cli_env(isolated_dlt)))
     assert done.returncode == 2, (done.stdout, done.stderr)
