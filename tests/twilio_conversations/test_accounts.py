@@ -494,3 +494,75 @@ def test_cli_a_typo_in_the_accounts_config_is_one_line_and_exit_2(
     assert done.stderr.startswith(expected), done.stderr
     assert not (isolated_dlt / "cli.duckdb").exists()  # nothing ran
     assert emu.stats.snapshot().total == 0  # before any request
+
+
+def test_cli_filter_flags_apply_to_one_selected_account_only(emu: Any, isolated_dlt: Path) -> None:
+    parent, sub1, *_ = emu.accounts
+    write_secrets(isolated_dlt, accounts_toml(emu, entry(parent, "main"), entry(sub1, "sub")))
+    service = emu.services(account_sid=parent.sid)[0]["sid"]
+    env = cli_env(isolated_dlt)
+    several = cli("run", "--service-sid", service, cwd=isolated_dlt, env=env)
+    assert several.returncode == 2, several.stderr
+    assert several.stderr == (
+        "error: --service-sid applies to one account: add --account NAME, or set the filter per "
+        "account in the accounts list\n"
+    )
+    unknown = cli("run", "--account", "mian", cwd=isolated_dlt, env=env)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("error: --account 'mian' (did you mean main?)")
+    one = cli("run", "--account", "main", "--service-sid", service, cwd=isolated_dlt, env=env)
+    assert one.returncode == 0, one.stderr
+    assert_account_mirror(emu, attach(isolated_dlt, "main"), parent.sid, service_sids=[service])
+    # the README's query across accounts, once both are loaded
+    assert cli("run", cwd=isolated_dlt, env=env).returncode == 0
+    import duckdb
+
+    with duckdb.connect(str(isolated_dlt / "cli.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT 'main' AS account, * FROM twilio_main.user_conversation_summary "
+            "UNION ALL BY NAME "
+            "SELECT 'sub' AS account, * FROM twilio_sub.user_conversation_summary"
+        ).fetchall()
+    users = {
+        name: len(truth_users(emu, account_sid=a.sid))
+        for name, a in (("main", parent), ("sub", sub1))
+    }
+    assert len(rows) == sum(users.values())
+    assert {r[0] for r in rows} == {"main", "sub"}
+
+
+def test_cli_exit_2_when_every_account_fails_on_its_configuration(
+    emu: Any, isolated_dlt: Path
+) -> None:
+    """A configured service the account cannot see is fixed in the configuration: when that is
+    every account's failure, the run exits 2 (retrying cannot help); one line per account."""
+    parent, sub1, *_ = emu.accounts
+    other = emu.services(account_sid=sub1.sid)[0]["sid"]  # sub's service, not main's
+    mine = emu.services(account_sid=parent.sid)[0]["sid"]
+    write_secrets(
+        isolated_dlt,
+        accounts_toml(
+            emu,
+            entry(parent, "main", service_sids=[other]),
+            entry(sub1, "sub", service_sids=[mine]),
+        ),
+    )
+    done = cli("run", cwd=isolated_dlt, env=cli_env(isolated_dlt))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["error", "error"]
+    assert lines[0].startswith("error: account main: ") and other in lines[0]
+    assert lines[1].startswith("error: account sub: ") and mine in lines[1]
+
+
+def test_section_level_filters_with_several_accounts_stop_the_run(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ACCOUNTS_ENV, json.dumps([entry(emu.accounts[0], "main")]))
+    monkeypatch.setenv("SOURCES__TWILIO_CONVERSATIONS__SERVICE_SIDS", '["IS' + "0" * 32 + '"]')
+    with pytest.raises(ConfigurationError, match="set it per account"):
+        plan_accounts()
+    monkeypatch.delenv("SOURCES__TWILIO_CONVERSATIONS__SERVICE_SIDS")
+    monkeypatch.setenv("SOURCES__TWILIO_CONVERSATIONS__SUBACCOUNTS", "true")
+    with pytest.raises(ConfigurationError, match="not both"):
+        plan_accounts()
