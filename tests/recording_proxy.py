@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,8 +18,11 @@ from urllib.parse import urlsplit
 
 
 class RecordingProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, fail_status: int | None = None) -> None:
+        """`fail_status`: answer every request with that status and Twilio's error body
+        instead of forwarding it (a 5xx storm at one account's origin)."""
         target = urlsplit(upstream)
+        self.fail_status = fail_status
         self.usernames: list[str | None] = []
         self.paths: list[str] = []
         proxy = self
@@ -29,6 +33,16 @@ class RecordingProxy:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 proxy.paths.append(self.path)
                 proxy.usernames.append(_username(self.headers.get("Authorization")))
+                if proxy.fail_status is not None:
+                    status = proxy.fail_status
+                    error = {"code": 20000 + status, "message": "Service Unavailable"}
+                    data = json.dumps({**error, "more_info": "", "status": status}).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 try:
                     upstream.request("GET", self.path, headers=dict(self.headers.items()))

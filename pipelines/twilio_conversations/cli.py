@@ -396,12 +396,15 @@ def _run_accounts_command(
         )
         plan = replace(plan, accounts=[account])
     shared = {k: v for k, v in source_kwargs.items() if k not in ("base_url", *filters)}
+    # One collector for every account, made before the ticker starts, which reads it: progress
+    # lines go on from one account to the next.
+    collector = session.progress(args.progress)
     with session.watching():
         results = run_accounts(
             plan,
             args.destination,
             args.dataset,
-            progress=lambda: session.progress(args.progress),
+            progress=lambda: collector,
             full_refresh=args.full_refresh,
             source_kwargs=shared,
             lock_timeout=args.lock_timeout,

@@ -30,6 +30,7 @@ from twilio_conversations.accounts import (
     discover_accounts,
     plan_accounts,
 )
+from twilio_conversations.cli import _explain
 from twilio_conversations.client import RequestStats
 from twilio_conversations.credentials import TwilioCredentials
 from twilio_conversations.errors import ConfigurationError
@@ -242,6 +243,34 @@ def test_credentials_go_only_to_their_own_accounts_origin(
     assert origin_a.senders == {sub1.api_key_sid}
     assert origin_b.senders == {sub2.sid}
     assert len(origin_a.paths) > 5 and len(origin_b.paths) > 5
+
+
+def test_a_5xx_storm_at_one_account_fails_it_alone(
+    emu: Any, isolated_dlt: Path, monkeypatch: pytest.MonkeyPatch, proxies: list[RecordingProxy]
+) -> None:
+    parent, sub1, *_ = emu.accounts
+    storm = RecordingProxy(emu.base_url, fail_status=503)
+    proxies.append(storm)
+    monkeypatch.setenv(
+        ACCOUNTS_ENV,
+        json.dumps(
+            [
+                entry(sub1, "stormy", base_url=storm.base_url),
+                entry(parent, "main", base_url=emu.base_url),
+            ]
+        ),
+    )
+    results = run_all(
+        isolated_dlt,
+        plan_accounts(),  # type: ignore[arg-type]
+        source_kwargs={"request_max_attempts": 3, "request_max_retry_delay": 0.0},
+    )
+    error = results["stormy"].error
+    assert error is not None and results["stormy"].outcome is None
+    code, line = _explain(error)  # what the CLI prints: `error: account stormy: <line>`
+    assert code == 1 and line.startswith("Twilio API error 20503 (HTTP 503) for "), line
+    assert len(storm.paths) == 3  # the first request, retried to its budget
+    assert_account_mirror(emu, results["main"], parent.sid)  # the next account still loads
 
 
 # -- discovery -------------------------------------------------------------------------------
@@ -461,6 +490,9 @@ def test_cli_discovery_skips_inactive_accounts_and_says_so(emu: Any, isolated_dl
     )
     for account in emu.accounts[:3]:
         assert_account_mirror(emu, attach(isolated_dlt, account.sid.lower()), account.sid)
+    # the tokens the listing carried are never shown
+    for account in emu.accounts:
+        assert account.auth_token not in done.stdout + done.stderr
 
 
 @pytest.mark.parametrize(
