@@ -3,8 +3,8 @@
 Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
 configuration, 130 interrupted (Ctrl-C). With several accounts (`accounts.py`): 0 every account
 loaded, 1 any account failed (one `error: account NAME: ...` line each; the others loaded), 2 a
-configuration error before any account ran, or every account failed on its configuration. Nothing here prompts, so cron, CI and orchestrators can
-run it unattended.
+configuration error before any account ran, or every account failed on its configuration.
+Nothing here prompts, so cron, CI and orchestrators can run it unattended.
 """
 
 from __future__ import annotations
