@@ -110,14 +110,18 @@ def postgres_server() -> Iterator[str]:
 
 @pytest.fixture
 def start_emulator() -> Iterator[Any]:
-    """Factory: `start_emulator(users=5, ...)` serves a fresh emulator until the test ends."""
+    """Factory: `start_emulator(users=5, ...)` serves a fresh emulator until the test ends;
+    `start_emulator(subaccounts=2, subaccount_api_keys=True, subaccount_statuses=(...), ...)`
+    serves a parent account and subaccounts, each with its own data."""
     from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
 
     stack = contextlib.ExitStack()
+    accounts = ("subaccounts", "subaccount_api_keys", "subaccount_statuses")
 
     def start(config: Any = None, **spec: Any) -> Any:
         if config is None:
-            config = EmulatorConfig(data=DataSpec(**spec))
+            options = {k: spec.pop(k) for k in accounts if k in spec}
+            config = EmulatorConfig(data=DataSpec(**spec), **options)
         return stack.enter_context(run_emulator(config))
 
     with stack:

@@ -239,10 +239,14 @@ def expected_users(truth: Iterable[Mapping[str, Any]]) -> Rows:
     return _expected_table(truth, SID_KEY, ("attributes", _JSON))[0]
 
 
-def truth_users(emu: Any, service_sids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """Every user of every service (or of `service_sids`), as the API lists them."""
-    sids = [s["sid"] for s in emu.services()] if service_sids is None else list(service_sids)
-    return [user for sid in sids for user in emu.users(sid)]
+def truth_users(
+    emu: Any, service_sids: Iterable[str] | None = None, account_sid: str | None = None
+) -> list[dict[str, Any]]:
+    """Every user of every service (or of `service_sids`) of the account (default: the
+    emulator's parent account), as the API lists them."""
+    if service_sids is None:
+        service_sids = [s["sid"] for s in emu.services(account_sid=account_sid)]
+    return [user for sid in service_sids for user in emu.users(sid, account_sid=account_sid)]
 
 
 # -- what the destination holds ------------------------------------------------------------

@@ -12,6 +12,7 @@ Workers keep nothing between runs: PipelineTasksGroup gives every task a fresh w
 wipes it afterwards, so dlt restores the pipeline state (the connector's change fingerprints) from
 the destination. Use a warehouse destination, not a DuckDB file local to one worker.
 tests/deploy/test_orchestrators.py builds this DAG and runs its task against the emulator.
+Several Twilio accounts, one task each: twilio_conversations_accounts_dag.py.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
 from . import changes, fingerprints
+from .accounts import SETTING_KEYS as ACCOUNT_SETTING_KEYS
 from .client import RetryPolicy, TwilioClient
 from .columns import (
     SERVICES_COLUMNS,
@@ -79,6 +80,9 @@ WIDENING_KEYS = (
     # and keys whose typo would write PII the policy says to hash or drop
     "pii",
     "pii_hash_key",
+    # and the accounts: ignoring a mistyped list would load the section's own account instead
+    "accounts",
+    "subaccounts",
 )
 
 # Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
@@ -192,6 +196,8 @@ SETTING_KEYS = (
     *(name for name in inspect.signature(twilio_conversations).parameters if name != "run_report"),
     "lock_timeout",
     "users_per_load",
+    # several accounts in one run (`accounts.py`), read by the runner
+    *ACCOUNT_SETTING_KEYS,
 )
 
 

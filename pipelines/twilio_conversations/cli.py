@@ -1,8 +1,10 @@
 """`twilio-conversations` command line: `run` (the scheduled job), `demo` and `emulator`.
 
 Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
-configuration, 130 interrupted (Ctrl-C). Nothing here prompts, so cron, CI and orchestrators can
-run it unattended.
+configuration, 130 interrupted (Ctrl-C). With several accounts (`accounts.py`): 0 every account
+loaded, 1 any account failed (one `error: account NAME: ...` line each; the others loaded), 2 a
+configuration error before any account ran, or every account failed on its configuration.
+Nothing here prompts, so cron, CI and orchestrators can run it unattended.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -29,6 +32,7 @@ from dlt.destinations.exceptions import DestinationConnectionError
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import SETTING_KEYS, twilio_conversations
+from .accounts import AccountsPlan, plan_accounts
 from .errors import ConfigurationError, NotFoundError, TwilioConnectorError
 from .progress import (
     RETRY_LOGGER,
@@ -44,10 +48,12 @@ from .report import RunReport
 from .runner import (
     DATASET_NAME,
     DEMO_DUCKDB_FILE,
+    AccountRun,
     RunOutcome,
     make_demo_pipeline,
     make_pipeline,
     run,
+    run_accounts,
 )
 from .views import EXAMPLE_QUERIES
 
@@ -325,6 +331,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds to wait for a DuckDB file another process holds open (default 600)",
     )
+    parser.add_argument(
+        "--account",
+        action="append",
+        dest="account_names",
+        metavar="NAME",
+        help="with several accounts configured (accounts, or subaccounts = true): run only this "
+        "one (repeatable; one orchestrator task per account)",
+    )
 
 
 def _run_command(args: argparse.Namespace, session: _Session) -> int:
@@ -334,6 +348,14 @@ def _run_command(args: argparse.Namespace, session: _Session) -> int:
         for name in SETTING_KEYS
         if name != "lock_timeout" and (value := getattr(args, name, None)) is not None
     }
+    plan = plan_accounts(args.base_url)
+    if plan is not None:
+        return _run_accounts_command(args, session, plan, source_kwargs)
+    if args.account_names:
+        raise ConfigurationError(
+            "--account needs several accounts configured: [[sources.twilio_conversations."
+            'accounts]] or subaccounts = true (README, "Several accounts")'
+        )
     pipeline = _foreground(
         make_pipeline(args.destination, args.dataset, session.progress(args.progress))
     )
@@ -346,6 +368,91 @@ def _run_command(args: argparse.Namespace, session: _Session) -> int:
         )
     _say(format_summary(outcome, session.notes(outcome)))
     return EXIT_OK
+
+
+def _run_accounts_command(
+    args: argparse.Namespace,
+    session: _Session,
+    plan: AccountsPlan,
+    source_kwargs: dict[str, Any],
+) -> int:
+    """Each account as its own pipeline and dataset; one block of the summary per account and
+    one `error: account NAME: ...` line per failed account. Exit code: 0 when every account
+    loaded; 1 when any failed (the others loaded); 2 when none loaded and every failure was
+    its configuration."""
+    plan = plan.select(args.account_names)
+    filters = [k for k in ("service_sids", "user_sids") if k in source_kwargs]
+    if filters and len(plan.accounts) > 1:
+        raise ConfigurationError(
+            f"--{filters[0].replace('_', '-').removesuffix('s')} applies to one account: add "
+            "--account NAME, or set the filter per account in the accounts list"
+        )
+    if filters:  # one account: the flags' filters replace its configured ones
+        account = plan.accounts[0]
+        account = replace(
+            account,
+            service_sids=tuple(_listed(source_kwargs.get("service_sids", account.service_sids))),
+            user_sids=tuple(_listed(source_kwargs.get("user_sids", account.user_sids))),
+        )
+        plan = replace(plan, accounts=[account])
+    shared = {k: v for k, v in source_kwargs.items() if k not in ("base_url", *filters)}
+    # One collector for every account, made before the ticker starts, which reads it: progress
+    # lines go on from one account to the next.
+    collector = session.progress(args.progress)
+    with session.watching():
+        results = run_accounts(
+            plan,
+            args.destination,
+            args.dataset,
+            progress=lambda: collector,
+            full_refresh=args.full_refresh,
+            source_kwargs=shared,
+            lock_timeout=args.lock_timeout,
+            foreground=True,
+        )
+    _say(format_accounts_summary(plan, results, session.notes))
+    failures = [(r.account.name, _explain(r.error)) for r in results if r.error is not None]
+    for name, (_, message) in failures:
+        print(f"error: account {name}: {message}", file=sys.stderr)
+    if not failures:
+        return EXIT_OK
+    if len(failures) == len(results) and all(code == EXIT_USAGE for _, (code, _) in failures):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def format_accounts_summary(
+    plan: AccountsPlan,
+    results: Sequence[AccountRun],
+    notes: Callable[[RunOutcome], Sequence[str]] = lambda outcome: (),
+) -> str:
+    """The summary of a multi-account run: a totals line, then one block per loaded account
+    (the single-account summary, titled by the account's name) or one line per failed one, and
+    one line per account discovery skipped."""
+    loaded = [r for r in results if r.outcome is not None]
+    failed = [r for r in results if r.error is not None]
+    skipped = f" · {len(plan.skipped)} skipped (not active)" if plan.skipped else ""
+    lines = [
+        f"twilio_conversations: {len(results)} account(s): {len(loaded)} loaded · "
+        f"{len(failed)} failed{skipped}"
+    ]
+    for result in results:
+        sid = f" ({result.account.account_sid})" if result.account.account_sid else ""
+        title = f"account {result.account.name}{sid}"
+        if result.outcome is not None:
+            lines.append(format_summary(result.outcome, notes(result.outcome), title=title))
+        else:
+            _, message = _explain(result.error) if result.error else (0, "")
+            lines.append(f"{title}: FAILED, nothing loaded for it: {message}")
+    for account in plan.skipped:
+        lines.append(
+            f"account {account.sid} ({account.friendly_name}): skipped, status {account.status}"
+        )
+    return "\n".join(lines)
 
 
 def _foreground(pipeline: Any) -> Any:
@@ -407,13 +514,15 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
-def format_summary(outcome: RunOutcome, notes: Sequence[str] = ()) -> str:
+def format_summary(
+    outcome: RunOutcome, notes: Sequence[str] = (), title: str = "twilio_conversations"
+) -> str:
     """One screen a scheduler log can keep: what was written, scanned, skipped and retried;
     `notes` are further lines (what dlt warned about, in one line per kind)."""
     report = outcome.report
     rows = " · ".join(f"{table} {count:,}" for table, count in outcome.rows_written.items())
     lines = [
-        f"twilio_conversations: loaded into {outcome.destination} dataset {outcome.dataset} "
+        f"{title}: loaded into {outcome.destination} dataset {outcome.dataset} "
         f"in {outcome.elapsed_s:.1f} s",
         f"  rows written   {rows}",
         f"  services       {report.services_scanned} scanned",

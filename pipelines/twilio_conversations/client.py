@@ -242,6 +242,10 @@ def _twilio_error_fields(response: requests.Response) -> tuple[int | None, str]:
     return None, f"{response.reason or 'error'} (non-JSON body, {content_type})"
 
 
+#: Prefix of a `list_key` that names a v2010 page's list (see `_decode`).
+V2010_LIST = "v2010:"
+
+
 class _Malformed(Exception):
     """A 2xx body that is not what Twilio sends."""
 
@@ -250,7 +254,9 @@ def _decode(response: requests.Response, list_key: str | None) -> dict[str, Any]
     """The body of a 2xx response as a Twilio object (or page, with `list_key`), or raise.
 
     An HTML page from a proxy, an empty or truncated body, or a JSON object without the list and
-    its `meta` is never read as a (possibly empty) page.
+    its `meta` is never read as a (possibly empty) page. A `list_key` starting with `v2010:` is
+    a page of Twilio's REST API v2010 (`Accounts.json`): the list and `next_page_uri` at the top
+    level, no `meta`.
     """
     content_type = response.headers.get("Content-Type")
     if content_type is not None and "json" not in content_type:
@@ -261,7 +267,14 @@ def _decode(response: requests.Response, list_key: str | None) -> dict[str, Any]
         raise _Malformed("body is not valid JSON") from None
     if not isinstance(body, dict):
         raise _Malformed("body is not a JSON object")
-    if list_key is not None:
+    if list_key is not None and list_key.startswith(V2010_LIST):
+        key = list_key.removeprefix(V2010_LIST)
+        if not isinstance(body.get(key), list):
+            raise _Malformed(f"page has no {key!r} list")
+        next_uri = body.get("next_page_uri")
+        if next_uri is not None and not isinstance(next_uri, str):
+            raise _Malformed("next_page_uri is neither a string nor null")
+    elif list_key is not None:
         meta = body.get("meta")
         if not isinstance(body.get(list_key), list) or not isinstance(meta, dict):
             raise _Malformed(f"page has no {list_key!r} list and 'meta' object")
@@ -328,6 +341,23 @@ class TwilioClient:
             url = self._resolve_next(next_url, sent)
             query, what = None, "next_page_url"  # Twilio's next_page_url carries the query
 
+    def iter_v2010_pages(
+        self, path: str, key: str, params: dict[str, Any] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The same loop for a list of Twilio's REST API v2010 (`/2010-04-01/Accounts.json`):
+        the records are top-level `key`, the next page is `next_page_uri`, a URI relative to
+        the API's host (resolved against the URL of the page that carried it and pinned to the
+        configured origin like every other URL), null on the last page."""
+        url, query, what = f"{self.base_url}{path}", params, "request URL"
+        while True:
+            body, sent = self._get(url, query, V2010_LIST + key, what)
+            yield body[key]
+            next_uri = body.get("next_page_uri")
+            if not next_uri:
+                return
+            url = self._resolve_next(next_uri, sent, "next_page_uri")
+            query, what = None, "next_page_uri"
+
     def get(self, path: str) -> dict[str, Any]:
         """GET one JSON object (e.g. a single user)."""
         body, _ = self._get(f"{self.base_url}{path}", None, None, "request URL")
@@ -361,14 +391,14 @@ class TwilioClient:
                 f"refusing {what} on another host: {_shown(url)} (configured {self.base_url})"
             )
 
-    def _resolve_next(self, next_url: str, current: str) -> str:
+    def _resolve_next(self, next_url: str, current: str, what: str = "next_page_url") -> str:
         if not _URI_REFERENCE.fullmatch(next_url):
             raise UnsafeUrlError(
-                "refusing next_page_url with characters outside RFC 3986 (whitespace, "
+                f"refusing {what} with characters outside RFC 3986 (whitespace, "
                 f"backslash, control or non-ASCII): {ascii(next_url[:120])}"
             )
         resolved = urljoin(current, next_url)
-        self._pinned(resolved, "next_page_url")
+        self._pinned(resolved, what)
         return resolved
 
     def _get(

@@ -76,13 +76,15 @@ class Unknown:
         return f"did you mean `{self.suggestion}`{env}?"
 
 
-def check_settings(known: Collection[str], widening: Collection[str]) -> None:
+def check_settings(known: Collection[str], widening: Collection[str], warn: bool = True) -> None:
     """Report keys of this source's config sections that no setting has.
 
     Args:
         known: Every key `[sources.<section>]` may hold (the source's arguments and the
             runner's settings); `credentials` is a table with `TwilioCredentials`'s fields.
         widening: Keys whose absence makes the run read more data than configured.
+        warn: Whether to log the other unknown keys (False: only raise, as the multi-account
+            runner does before any account runs; each account's source then warns).
 
     Raises:
         ConfigurationError: One line naming every unknown key whose closest valid key is in
@@ -94,6 +96,8 @@ def check_settings(known: Collection[str], widening: Collection[str]) -> None:
     except Exception:  # a provider's oddity must never fail a run the settings allow
         logger.debug("could not check settings for unknown keys", exc_info=True)
         return
+    if not warn:
+        unknown = [item for item in unknown if item.widening]
     for item in unknown:
         if not item.widening:
             hint = item.hint()

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import LoadInfo
+from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.extract import DltSource
@@ -23,6 +24,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
 from . import HISTORY_TABLE, fingerprints, twilio_conversations
+from .accounts import Account, AccountsPlan
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
 from .fingerprints import read_fingerprints
@@ -212,6 +214,71 @@ def run(
         recovered_packages=recovered,
         waited_for_lock=access.waited_for,
     )
+
+
+@dataclass
+class AccountRun:
+    """What a multi-account run did for one account: its outcome, or the error it failed with."""
+
+    account: Account
+    dataset: str
+    outcome: RunOutcome | None = None
+    error: Exception | None = None
+    pipeline: dlt.Pipeline | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def run_accounts(
+    plan: AccountsPlan,
+    destination: TDestinationReferenceArg = "duckdb",
+    dataset_prefix: str = DATASET_NAME,
+    *,
+    progress: Callable[[], TCollectorArg] | None = None,
+    full_refresh: bool = False,
+    source_kwargs: Mapping[str, Any] | None = None,
+    lock_timeout: float | None = None,
+    users_per_load: int | None = None,
+    pipelines_dir: str | None = None,
+    foreground: bool = False,
+) -> list[AccountRun]:
+    """Run each account of `plan` as its own pipeline (`twilio_conversations__<name>`) into its
+    own dataset (`<dataset_prefix>_<name>`) of the same destination, one after the other.
+
+    Keys, fingerprints, deletions, state, views and history are therefore per account: a service
+    that vanished from account A is tombstoned only in A's dataset, by A's run. One account's
+    failure (a rejected token, a 5xx storm, a configured service it cannot see) is kept in its
+    `AccountRun` and the next account runs; only Ctrl-C stops them all (`foreground`: at
+    once, as the CLI wants, instead of after dlt's current step).
+    """
+    results: list[AccountRun] = []
+    for account in plan.accounts:
+        dataset = account.dataset_name(dataset_prefix)
+        result = AccountRun(account, dataset)
+        results.append(result)
+        try:
+            pipeline = result.pipeline = make_pipeline(
+                destination,
+                dataset,
+                progress() if progress else NULL_COLLECTOR,
+                pipelines_dir,
+                account.pipeline_name,
+            )
+            if foreground:
+                pipeline.config.runtime.intercept_signals = False
+            result.outcome = run(
+                pipeline,
+                full_refresh=full_refresh,
+                source_kwargs={**dict(source_kwargs or {}), **account.source_kwargs()},
+                lock_timeout=lock_timeout,
+                users_per_load=users_per_load,
+            )
+        except Exception as exc:  # this account's; the others still run
+            logger.debug("account %s failed", account.name, exc_info=True)
+            result.error = exc
+    return results
 
 
 def _users_per_load(given: int | None) -> int | None:

@@ -284,3 +284,172 @@ def test_dagster_materialize_loads_the_emulator_then_nothing(
     assert {second[asset] for asset in DAGSTER_ASSETS} == {0}
     assert loaded_count(dagster_python, database) == len(truth)
     assert view_counts(dagster_python, database) == view_truth(emulator)
+
+
+# -- several accounts: one task / op per account -----------------------------------------------
+
+AIRFLOW_ACCOUNTS_DAG = REPO / "deploy" / "airflow" / "twilio_conversations_accounts_dag.py"
+DAGSTER_ACCOUNTS = REPO / "deploy" / "dagster" / "accounts.py"
+
+
+@pytest.fixture
+def accounts_emulator(start_emulator: Any) -> Any:
+    """A parent and two subaccounts (the second with an API key too), each its own data."""
+    return start_emulator(
+        seed=13, services=2, users=4, max_conversations=55, subaccounts=2, subaccount_api_keys=True
+    )
+
+
+def account_counts(python: str, database: Path, names: list[str]) -> dict[str, int]:
+    """Rows of each account's `user_conversations` in its dataset, read by `python`."""
+    script = f"""
+        import duckdb, json
+        with duckdb.connect({str(database)!r}, read_only=True) as con:
+            print("RESULT:" + json.dumps({{
+                name: con.execute(f"select count(*) from twilio_{{name}}.user_conversations")
+                .fetchone()[0]
+                for name in {names!r}
+            }}))
+    """
+    counts: dict[str, int] = run_script(python, script, {}, database.parent)
+    return counts
+
+
+AIRFLOW_ACCOUNTS_RUN = """
+    import json
+    from airflow.dag_processing.dagbag import DagBag
+    bag = DagBag(dag_folder={dags!r})
+    dag = bag.dags["twilio_conversations_accounts"]
+    result = {{
+        "import_errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
+        "tasks": [t.task_id for t in dag.tasks],
+        "upstream": {{t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}},
+    }}
+    if {run!r}:
+        run = dag.test()
+        result["state"] = str(run.state)
+        result["instances"] = sorted(
+            [ti.task_id, ti.map_index, str(ti.state)] for ti in run.get_task_instances()
+        )
+    print("RESULT:" + json.dumps(result))
+"""
+
+
+@pytest.mark.slow
+def test_airflow_accounts_dag_maps_one_task_per_discovered_account(
+    airflow_python: str, accounts_emulator: Any, tmp_path: Path
+) -> None:
+    emu = accounts_emulator
+    home = tmp_path / "airflow"
+    dags = home / "dags"
+    dags.mkdir(parents=True)
+    shutil.copy(AIRFLOW_ACCOUNTS_DAG, dags)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
+    }
+    built = run_script(
+        airflow_python, AIRFLOW_ACCOUNTS_RUN.format(dags=str(dags), run=False), env, tmp_path
+    )
+    assert built["import_errors"] == {}
+    assert built["tasks"] == ["list_accounts", "load_account"]
+    assert built["upstream"] == {"list_accounts": [], "load_account": ["list_accounts"]}
+    migrate = subprocess.run(
+        [airflow_python, "-m", "airflow", "db", "migrate"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    database = tmp_path / "accounts.duckdb"
+    env = {
+        **env,
+        **emulator_env(emu, database),
+        "SOURCES__TWILIO_CONVERSATIONS__SUBACCOUNTS": "true",
+        "SOURCES__TWILIO_CONVERSATIONS__ACCOUNTS_BASE_URL": emu.base_url,
+    }
+    result = run_script(
+        airflow_python, AIRFLOW_ACCOUNTS_RUN.format(dags=str(dags), run=True), env, tmp_path
+    )
+    assert result["state"].endswith("success"), result
+    names = sorted(a.sid.lower() for a in emu.accounts)
+    assert result["instances"] == [["list_accounts", -1, "success"]] + [
+        ["load_account", index, "success"] for index in range(len(names))
+    ]
+    assert account_counts(airflow_python, database, names) == {
+        a.sid.lower(): len(emu.all_user_conversations(account_sid=a.sid)) for a in emu.accounts
+    }
+
+
+DAGSTER_ACCOUNTS_RUN = """
+    import importlib.util, json
+    spec = importlib.util.spec_from_file_location("twilio_accounts", {path!r})
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    repo = module.defs.get_repository_def()
+    result = {{
+        "jobs": sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")),
+        "schedules": [(s.name, s.cron_schedule, s.job_name) for s in repo.schedule_defs],
+    }}
+    if {run!r}:
+        runs = []
+        for _ in range(2):
+            run = module.twilio_conversations_accounts_job.execute_in_process(
+                raise_on_error=False
+            )
+            outputs = run.output_for_node("load_account") if run.success else {{}}
+            runs.append({{"success": run.success, "outputs": outputs}})
+        result["runs"] = runs
+    print("RESULT:" + json.dumps(result))
+"""
+
+
+def test_dagster_accounts_job_maps_one_op_per_configured_account(
+    dagster_python: str, accounts_emulator: Any, tmp_path: Path
+) -> None:
+    emu = accounts_emulator
+    loaded = run_script(
+        dagster_python,
+        DAGSTER_ACCOUNTS_RUN.format(path=str(DAGSTER_ACCOUNTS), run=False),
+        {},
+        tmp_path,
+    )
+    assert loaded["jobs"] == ["twilio_conversations_accounts_job"]
+    assert loaded["schedules"] == [
+        [
+            "twilio_conversations_accounts_job_schedule",
+            "*/30 * * * *",
+            "twilio_conversations_accounts_job",
+        ]
+    ]
+    parent, sub1, sub2 = emu.accounts
+    accounts = [
+        {"name": "main", "account_sid": parent.sid, "auth_token": parent.auth_token},
+        {"name": "east", "account_sid": sub1.sid, "auth_token": sub1.auth_token},
+        {"name": "west", "api_key_sid": sub2.api_key_sid, "api_key_secret": sub2.api_key_secret},
+    ]
+    database = tmp_path / "dagster-accounts.duckdb"
+    env = {
+        "SOURCES__TWILIO_CONVERSATIONS__BASE_URL": emu.base_url,
+        "SOURCES__TWILIO_CONVERSATIONS__ACCOUNTS": json.dumps(accounts),
+        "TWILIO_CONVERSATIONS_DESTINATION": "duckdb",
+        "DESTINATION__DUCKDB__CREDENTIALS": str(database),
+    }
+    script = DAGSTER_ACCOUNTS_RUN.format(path=str(DAGSTER_ACCOUNTS), run=True)
+    first, second = run_script(dagster_python, script, env, tmp_path)["runs"]
+    truth = {
+        name: len(emu.all_user_conversations(account_sid=account.sid))
+        for name, account in (("main", parent), ("east", sub1), ("west", sub2))
+    }
+    assert first["success"] and second["success"]
+    assert {k: v["user_conversations"] for k, v in first["outputs"].items()} == truth
+    assert {v["dataset"] for v in first["outputs"].values()} == {f"twilio_{n}" for n in truth}
+    # a second run finds nothing changed in any account
+    assert {
+        k: sum(v[t] for t in ("services", "users", "user_conversations"))
+        for k, v in second["outputs"].items()
+    } == dict.fromkeys(truth, 0)
+    assert account_counts(dagster_python, database, sorted(truth)) == truth

@@ -212,3 +212,48 @@ def test_each_page_is_decoded_once_and_params_go_only_with_the_first(
         pages = list(client.iter_pages("/v1/Services", "services", {"PageSize": 2}))
     assert pages == [[{"sid": "1"}], [{"sid": "2"}]]
     assert len(decoded) == 2
+
+
+# -- Twilio's REST API v2010 (the accounts listing) --------------------------------------------
+
+API = "https://api.twilio.com"
+ACCOUNTS = "/2010-04-01/Accounts.json"
+
+
+def test_v2010_follows_the_relative_next_page_uri_against_the_page_url() -> None:
+    client = TwilioClient(API, AUTH, FAST)
+    with rm.Mocker() as mock:
+        mock.get(
+            f"{API}{ACCOUNTS}?PageSize=1",
+            json={"accounts": [{"sid": "1"}], "next_page_uri": f"{ACCOUNTS}?Page=1&PageToken=x"},
+        )
+        mock.get(
+            f"{API}{ACCOUNTS}?Page=1&PageToken=x",
+            json={"accounts": [{"sid": "2"}], "next_page_uri": None},
+        )
+        pages = list(client.iter_v2010_pages(ACCOUNTS, "accounts", {"PageSize": 1}))
+    assert pages == [[{"sid": "1"}], [{"sid": "2"}]]
+    assert mock.request_history[1].url == f"{API}{ACCOUNTS}?Page=1&PageToken=x"
+
+
+@pytest.mark.parametrize(
+    "next_uri",
+    ["https://evil.example/2010-04-01/Accounts.json?Page=1", "//evil.example/Accounts.json"],
+)
+def test_v2010_refuses_a_next_page_uri_on_another_host(next_uri: str) -> None:
+    client = TwilioClient(API, AUTH, FAST)
+    with rm.Mocker() as mock:
+        mock.get(f"{API}{ACCOUNTS}", json={"accounts": [], "next_page_uri": next_uri})
+        evil = mock.get("https://evil.example/", json={})
+        with pytest.raises(UnsafeUrlError, match="refusing next_page_uri on another host"):
+            list(client.iter_v2010_pages(ACCOUNTS, "accounts"))
+    assert evil.call_count == 0
+
+
+def test_v2010_page_without_its_list_is_retried_then_malformed() -> None:
+    client = TwilioClient(API, AUTH, FAST)
+    with rm.Mocker() as mock:
+        mock.get(f"{API}{ACCOUNTS}", json={"next_page_uri": None})
+        with pytest.raises(TwilioAPIError, match="page has no 'accounts' list"):
+            list(client.iter_v2010_pages(ACCOUNTS, "accounts"))
+    assert mock.call_count == FAST.max_attempts
