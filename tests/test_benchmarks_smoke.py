@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 def test_benchmark_harness_quick_run() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--output", "smoke"],
@@ -39,6 +42,7 @@ def test_timeline_reports_the_phases_of_a_run() -> None:
     assert "start-up before the first request" in result.stdout
 
 
+@pytest.mark.slow
 def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None:
     """benchmarks.scale on a tiny account: the first load writes every row (the harness checks
     them against the emulator), the unchanged re-run nothing, the 1 % change its users."""

@@ -61,6 +61,7 @@ def expected_keys(emu: Any) -> set[tuple[str, str, str]]:
     return keys
 
 
+@pytest.mark.slow
 def test_one_changed_user_of_20000_writes_its_rows_and_no_account_sized_state(
     start_emulator: Any, run_pipeline: Any
 ) -> None:
@@ -246,6 +247,7 @@ def test_the_compact_store_behaves_as_a_dict_of_dicts_through_every_operation(
         assert rows == written
 
 
+@pytest.mark.slow
 def test_the_user_listing_is_let_go_as_it_is_read_on_first_loads_and_unchanged_re_runs(
     start_emulator: Any, run_pipeline: Any
 ) -> None:
