@@ -12,16 +12,18 @@ import pytest
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.mark.slow
-def test_benchmark_harness_quick_run() -> None:
+def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <args>` from the repository root; fails the test on a non-zero exit."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--output", "smoke"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_benchmark_harness_quick_run() -> None:
+    result = run_benchmark("benchmarks.run", "--quick", "--output", "smoke")
     assert "BENCHMARK FAILED" not in result.stdout
     for contender in ("floor", "baseline", "ours, first load"):
         assert contender in result.stdout
@@ -30,14 +32,7 @@ def test_benchmark_harness_quick_run() -> None:
 def test_timeline_reports_the_phases_of_a_run() -> None:
     """The diagnostic behind docs/performance.md's phase figures runs and counts what the
     emulator serves: 1 services page, 3 listing pages for 120 users (50 a page)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.timeline", "--users", "120", "--latency", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = run_benchmark("benchmarks.timeline", "--users", "120", "--latency", "0")
     assert "user listing: 3 pages" in result.stdout
     assert "start-up before the first request" in result.stdout
 
@@ -46,14 +41,7 @@ def test_timeline_reports_the_phases_of_a_run() -> None:
 def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None:
     """benchmarks.scale on a tiny account: the first load writes every row (the harness checks
     them against the emulator), the unchanged re-run nothing, the 1 % change its users."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--cases", "200x2", "--output", "smoke-scale"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = run_benchmark("benchmarks.scale", "--cases", "200x2", "--output", "smoke-scale")
     rows = {
         cells[3]: cells
         for line in result.stdout.splitlines()
@@ -68,13 +56,6 @@ def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None
 
 
 def test_scale_benchmark_measures_the_start_up_of_a_synthetic_account() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--startup", "1000", "--output", "smoke-scale"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    result = run_benchmark("benchmarks.scale", "--startup", "1000", "--output", "smoke-scale")
     assert "Start-up, 1,000 users (synthetic `_fingerprints`, 2,000 rows)" in result.stdout
     assert "| ours |" in result.stdout

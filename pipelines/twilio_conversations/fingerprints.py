@@ -142,10 +142,10 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
     def _record(self, scope: str, key: str, fingerprint: str | None) -> None:
         self._changes[(scope, key)] = fingerprint
 
-    def seen(self, scope: str) -> _Seen:
+    def listed(self, scope: str) -> _Listed:
         """The keys of `scope` this run listed, for `changes.vanished`, kept as a flag per held
         key rather than as a set of a million strings."""
-        return _Seen(self, scope)
+        return _Listed(self, scope)
 
     def rewrite_all(self) -> None:
         """Record every fingerprint held, so `rows()` writes them all (moving a legacy state)."""
@@ -307,8 +307,8 @@ class _Scope(MutableMapping[str, str]):
         self._held, self._added = Held(keys[order], prints[order]), {}
 
 
-class _Seen:
-    """The keys of one scope a run listed (see `Fingerprints.seen`)."""
+class _Listed:
+    """The keys of one scope a run listed (see `Fingerprints.listed`)."""
 
     def __init__(self, owner: Fingerprints, scope: str) -> None:
         self._owner = owner
@@ -358,7 +358,7 @@ def open_fingerprints(
 
 
 class Listed(Protocol):
-    """The keys of one scope a run has listed (a `set`, or `Fingerprints.seen`)."""
+    """The keys of one scope a run has listed (a `set`, or `Fingerprints.listed`)."""
 
     def add(self, key: str) -> None: ...
 
@@ -367,7 +367,7 @@ class Listed(Protocol):
 
 def listed(state: FingerprintState, scope: str) -> Listed:
     """Where a run notes the keys of `scope` it lists, for `changes.vanished` at the end."""
-    return state.seen(scope) if isinstance(state, Fingerprints) else set()
+    return state.listed(scope) if isinstance(state, Fingerprints) else set()
 
 
 def pending(state: FingerprintState) -> int:
