@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test test-newest test-orchestrators lint typecheck bench bench-latency bench-scale emulator clean
+.PHONY: demo test test-newest newest-venv test-orchestrators orchestrator-venvs lint typecheck bench bench-latency bench-scale emulator clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
@@ -32,12 +32,15 @@ test: lint typecheck
 # breaks the connector shows here before a user meets it. CI runs it after `make test`, without
 # the tests marked slow (account-sized runs and benchmark smoke runs, which `make test` has just
 # run on the pinned versions), so CI stays under 30 minutes.
-test-newest:
+test-newest: newest-venv
+	@.venv-newest/bin/python -c "import dlt, duckdb, pyarrow, requests; print(f'newest: dlt {dlt.__version__}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}, requests {requests.__version__}')"
+	.venv-newest/bin/python -m pytest -n 2 --dist loadfile -q -m "not slow"
+
+# Every run upgrades to whatever is newest now (no constraints.txt, eager upgrades).
+newest-venv:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
 	@test -x .venv-newest/bin/python || $(PYTHON) -m venv .venv-newest
 	.venv-newest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
-	@.venv-newest/bin/python -c "import dlt, duckdb, pyarrow, requests; print(f'newest: dlt {dlt.__version__}, duckdb {duckdb.__version__}, pyarrow {pyarrow.__version__}, requests {requests.__version__}')"
-	.venv-newest/bin/python -m pytest -n 2 --dist loadfile -q -m "not slow"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check pipelines tests benchmarks
@@ -54,7 +57,9 @@ typecheck: $(VENV)/.installed-dev
 	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$*]'
 	@touch $@
 
-test-orchestrators: $(VENV)/.installed-dev .venv-airflow/.installed .venv-dagster/.installed
+orchestrator-venvs: .venv-airflow/.installed .venv-dagster/.installed
+
+test-orchestrators: $(VENV)/.installed-dev orchestrator-venvs
 	AIRFLOW_PYTHON=$(CURDIR)/.venv-airflow/bin/python DAGSTER_PYTHON=$(CURDIR)/.venv-dagster/bin/python \
 		$(BIN)/python -m pytest -q tests/deploy/test_orchestrators.py
 
