@@ -297,11 +297,10 @@ class _Scope(MutableMapping[str, str]):
 
     def _fold(self) -> None:
         """Move the added keys into the arrays (as listed keys, see `was_listed`)."""
-        added = Held.of(self._added)
-        keys = np.concatenate([self._held.keys, added.keys])
-        order = np.argsort(keys, kind="stable")
-        prints = np.concatenate([self._held.prints, added.prints])
-        new = np.zeros(len(added.keys), dtype=bool)
+        keys = np.concatenate([self._held.keys, _bytes_array(list(self._added))])
+        order = np.argsort(keys, kind="stable")  # one sort of held and added together
+        prints = np.concatenate([self._held.prints, _bytes_array(list(self._added.values()))])
+        new = np.zeros(len(self._added), dtype=bool)
         self._removed = np.concatenate([self._removed, new])[order]
         self._listed = np.concatenate([self._listed, ~new])[order]
         self._held, self._added = Held(keys[order], prints[order]), {}
