@@ -5,6 +5,7 @@
     python -m benchmarks.scale --compare fcea4f2         # the same cases with an older commit
     python -m benchmarks.scale --ours HEAD --compare fcea4f2   # ours from git, not the tree
     python -m benchmarks.scale --startup 1000000 --compare 0e7cc9c  # start-up only, synthetic
+    python -m benchmarks.scale --cases 20000x1 --parts 1000,10000,0 --output parts  # users_per_load
 
 For each case (users x conversations per user, one service, loopback): a first load, an unchanged
 re-run and a re-run after 1 % of the users changed (a read-state change, which does not move
@@ -18,6 +19,8 @@ and peak memory of reading the fingerprints a re-run starts from out of the Duck
 process of its own (`fingerprints.read_fingerprints`, as a run reads them). `--startup USERS`
 measures only that, from a DuckDB file whose `_fingerprints` table is written directly (one
 service, USERS users, both resources' rows), for account sizes whose runs take too long here.
+`--parts N,...` runs only first loads of the first case, one per `users_per_load` value (0: the
+whole run in one load package), optionally at `--latency` ms a request.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .harness import (
     Workload,
     check_levels,
     contender_env,
+    count_rows,
     fresh_dir,
     parse_summary,
     run_child,
@@ -139,15 +143,20 @@ def bench_startup(users: int, contenders: dict[str, Path | None], work: Path) ->
 
 
 def run_contender(
-    emu: EmulatorProcess, cwd: Path, name: str, code: Path | None, fresh: bool
+    emu: EmulatorProcess,
+    cwd: Path,
+    name: str,
+    code: Path | None,
+    fresh: bool,
+    settings: dict[str, str] | None = None,
 ) -> ChildResult:
     if fresh:
         fresh_dir(cwd)
     else:  # keep only this run's package, so job_bytes reads this run's
-        loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+        loaded = loaded_dir(cwd)
         for package in loaded.iterdir() if loaded.is_dir() else []:
             subprocess.run(["rm", "-rf", str(package)], check=True)
-    extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb")}
+    extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb"), **(settings or {})}
     env = contender_env(emu, cwd, **extra)
     if code is not None:
         env["PYTHONPATH"] = f"{code}:{env['PYTHONPATH']}"
@@ -157,7 +166,54 @@ def run_contender(
     sizes = job_bytes(cwd)
     result.extra["data_bytes"] = sum(sizes.get(t, 0) for t in DATA)
     result.extra["bookkeeping_bytes"] = sum(sizes.get(t, 0) for t in BOOKKEEPING)
+    result.extra["packages"] = (
+        len(list(loaded_dir(cwd).iterdir())) if loaded_dir(cwd).is_dir() else 0
+    )
     return result
+
+
+def loaded_dir(cwd: Path) -> Path:
+    return cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+
+
+def bench_parts(
+    users: int, per_user: int, parts: Sequence[int], latency_ms: float, work: Path, log_dir: Path
+) -> str:
+    """First loads of one account in load packages of each `users_per_load` (0: one package):
+    what committing every N users costs against what a crash then keeps."""
+    workload = Workload(
+        f"PARTS-{users}x{per_user}",
+        users=users,
+        conversations_per_user=per_user,
+        latency_ms=latency_ms,
+    )
+    rows = []
+    with EmulatorProcess(workload, log_dir) as emu:
+        for n in parts:
+            cwd = work / f"{workload.name}-{n}"
+            settings = {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": str(n)}
+            result = run_contender(emu, cwd, f"parts-{n}", None, fresh=True, settings=settings)
+            loaded = count_rows(cwd / "ours.duckdb", OURS_TABLE)
+            if loaded != workload.rows:
+                raise BenchmarkError(f"users_per_load {n}: {loaded:,} rows, not {workload.rows:,}")
+            _log(
+                f"  users_per_load {n}: {result.wall_s:.1f} s, {result.extra['packages']} packages"
+            )
+            rows.append((n, result))
+    one = next((r.wall_s for n, r in rows if n == 0), None)
+    lines = [
+        f"First load, {users:,} users x {per_user}, {latency_ms:g} ms latency, by users_per_load:",
+        "",
+        "| users_per_load | load packages | wall s | × one package | peak RSS MB |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for n, r in rows:
+        ratio = f"{r.wall_s / one:.2f}" if one else ""
+        lines.append(
+            f"| {n or 'one package'} | {r.extra['packages']} | {r.wall_s:.1f} | {ratio} "
+            f"| {r.max_rss_mb:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def bench_case(
@@ -233,6 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--startup", type=int, default=None, help="only the start-up of this many users"
     )
+    parser.add_argument(
+        "--parts",
+        default=None,
+        help="only first loads of the first case with each users_per_load, e.g. 1000,10000,0",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="ms added to each request (with --parts)"
+    )
     args = parser.parse_args(argv)
     cases = [tuple(int(n) for n in case.split("x")) for case in args.cases.split(",")]
     work = fresh_dir(RESULTS / f"work-{args.output}")
@@ -246,6 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = bench_startup(args.startup, contenders, work)
         print(table)
         (RESULTS / f"{args.output}-startup.md").write_text(table)
+        return 0
+    if args.parts:
+        (users, per_user), parts = cases[0], [int(n) for n in args.parts.split(",")]
+        table = bench_parts(users, per_user, parts, args.latency, work, log_dir)
+        print(table)
+        (RESULTS / f"{args.output}-parts.md").write_text(table)
         return 0
     try:
         results = [bench_case(u, c, contenders, work, log_dir) for u, c in cases]

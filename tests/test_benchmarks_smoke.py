@@ -59,3 +59,19 @@ def test_scale_benchmark_measures_the_start_up_of_a_synthetic_account() -> None:
     result = run_benchmark("benchmarks.scale", "--startup", "1000", "--output", "smoke-scale")
     assert "Start-up, 1,000 users (synthetic `_fingerprints`, 2,000 rows)" in result.stdout
     assert "| ours |" in result.stdout
+
+
+@pytest.mark.slow
+def test_scale_benchmark_sweeps_users_per_load() -> None:
+    """`--parts`: one first load per users_per_load (the harness checks every row arrived); 200
+    users in parts of 50 are 4 load packages, 0 is one."""
+    result = run_benchmark(
+        "benchmarks.scale", "--cases", "200x1", "--parts", "50,0", "--output", "smoke-parts"
+    )
+    packages = {
+        cells[1]: cells[2]
+        for line in result.stdout.splitlines()
+        if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 5
+        and cells[2].isdigit()
+    }  # fmt: skip
+    assert packages == {"50": "4", "one package": "1"}, result.stdout
