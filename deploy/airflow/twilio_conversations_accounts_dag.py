@@ -66,16 +66,9 @@ def twilio_conversations_accounts_dag() -> None:
 
     @task(max_active_tis_per_dag=PARALLEL_ACCOUNTS)
     def load_account(name: str) -> dict[str, Any]:
-        from twilio_conversations.accounts import plan_accounts
-        from twilio_conversations.runner import run_accounts
+        from twilio_conversations.runner import run_account
 
-        plan = plan_accounts()
-        assert plan is not None
-        (result,) = run_accounts(plan.select([name]), DESTINATION)
-        if result.error is not None:
-            raise result.error
-        assert result.outcome is not None
-        return {"account": name, "dataset": result.dataset, **result.outcome.rows_written}
+        return run_account(name, DESTINATION)
 
     load_account.expand(name=list_accounts())
 

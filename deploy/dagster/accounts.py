@@ -43,17 +43,11 @@ def list_accounts() -> Iterator[dg.DynamicOutput[str]]:
 
 @dg.op
 def load_account(context: dg.OpExecutionContext, name: str) -> dict[str, Any]:
-    from twilio_conversations.accounts import plan_accounts
-    from twilio_conversations.runner import run_accounts
+    from twilio_conversations.runner import run_account
 
-    plan = plan_accounts()
-    assert plan is not None
-    (result,) = run_accounts(plan.select([name]), DESTINATION)
-    if result.error is not None:
-        raise result.error
-    assert result.outcome is not None
-    context.log.info(f"account {name}: {result.outcome.rows_written} into {result.dataset}")
-    return {"account": name, "dataset": result.dataset, **result.outcome.rows_written}
+    loaded = run_account(name, DESTINATION)
+    context.log.info(f"account {name}: {loaded}")
+    return loaded
 
 
 @dg.job(

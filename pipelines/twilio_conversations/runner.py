@@ -24,7 +24,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
 from . import HISTORY_TABLE, fingerprints, twilio_conversations
-from .accounts import Account, AccountsPlan
+from .accounts import Account, AccountsPlan, plan_accounts
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
 from .fingerprints import read_fingerprints
@@ -279,6 +279,23 @@ def run_accounts(
             logger.debug("account %s failed", account.name, exc_info=True)
             result.error = exc
     return results
+
+
+def run_account(name: str, destination: TDestinationReferenceArg = "duckdb") -> dict[str, Any]:
+    """Run the configured account `name` alone and return what it loaded (account, dataset,
+    rows written per table); its error is raised. One orchestrator task per account calls this
+    (deploy/airflow, deploy/dagster): only the name crosses between tasks, never a credential."""
+    plan = plan_accounts()
+    if plan is None:
+        raise ConfigurationError(
+            "no accounts configured: set [[sources.twilio_conversations.accounts]] or "
+            "subaccounts = true"
+        )
+    (result,) = run_accounts(plan.select([name]), destination)
+    if result.error is not None:
+        raise result.error
+    assert result.outcome is not None
+    return {"account": name, "dataset": result.dataset, **result.outcome.rows_written}
 
 
 def _users_per_load(given: int | None) -> int | None:

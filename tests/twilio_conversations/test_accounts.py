@@ -34,7 +34,7 @@ from twilio_conversations.cli import _explain
 from twilio_conversations.client import RequestStats
 from twilio_conversations.credentials import TwilioCredentials
 from twilio_conversations.errors import ConfigurationError
-from twilio_conversations.runner import AccountRun, run_accounts
+from twilio_conversations.runner import AccountRun, run_account, run_accounts
 from twilio_writes import TwilioWrites
 
 ACCOUNTS_ENV = "SOURCES__TWILIO_CONVERSATIONS__ACCOUNTS"
@@ -171,6 +171,36 @@ def test_each_account_mirrors_its_own_data_then_a_rerun_writes_nothing(
     for name, result in again.items():
         assert set(written(result).values()) == {0}, (name, written(result))
         assert result.outcome.report.users_scanned > 0  # type: ignore[union-attr]
+
+
+def test_run_account_loads_one_named_account_and_raises_its_error(
+    emu: Any, isolated_dlt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What one orchestrator task per account calls (deploy/airflow, deploy/dagster)."""
+    parent, sub1, _, _ = emu.accounts
+    monkeypatch.setenv("SOURCES__TWILIO_CONVERSATIONS__BASE_URL", emu.base_url)
+    broken = {"name": "broken", "account_sid": sub1.sid, "auth_token": "not-the-token"}
+    monkeypatch.setenv(ACCOUNTS_ENV, json.dumps([entry(parent, "main"), broken]))
+    destination = dlt.destinations.duckdb(str(isolated_dlt / "tasks.duckdb"))
+
+    loaded = run_account("main", destination)
+    pipeline = dlt.pipeline(
+        "twilio_conversations__main", destination=destination, dataset_name="twilio_main"
+    )
+    count = assert_account_mirror(
+        emu,
+        AccountRun(Account("main", TwilioCredentials(), ""), "twilio_main", pipeline=pipeline),
+        parent.sid,
+    )
+    assert loaded["account"] == "main" and loaded["dataset"] == "twilio_main"
+    assert loaded["user_conversations"] == count
+    with pytest.raises(Exception, match="authentication failed"):
+        run_account("broken", destination)
+    with pytest.raises(ConfigurationError, match="main, broken"):
+        run_account("typo", destination)
+    monkeypatch.delenv(ACCOUNTS_ENV)
+    with pytest.raises(ConfigurationError, match="no accounts configured"):
+        run_account("main", destination)
 
 
 def test_filters_apply_to_their_own_account(
