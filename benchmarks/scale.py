@@ -70,13 +70,13 @@ def code_of(rev: str, into: Path) -> Path:
 
 
 def job_bytes(cwd: Path) -> dict[str, int]:
-    """Bytes of the newest loaded package's job files, per table (merge SQL left out)."""
+    """Bytes of the loaded packages' job files, per table (merge SQL left out): every package of
+    the run, which loads in parts (`users_per_load`); `run_contender` leaves only this run's."""
     loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
     packages = sorted(loaded.iterdir()) if loaded.is_dir() else []
     sizes: dict[str, int] = {}
-    if not packages:
-        return sizes  # nothing changed: no package
-    for job in (packages[-1] / "completed_jobs").iterdir():
+    jobs = [job for package in packages for job in (package / "completed_jobs").iterdir()]
+    for job in jobs:
         if job.suffix == ".sql":
             continue
         table = job.name.split(".")[0]
@@ -204,14 +204,14 @@ def bench_parts(
     lines = [
         f"First load, {users:,} users x {per_user}, {latency_ms:g} ms latency, by users_per_load:",
         "",
-        "| users_per_load | load packages | wall s | × one package | peak RSS MB |",
-        "|---:|---:|---:|---:|---:|",
+        "| users_per_load | load packages | wall s | × one package | peak RSS MB | data bytes |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for n, r in rows:
         ratio = f"{r.wall_s / one:.2f}" if one else ""
         lines.append(
             f"| {n or 'one package'} | {r.extra['packages']} | {r.wall_s:.1f} | {ratio} "
-            f"| {r.max_rss_mb:.0f} |"
+            f"| {r.max_rss_mb:.0f} | {r.extra['data_bytes']:,} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -68,10 +68,13 @@ def test_scale_benchmark_sweeps_users_per_load() -> None:
     result = run_benchmark(
         "benchmarks.scale", "--cases", "200x1", "--parts", "50,0", "--output", "smoke-parts"
     )
-    packages = {
-        cells[1]: cells[2]
+    runs = {
+        cells[1]: cells
         for line in result.stdout.splitlines()
-        if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 5
+        if (cells := [c.strip() for c in line.split("|")]) and len(cells) > 6
         and cells[2].isdigit()
     }  # fmt: skip
-    assert packages == {"50": "4", "one package": "1"}, result.stdout
+    assert {n: cells[2] for n, cells in runs.items()} == {"50": "4", "one package": "1"}
+    # every package's bytes count: four small files hold no fewer bytes than one big one
+    data = {n: int(cells[6].replace(",", "")) for n, cells in runs.items()}
+    assert data["50"] >= data["one package"] > 0, result.stdout
