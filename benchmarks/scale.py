@@ -72,15 +72,12 @@ def code_of(rev: str, into: Path) -> Path:
 def job_bytes(cwd: Path) -> dict[str, int]:
     """Bytes of the loaded packages' job files, per table (merge SQL left out): every package of
     the run, which loads in parts (`users_per_load`); `run_contender` leaves only this run's."""
-    loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
-    packages = sorted(loaded.iterdir()) if loaded.is_dir() else []
     sizes: dict[str, int] = {}
-    jobs = [job for package in packages for job in (package / "completed_jobs").iterdir()]
-    for job in jobs:
-        if job.suffix == ".sql":
-            continue
-        table = job.name.split(".")[0]
-        sizes[table] = sizes.get(table, 0) + job.stat().st_size
+    for package in packages(cwd):
+        for job in (package / "completed_jobs").iterdir():
+            if job.suffix != ".sql":
+                table = job.name.split(".")[0]
+                sizes[table] = sizes.get(table, 0) + job.stat().st_size
     return sizes
 
 
@@ -152,9 +149,8 @@ def run_contender(
 ) -> ChildResult:
     if fresh:
         fresh_dir(cwd)
-    else:  # keep only this run's package, so job_bytes reads this run's
-        loaded = loaded_dir(cwd)
-        for package in loaded.iterdir() if loaded.is_dir() else []:
+    else:  # keep only this run's packages, so job_bytes reads this run's
+        for package in packages(cwd):
             subprocess.run(["rm", "-rf", str(package)], check=True)
     extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb"), **(settings or {})}
     env = contender_env(emu, cwd, **extra)
@@ -166,14 +162,14 @@ def run_contender(
     sizes = job_bytes(cwd)
     result.extra["data_bytes"] = sum(sizes.get(t, 0) for t in DATA)
     result.extra["bookkeeping_bytes"] = sum(sizes.get(t, 0) for t in BOOKKEEPING)
-    result.extra["packages"] = (
-        len(list(loaded_dir(cwd).iterdir())) if loaded_dir(cwd).is_dir() else 0
-    )
+    result.extra["packages"] = len(packages(cwd))
     return result
 
 
-def loaded_dir(cwd: Path) -> Path:
-    return cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+def packages(cwd: Path) -> list[Path]:
+    """The load packages the pipeline in `cwd` has loaded, oldest first."""
+    loaded = cwd / "dlt_data" / "pipelines" / "twilio_conversations" / "load" / "loaded"
+    return sorted(loaded.iterdir()) if loaded.is_dir() else []
 
 
 def bench_parts(
