@@ -34,6 +34,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.sources import DltResource
 
 from .changes import FingerprintState
+from .memory import release_free_memory
 from .settings import DELETED_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -183,11 +184,24 @@ class Held:
         return cls.concatenate([(_bytes_array(list(keys)), _bytes_array(list(keys.values())))])
 
     @classmethod
-    def concatenate(cls, parts: Iterable[tuple[npt.NDArray[np.bytes_], ...]]) -> Held:
-        """The parts' keys (distinct across parts) sorted, with their fingerprints."""
-        keys, prints = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-        order = np.argsort(keys, kind="stable")
-        return cls(keys[order], prints[order])
+    def concatenate(cls, parts: list[tuple[npt.NDArray[np.bytes_], ...]]) -> Held:
+        """The parts' keys (distinct across parts) sorted, with their fingerprints.
+
+        Empties `parts`: each part is released once copied, so a scope is held about once
+        while it is joined, not as its parts, their concatenation and its sorted copy.
+        """
+        size = sum(len(keys) for keys, _ in parts)
+        keys = np.empty(size, dtype=f"S{max((k.itemsize for k, _ in parts), default=1)}")
+        prints = np.empty(size, dtype=f"S{max((p.itemsize for _, p in parts), default=1)}")
+        end = size
+        while parts:
+            part_keys, part_prints = parts.pop()
+            keys[end - len(part_keys) : end] = part_keys
+            prints[end - len(part_keys) : end] = part_prints
+            end -= len(part_keys)
+        order = np.argsort(keys)
+        keys = keys[order]
+        return cls(keys, prints[order])
 
 
 def _bytes_array(values: list[str]) -> npt.NDArray[np.bytes_]:
@@ -405,8 +419,13 @@ def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, Held]]:
     except DatabaseUndefinedRelation:
         logger.debug("%s has no %s table yet", pipeline.dataset_name, TABLE)
     held: dict[str, dict[str, Held]] = {}
-    for (resource, scope), arrays in parts.items():
+    # The rows' and chunks' freed memory goes back to the OS as each scope is joined, else the
+    # allocator keeps it for the whole run (docs/performance.md, "1,000,000 users").
+    while parts:
+        release_free_memory()
+        (resource, scope), arrays = parts.popitem()
         held.setdefault(resource, {})[scope] = Held.concatenate(arrays)
+    release_free_memory()
     return held
 
 

@@ -125,6 +125,39 @@ def test_deleted_users_and_services_lose_their_fingerprints(
     assert_users_mirror(second.pipeline, truth_users(emu))
 
 
+def test_fingerprints_read_back_in_small_chunks_are_the_tables_rows(
+    start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read a re-run starts from, fetched 7 rows at a time so that every scope arrives in
+    several chunks, mixed with other scopes': each (resource, scope) holds exactly its rows
+    of `_fingerprints`."""
+    from twilio_conversations import fingerprints
+
+    emu = start_emulator(seed=8, services=3, users=12, max_conversations=3)
+    pipeline = run_pipeline(emu).pipeline
+    with pipeline.sql_client() as client:
+        qualified = client.make_qualified_table_name("_fingerprints")
+        rows = client.execute_sql(f"SELECT resource, scope, key, fingerprint FROM {qualified}")
+    expected: dict[str, dict[str, dict[str, str]]] = {}
+    for resource, scope, key, fingerprint in rows:
+        expected.setdefault(resource, {}).setdefault(scope, {})[key] = fingerprint
+    assert {(r, s, k) for r, s, k, _ in rows} == expected_keys(emu)
+
+    monkeypatch.setattr(fingerprints, "_FETCH_ROWS", 7)
+    held = fingerprints.read_fingerprints(pipeline)
+    read = {
+        resource: {
+            scope: dict(zip(h.keys.astype(str), h.prints.astype(str), strict=True))
+            for scope, h in scopes.items()
+        }
+        for resource, scopes in held.items()
+    }
+    assert read == expected
+    for scopes in held.values():
+        for h in scopes.values():
+            assert list(h.keys) == sorted(h.keys), "sorted, for the lookups' binary search"
+
+
 @pytest.mark.parametrize("history", [False, True], ids=["mirror", "history"])
 def test_full_refresh_writes_every_fingerprint_again(
     emulator: Any, run_pipeline: Any, history: bool
@@ -138,6 +171,23 @@ def test_full_refresh_writes_every_fingerprint_again(
 
 
 # -- the mapping change capture works on (no pipeline) -------------------------------------
+
+
+def test_joined_chunks_are_sorted_keep_every_width_and_are_let_go() -> None:
+    import numpy as np
+    from twilio_conversations.fingerprints import Held
+
+    chunks = [
+        (np.array([b"US9", b"US1"]), np.array([b"nine", b"one"])),
+        (np.array([b"US" + b"7" * 40]), np.array([b"a wider fingerprint than the others"])),
+        (np.array([b"US5", b"US3"]), np.array([b"five", b"three"])),
+    ]
+    expected = {k: p for keys, prints in chunks for k, p in zip(keys, prints, strict=True)}
+    held = Held.concatenate(chunks)
+    assert chunks == [], "each chunk is released once copied"
+    assert list(held.keys) == sorted(expected)
+    assert dict(zip(held.keys, held.prints, strict=True)) == expected
+    assert list(Held.concatenate([]).keys) == []
 
 
 def test_the_mapping_records_what_changed_and_nothing_else() -> None:
