@@ -55,10 +55,16 @@ TABLES = ("services", "users", "user_conversations")
 # (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
 # most of the RAM, a thread per core) nothing forces its buffers out during a big INSERT; in a
 # small budget it writes each finished row group to the file and moves on, and one thread keeps
-# row groups in flight from multiplying with the cores. Not for later runs: a merge needs memory
-# in proportion to the rows it replaces. Figures: docs/performance.md, "Memory of a big first
-# load". A configured `destination.duckdb.credentials.global_config` is used instead.
+# row groups in flight from multiplying with the cores. Figures: docs/performance.md, "Memory of
+# a big first load". A configured `destination.duckdb.credentials.global_config` is used instead
+# of either budget.
 FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads": 1}
+# The same for a merging load (a later run, history mode): with DuckDB's defaults its buffer pool
+# keeps what the merge read of the million-row tables, hundreds of MB for a part that changed a
+# hundred rows. A merge needs memory in proportion to the rows it replaces, so a big one runs
+# out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
+# second or so. Figures: docs/performance.md, "1,000,000 users".
+MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
 
 
 @dataclass
@@ -182,6 +188,7 @@ def run(
             # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the
             # time goes").
             source.resources["user_conversations"].apply_hints(write_disposition="append")
+        budget = FIRST_LOAD_DUCKDB_CONFIG if first_load else MERGE_DUCKDB_CONFIG
         row_counts: Counter[str] = Counter()
         load_ids: list[str] = []
         parts = 0
@@ -194,7 +201,7 @@ def run(
             release_free_memory()
             normalize_info = pipeline.normalize()
             release_free_memory()
-            load_info = access.call(lambda: _load(pipeline, budgeted=first_load))
+            load_info = access.call(lambda: _load(pipeline, budget))
             row_counts.update(normalize_info.row_counts if normalize_info else {})
             load_ids.extend(load_info.loads_ids if load_info else [])
             parts += 1
@@ -354,17 +361,17 @@ def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _load(pipeline: dlt.Pipeline, budgeted: bool) -> LoadInfo:
-    """`pipeline.load()`, in `FIRST_LOAD_DUCKDB_CONFIG` for a first load into DuckDB.
+def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
+    """`pipeline.load()`, a DuckDB destination's in the `budget` of DuckDB settings.
 
     Should DuckDB run out of memory all the same (the merge of a first load's users does from
-    about 80,000 users), the load package is finished with the configured settings. The budget
-    holds for this load only: the credentials go back as they were, so a later run of the same
-    pipeline object, which merges, gets DuckDB's defaults again.
+    about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
+    finished with the configured settings. The budget holds for this load only: the credentials
+    go back as they were.
     """
     credentials = None
-    if budgeted and isinstance(pipeline.destination, dlt.destinations.duckdb):
-        credentials = _budgeted_credentials(pipeline)
+    if isinstance(pipeline.destination, dlt.destinations.duckdb):
+        credentials = _budgeted_credentials(pipeline, budget)
     if credentials is None:
         return pipeline.load()
     destination = pipeline.destination
@@ -401,17 +408,17 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def _budgeted_credentials(pipeline: dlt.Pipeline) -> Any:
-    """The DuckDB pipeline's credentials plus `FIRST_LOAD_DUCKDB_CONFIG`, or None where the
-    budget does not apply: a `global_config` the user configured, or credentials given as an
-    object or connection."""
+def _budgeted_credentials(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Any:
+    """The DuckDB pipeline's credentials plus the `budget` settings, or None where the budget
+    does not apply: a `global_config` the user configured, or credentials given as an object
+    or connection."""
     try:
         resolved = pipeline.destination_client().config.credentials
     except ConfigurationException:
         return None  # the run reports what is wrong with the configuration
     if getattr(resolved, "global_config", None) is not None:
         return None
-    budget = dict(FIRST_LOAD_DUCKDB_CONFIG)
+    budget = dict(budget)
     given = pipeline.destination.config_params.get("credentials")
     if given is None:
         # A partial dict: dlt resolves the rest (database, pragmas...) as configured.

@@ -1,4 +1,5 @@
-"""DuckDB's memory budget for first loads: which settings the load step's DuckDB really gets.
+"""DuckDB's memory budgets (first loads, merging loads): which settings the load step's DuckDB
+really gets.
 
 A spy plugged into dlt's step hooks opens the destination as the load step is about to, and
 asks DuckDB for its settings; no timing or memory figure is asserted.
@@ -17,6 +18,7 @@ from mirror import assert_user_conversations_mirror
 from twilio_conversations import runner
 
 BUDGET = dict(runner.FIRST_LOAD_DUCKDB_CONFIG)
+MERGE_BUDGET = dict(runner.MERGE_DUCKDB_CONFIG)
 
 
 class DuckDbSettingsAtLoad:
@@ -65,7 +67,7 @@ DEFAULTS = duckdb_settings({})
 
 
 @pytest.mark.parametrize("configured", ["factory", "environment"])
-def test_first_load_runs_in_the_budget_and_a_merging_run_does_not(
+def test_first_load_runs_in_its_budget_and_a_merging_run_in_the_merge_budget(
     emulator: Any,
     run_pipeline: Any,
     settings_at_load: DuckDbSettingsAtLoad,
@@ -90,8 +92,9 @@ def test_first_load_runs_in_the_budget_and_a_merging_run_does_not(
     second = run_pipeline(emulator, destination=destination)
     assert second.rows_written["user_conversations"] > 0
     assert_user_conversations_mirror(second.pipeline, emulator.all_user_conversations())
-    # The merge gets DuckDB's defaults: the budget did not stick to the pipeline.
-    assert settings_at_load.seen[1:] == [DEFAULTS]
+    # The merge gets its own budget: the first load's did not stick to the pipeline.
+    assert settings_at_load.seen[1:] == [duckdb_settings(MERGE_BUDGET)]
+    assert duckdb_settings(MERGE_BUDGET) != DEFAULTS
 
 
 def test_configured_global_config_replaces_the_budget(
@@ -106,12 +109,12 @@ def test_configured_global_config_replaces_the_budget(
     assert settings_at_load.seen == [(duckdb_settings({"memory_limit": "1GB"})[0], DEFAULTS[1])]
 
 
-def test_history_first_load_is_not_budgeted(
+def test_history_first_load_is_a_merge(
     emulator: Any, run_pipeline: Any, settings_at_load: DuckDbSettingsAtLoad
 ) -> None:
     """History merges (`scd2`) every row even on a first load."""
     run_pipeline(emulator, history=True)
-    assert settings_at_load.seen == [DEFAULTS]
+    assert settings_at_load.seen == [duckdb_settings(MERGE_BUDGET)]
 
 
 def test_full_refresh_is_budgeted(
@@ -138,3 +141,29 @@ def test_load_out_of_memory_in_the_budget_is_finished_with_defaults(
     assert_user_conversations_mirror(first.pipeline, truth)
     second = run_pipeline(emulator)
     assert second.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
+
+
+def test_merge_out_of_memory_in_the_budget_is_finished_with_defaults(
+    emulator: Any,
+    run_pipeline: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A merge too big for its budget (1 MB stands in for more than ~25,000 rows in 128 MB)
+    fails inside DuckDB's transaction; loading the package again with the defaults merges
+    each row once: no duplicate from the copy into staging that ran before it."""
+    run_pipeline(emulator)
+    service = emulator.services()[0]["sid"]
+    for user in emulator.users(service)[:3]:
+        for row in emulator.user_conversations(service, user["sid"])[:2]:
+            emulator.store.update_conversation(
+                service, row["conversation_sid"], friendly_name=f"renamed for {user['sid']}"
+            )
+    monkeypatch.setattr(runner, "MERGE_DUCKDB_CONFIG", {"memory_limit": "1MB"})
+    truth = emulator.all_user_conversations()
+    second = run_pipeline(emulator)
+    assert "ran out of its memory budget" in caplog.text
+    assert second.rows_written["user_conversations"] > 0
+    assert_user_conversations_mirror(second.pipeline, truth)  # fails on duplicate keys
+    third = run_pipeline(emulator)
+    assert third.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
