@@ -239,7 +239,10 @@ class _Scope(MutableMapping[str, str]):
         encoded = key.encode()
         if not len(keys) or len(encoded) > keys.itemsize:
             return -1
-        index = int(np.searchsorted(keys, encoded))
+        # The method, not np.searchsorted: a run looks every user up several times, and the
+        # function form costs twice as much a call (docs/performance.md, "Figures behind the
+        # code's choices").
+        index = int(keys.searchsorted(encoded))
         return index if index < len(keys) and keys[index] == encoded else -1
 
     def __getitem__(self, key: str) -> str:
