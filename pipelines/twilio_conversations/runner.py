@@ -362,7 +362,7 @@ def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
 
 
 def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
-    """`pipeline.load()`, a DuckDB destination's in the `budget` of DuckDB settings.
+    """`pipeline.load()`; into DuckDB, with the `budget` of DuckDB settings.
 
     Should DuckDB run out of memory all the same (the merge of a first load's users does from
     about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
