@@ -20,6 +20,14 @@ The rule:
   that room a moment ago. From there a round is `limit` successes of requests started in the
   current generation (about one round trip with the pool full) and adds one slot, probing for
   more room. A 429 restarts the round.
+* **A wall that has not moved: step back one slot, probe it less and less often.** A 429 that
+  comes exactly at the level of the last cut's 429 (the limit had just grown back to it) says
+  the account's room is where it was: the limit steps back one slot below it, without the cut,
+  and stays there for twice as many rounds as the last time (1, 2, 4 … up to `MAX_HOLD`)
+  before probing again. A steady wall is so met every few seconds instead of every few round
+  trips, at one 429 a probe, not a 30 % dip (CUBIC's plateau around the window of its last
+  loss; figures in docs/performance.md, "At Twilio's latency"). A 429 below that level means
+  the room shrank: the 70 % cut, and the count starts again.
 * **Between 1 and `ceiling`** (`max_workers`), always.
 * `Retry-After`, when Twilio sends it, sets the wait of the request that got the 429 (the
   client's backoff); the limit does not use it.
@@ -38,6 +46,7 @@ from dataclasses import dataclass
 
 DECREASE = 0.7  # the limit after a cut, as a share of the limit before it
 RETURN_SPEED = 4  # slots regained per round while below where the last 429 came
+MAX_HOLD = 16  # rounds at most just below a level that answered 429 before probing it again
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ class AdaptiveLimit:
         self._successes = 0  # in the current round
         self._first_waiting = 0  # waiters that go first (`slot(first=True)`)
         self._met_at = 0  # the limit at which the last cut's 429 came
+        self._hold = 0  # rounds to stay just below `_met_at` before probing it again
+        self._held = 0  # rounds stayed there so far
         self._condition = threading.Condition()
 
     @contextmanager
@@ -105,7 +116,8 @@ class AdaptiveLimit:
                 self._condition.notify_all()
 
     def throttled(self, ticket: Ticket | None = None) -> bool:
-        """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst.
+        """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst (one
+        slot back where a probe of the last wall failed).
 
         Args:
             ticket: The slot's ticket; None stands for a request started just now.
@@ -120,8 +132,15 @@ class AdaptiveLimit:
             self._successes = 0
             if self.limit == 1:
                 return False
-            self._met_at = self.limit
-            self.limit = max(1, int(self.limit * DECREASE))
+            met = self.limit
+            if met == self._met_at:  # a probe of the last wall failed: the room has not moved
+                self._hold = min(MAX_HOLD, max(1, 2 * self._hold))
+                self.limit = met - 1
+            else:
+                self._hold = 0
+                self.limit = max(1, int(met * DECREASE))
+            self._held = 0
+            self._met_at = met
             self.lowest = min(self.lowest, self.limit)
             self.generation += 1
             return True
@@ -147,6 +166,9 @@ class AdaptiveLimit:
             if self._successes < (max(1, self.limit // RETURN_SPEED) if returning else self.limit):
                 return False
             self._successes = 0
+            if self.limit == self._met_at - 1 and self._held < self._hold:
+                self._held += 1  # a round just below a wall that answered 429 more than once
+                return False
             self.limit += 1
             self._condition.notify_all()
             return True

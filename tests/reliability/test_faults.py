@@ -136,8 +136,9 @@ def test_429_burst_longer_than_budget_fails_clearly_loads_nothing_and_next_run_r
 def test_sustained_429s_back_off_the_pool_then_it_recovers(
     start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Twelve 429s at four workers: the pool is cut to 70 % (rounded down) once per burst, down
-    to one, then grows back one slot at a time (see throttle.py for the rule)."""
+    """Twelve 429s at four workers: the pool is cut to 70 % (rounded down) once per burst, or one
+    slot at a wall that has not moved, down to one, then grows back one slot at a time (see
+    throttle.py for the rule)."""
     emu = faulty_emulator(start_emulator, 0.0, TRANSIENT, services=2, users=30)
     limits: list[int] = []  # the limit after every 429 and every success
     cuts: list[bool] = []  # per 429: did it cut the limit?
@@ -175,7 +176,8 @@ def test_sustained_429s_back_off_the_pool_then_it_recovers(
     assert limit.lowest == 1, "twelve 429s must cut the pool down to one"
     assert 2 <= sum(cuts) < 12
     steps = list(zip(limits, limits[1:], strict=False))
-    assert all(b == max(1, int(a * 0.7)) for a, b in steps if b < a), "a cut keeps 70 %"
+    # A cut keeps 70 %; a probe that meets the last wall again steps back one slot.
+    assert all(b in (max(1, int(a * 0.7)), a - 1) for a, b in steps if b < a), "cut or step"
     assert all(b == a + 1 for a, b in steps if b > a), "recovery grows one slot at a time"
     assert limit.limit == limit.ceiling, "after the burst the pool must grow back to max_workers"
     assert limits[-1] == 4

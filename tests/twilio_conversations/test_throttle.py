@@ -1,5 +1,6 @@
 """Adaptive concurrency: the pool shrinks to 70 % once per burst of 429s, returns quickly to just
-below where the 429 came, then grows one slot per round of successes. Driven directly (no HTTP);
+below where the 429 came, then grows one slot per round of successes; a wall that has not moved
+costs one slot and is probed less and less often. Driven directly (no HTTP);
 threads only where being in flight together matters."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 from twilio_conversations.cli import format_summary
 from twilio_conversations.report import RunReport
 from twilio_conversations.runner import RunOutcome
-from twilio_conversations.throttle import AdaptiveLimit, Ticket
+from twilio_conversations.throttle import MAX_HOLD, AdaptiveLimit, Ticket
 
 
 def hold(stack: ExitStack, limit: AdaptiveLimit, n: int) -> list[Ticket]:
@@ -68,6 +69,44 @@ def test_recovery_returns_quickly_below_the_429_then_grows_one_slot_per_round() 
     assert steps[:11] == [n // 4 for n in range(28, 39)]
     # 39 -> 40 -> 41 -> 42: a round of `limit` successes per slot
     assert steps[11:] == [39, 40, 41]
+
+
+def rounds_just_below(limit: AdaptiveLimit, wall: int) -> int:
+    """Feed successes until the limit grows back to `wall`; the rounds (of `limit` successes)
+    it stayed at `wall - 1`."""
+    below = 0
+    while limit.limit < wall:
+        at = limit.limit
+        with limit.slot() as ticket:
+            limit.succeeded(ticket)
+        below += at == wall - 1
+    assert below % (wall - 1) == 0
+    return below // (wall - 1)
+
+
+def test_a_wall_that_has_not_moved_costs_one_slot_and_is_probed_less_and_less_often() -> None:
+    """The account has room for 40 of our requests (the customer's app holds the rest). The first
+    429, at 41, cuts to 70 %; every later probe that meets the same wall steps back one slot,
+    with no cut, and waits twice as many rounds as the last time before it probes again (up to
+    MAX_HOLD). A 429 below the wall means the room shrank: the 70 % cut again, and the count
+    starts over."""
+    limit = AdaptiveLimit(64)
+    limit.limit = 41
+    assert limit.throttled()
+    assert limit.limit == 28
+    rounds = [rounds_just_below(limit, 41)]
+    for _ in range(6):
+        assert limit.throttled()  # the probe at 41 meets the wall again
+        assert limit.limit == 40, "a probe of an unmoved wall steps back one slot, no cut"
+        rounds.append(rounds_just_below(limit, 41))
+    assert rounds == [1, 2, 3, 5, 9, 17, MAX_HOLD + 1]
+    assert limit.lowest == 28
+
+    limit.throttled()  # the next probe at 41 meets the wall: one slot back
+    assert limit.limit == 40
+    limit.throttled()  # at 40, below the wall: the customer's traffic grew
+    assert limit.limit == 28
+    assert rounds_just_below(limit, 40) == 1, "a new wall is probed after one round again"
 
 
 def test_recovery_grows_one_slot_per_round_up_to_the_ceiling() -> None:
