@@ -2,7 +2,7 @@
 
     python -m benchmarks.latency                       # 100 and 250 ms, 3,000 users
     python -m benchmarks.latency --users 3000,20000    # and the 20,000-user account
-    python -m benchmarks.latency --quick               # one small case (a smoke run)
+    python -m benchmarks.latency --quick               # two small cases (a smoke run)
 
 Each case starts the emulator with a latency added to every request and Twilio's account-wide
 limit on concurrent requests (`--account-concurrency`, 429/20429 at once beyond it, optionally
@@ -131,6 +131,8 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         "ours_s": ours.wall_s,
         "ours_requests": ours.extra["requests"],
         "ours_retries": ours.extra["retries"],
+        "ours_cpu_s": ours.user_s + ours.sys_s,
+        "emulator_cpu_s": ours.emulator_cpu_s,
         "floor_ratio": floor.wall_s / ideal,
         "ours_ratio": ours.wall_s / ideal,
         "throttled": throttled,
@@ -149,19 +151,22 @@ def render(results: list[dict[str, Any]], machine: str) -> str:
         "",
         machine,
         "",
-        "| case | requests | ideal s | floor s | floor/ideal | ours s | ours/ideal | throttled |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | requests | ideal s | floor s | floor/ideal | ours s | ours/ideal | throttled "
+        "| ours CPU s | emulator CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['label']} | {r['requests']:,} | {r['ideal_s']:.1f} | {r['floor_s']:.1f} | "
             f"{r['floor_ratio']:.2f} | {r['ours_s']:.1f} | **{r['ours_ratio']:.2f}** | "
-            f"{r['throttled']:.1%} ({r['ours_retries']:,} of {r['ours_requests']:,}) |"
+            f"{r['throttled']:.1%} ({r['ours_retries']:,} of {r['ours_requests']:,}) "
+            f"| {r['ours_cpu_s']:.1f} | {r['emulator_cpu_s']:.1f} |"
         )
     lines += [
         "",
         "ideal(C) = max(listing pages x latency, requests x latency / C), C = min(workers, "
-        "limit - other traffic); requests are the floor's (no retries).",
+        "limit - other traffic); requests are the floor's (no retries). CPU: ours' user + sys, "
+        "and the emulator's during ours' run; the two share the machine's cores.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -171,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", default="100,250", help="ms added per request")
     parser.add_argument("--users", default="3000", help="users of the one service")
     parser.add_argument("--workers", default="8,32,64,128", help="max_workers values")
-    parser.add_argument("--quick", action="store_true", help="one small case")
+    parser.add_argument("--quick", action="store_true", help="two small cases")
     parser.add_argument("--output", default="latency", help="results/OUTPUT.md and .json")
     args = parser.parse_args(argv)
     if args.quick:

@@ -5,10 +5,12 @@
 
 Starts the emulator (as `benchmarks.latency` does), runs ours in this process through the same
 runner as the CLI, and records every HTTP request the client sends (start, end, kind, status)
-by wrapping `ApiSession.send`. It prints the phases: start-up before the first request, the user
-listing's chain (pages and the idle gaps between them), the tail from the last request to the
-end of the run (normalize and load), the requests in flight second by second, and request
-durations (above the added latency: CPU contention on the machine). A diagnostic, not a
+by wrapping `ApiSession.send`, and the span of each of dlt's steps (`extract`, `normalize`,
+`load`, one of each per part of the run) by wrapping the pipeline's methods. It prints the
+phases: start-up before the first request, the user listing's chain (pages and the idle gaps
+between them), the steps, the tail from the last request to the end of the run (normalize and
+load), the requests in flight second by second, and request durations (above the added latency:
+CPU contention on the machine). A diagnostic, not a
 benchmark: the wrapper and the in-process run cost a little; compare phases, not totals.
 """
 
@@ -43,12 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = ["--max-conversations", str(MAX_CONVERSATIONS), "--account-concurrency"]
     extra += [str(args.limit), "--other-traffic", str(args.other_traffic)]
     with EmulatorProcess(workload, work, extra) as emu:
-        requests_log, seconds = _run_ours(emu.base_url, work, args.workers)
-    print(_report(args, requests_log, seconds))
+        requests_log, steps, seconds = _run_ours(emu.base_url, work, args.workers)
+    print(_report(args, requests_log, steps, seconds))
     return 0
 
 
-def _run_ours(base_url: str, work: Path, workers: int) -> tuple[list[tuple[Any, ...]], float]:
+Span = tuple[float, float, str]  # start and end (seconds from the run's start), what
+
+
+def _run_ours(
+    base_url: str, work: Path, workers: int
+) -> tuple[list[tuple[Any, ...]], list[Span], float]:
     from twilio_emulator import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN
 
     os.chdir(work)
@@ -85,12 +92,28 @@ def _run_ours(base_url: str, work: Path, workers: int) -> tuple[list[tuple[Any, 
     transport.ApiSession.send = recording  # type: ignore[method-assign]
     destination = dlt.destinations.duckdb(str(work / "ours.duckdb"))
     pipeline = make_pipeline(destination, progress=None, pipelines_dir=str(work / "pipelines"))
+    steps: list[Span] = []
+
+    def timed(name: str, step: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter() - t0
+            try:
+                return step(*args, **kwargs)
+            finally:
+                steps.append((started, time.perf_counter() - t0, name))
+
+        return wrapper
+
+    for name in ("extract", "normalize", "load"):
+        setattr(pipeline, name, timed(name, getattr(pipeline, name)))
     t0 = time.perf_counter()
     run(pipeline)
-    return sorted(log), time.perf_counter() - t0
+    return sorted(log), steps, time.perf_counter() - t0
 
 
-def _report(args: argparse.Namespace, log: list[tuple[Any, ...]], seconds: float) -> str:
+def _report(
+    args: argparse.Namespace, log: list[tuple[Any, ...]], steps: list[Span], seconds: float
+) -> str:
     listing = [r for r in log if r[2] == "Users"]
     last_end = max(r[1] for r in log)
     gaps = [b[0] - a[1] for a, b in zip(listing, listing[1:], strict=False)]
@@ -111,6 +134,7 @@ def _report(args: argparse.Namespace, log: list[tuple[Any, ...]], seconds: float
             f"  start-up before the first request  {log[0][0]:6.2f} s",
             f"  user listing: {len(listing)} pages done at {max(r[1] for r in listing):6.2f} s, "
             f"idle gaps between pages {sum(gaps):.2f} s (longest {max(gaps, default=0):.2f} s)",
+            *(f"  {name:<35}{start:6.2f} -> {end:6.2f} s" for start, end, name in steps),
             f"  last request done at               {last_end:6.2f} s",
             f"  tail (normalize, load, views)      {seconds - last_end:6.2f} s",
             "  in flight, second by second: " + " ".join(f"{n:.0f}" for n in per_second),

@@ -3,6 +3,7 @@ rows (the harness fails loudly otherwise). Timings are not asserted: they live i
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,10 +32,29 @@ def test_benchmark_harness_quick_run() -> None:
 
 def test_timeline_reports_the_phases_of_a_run() -> None:
     """The diagnostic behind docs/performance.md's phase figures runs and counts what the
-    emulator serves: 1 services page, 3 listing pages for 120 users (50 a page)."""
+    emulator serves: 1 services page, 3 listing pages for 120 users (50 a page), and gives the
+    span of each of dlt's steps (one part: one extract, normalize and load)."""
     result = run_benchmark("benchmarks.timeline", "--users", "120", "--latency", "0")
     assert "user listing: 3 pages" in result.stdout
     assert "start-up before the first request" in result.stdout
+    steps = re.findall(r"^  (extract|normalize|load) +[\d.]+ -> +[\d.]+ s$", result.stdout, re.M)
+    assert steps == ["extract", "normalize", "load"], result.stdout
+
+
+@pytest.mark.slow
+def test_latency_benchmark_reports_ours_and_the_floor_against_the_ideal() -> None:
+    """benchmarks.latency --quick: a case on an account with room to spare and one that the
+    other traffic leaves room for 10 of 16 workers; each row gives the ratios, the share
+    throttled and both processes' CPU (the harness checks the rows loaded)."""
+    result = run_benchmark("benchmarks.latency", "--quick", "--output", "smoke-latency")
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if "| 50 ms" in line]
+    assert [cells[0].strip() for cells in rows] == [
+        "50 ms, 200 users, 8 workers, limit 100",
+        "50 ms, 200 users, 16 workers, limit 100, other traffic 90",
+    ]
+    for cells in rows:
+        assert len(cells) == 10
+        float(cells[8]), float(cells[9])  # CPU seconds of ours and of the emulator
 
 
 @pytest.mark.slow
