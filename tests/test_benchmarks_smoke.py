@@ -75,6 +75,28 @@ def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None
     assert "fingerprints read in" in result.stdout
 
 
+@pytest.mark.slow
+def test_scale_benchmark_runs_only_the_runs_asked_for() -> None:
+    """`--runs first,changed` (an account too big to spend hours on the re-run and its floor):
+    no re-run row, no floor row, no ratio to it; the changed run still writes its user's rows."""
+    result = run_benchmark(
+        "benchmarks.scale", "--cases", "100x2", "--runs", "first,changed", "--output", "smoke-runs"
+    )
+    rows = [[c.strip() for c in line.split("|")] for line in result.stdout.splitlines()]
+    ours = {cells[3]: cells for cells in rows if len(cells) > 9 and cells[2] == "ours"}
+    assert list(ours) == ["first", "changed"]
+    assert ours["changed"][5] == "–" and ours["changed"][7] == "2"  # 1 user of 100, 2 rows
+    assert not [cells for cells in rows if len(cells) > 2 and cells[2] == "floor-fetch"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--runs", "first,rerun,chnaged"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--runs: unknown chnaged" in bad.stderr
+
+
 def test_scale_benchmark_measures_the_start_up_of_a_synthetic_account() -> None:
     result = run_benchmark("benchmarks.scale", "--startup", "1000", "--output", "smoke-scale")
     assert "Start-up, 1,000 users (synthetic `_fingerprints`, 2,000 rows)" in result.stdout
