@@ -476,7 +476,12 @@ def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
 
 
 def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
-    """Normalize and load what a crashed run left behind; return how many packages that was."""
+    """Normalize and load what a crashed run left behind; return how many packages that was.
+
+    Loaded in the merge budget: a leftover is most often a part of a later run, merging into
+    tables that may hold a million users' rows, and the budget bounds a first load's append as
+    well; one too big for it is finished with the defaults, as any load (`_load`).
+    """
     if not pipeline.has_pending_data:
         return 0
     pending = len(pipeline.list_extracted_load_packages()) + len(
@@ -484,7 +489,7 @@ def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
     )
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
-    access.call(pipeline.load)
+    access.call(lambda: _load(pipeline, MERGE_DUCKDB_CONFIG))
     return pending
 
 

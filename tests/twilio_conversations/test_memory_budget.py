@@ -97,6 +97,37 @@ def test_first_load_runs_in_its_budget_and_a_merging_run_in_the_merge_budget(
     assert duckdb_settings(MERGE_BUDGET) != DEFAULTS
 
 
+def test_a_crashed_runs_leftover_package_is_loaded_in_the_merge_budget(
+    emulator: Any,
+    run_pipeline: Any,
+    settings_at_load: DuckDbSettingsAtLoad,
+    isolated_dlt: Path,
+) -> None:
+    """A run that died after normalize leaves a package merging into the tables; the next run
+    loads it before its own extract, in the merge budget (not DuckDB's defaults), and the mirror
+    is exact."""
+    from twilio_conversations import twilio_conversations
+
+    destination = dlt.destinations.duckdb(str(isolated_dlt / "test.duckdb"))
+    first = run_pipeline(emulator, destination=destination)
+    service = emulator.services()[0]["sid"]
+    user = emulator.users(service)[0]["sid"]
+    conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
+    emulator.store.update_conversation(service, conversation, friendly_name="left behind")
+    # The crashed run: extract and normalize, never load.
+    credentials = {"account_sid": emulator.account_sid, "auth_token": emulator.auth_token}
+    first.pipeline.extract(
+        twilio_conversations(base_url=emulator.base_url, credentials=credentials)
+    )
+    first.pipeline.normalize()
+    assert first.pipeline.list_normalized_load_packages()
+
+    recovered = run_pipeline(emulator, destination=destination)
+    assert recovered.recovered_packages == 1
+    assert settings_at_load.seen[:2] == [duckdb_settings(BUDGET), duckdb_settings(MERGE_BUDGET)]
+    assert_user_conversations_mirror(recovered.pipeline, emulator.all_user_conversations())
+
+
 def test_configured_global_config_replaces_the_budget(
     emulator: Any,
     run_pipeline: Any,
