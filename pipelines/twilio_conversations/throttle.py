@@ -28,6 +28,11 @@ The rule:
   trips, at one 429 a probe, not a 30 % dip (CUBIC's plateau around the window of its last
   loss; figures in docs/performance.md, "At Twilio's latency"). A 429 below that level means
   the room shrank: the 70 % cut, and the count starts again.
+* **Only a limit that was used grows.** A round counts, towards growth or towards the wait
+  before a probe, only if `limit` requests were in flight at some moment of it (RFC 7661's
+  rule for TCP's window): a limit the run did not fill says nothing about the account's room.
+  Grown anyway (the pool short of work for a moment, the end of a run), it drifts above a wall
+  it never tested, and the next 429 up there costs a 70 % cut instead of one slot.
 * **Between 1 and `ceiling`** (`max_workers`), always.
 * `Retry-After`, when Twilio sends it, sets the wait of the request that got the 429 (the
   client's backoff); the limit does not use it.
@@ -84,6 +89,7 @@ class AdaptiveLimit:
         self._met_at = 0  # the limit at which the last cut's 429 came
         self._hold = 0  # rounds to stay just below `_met_at` before probing it again
         self._held = 0  # rounds stayed there so far
+        self._filled = False  # `limit` requests were in flight at some moment of this round
         self._condition = threading.Condition()
 
     @contextmanager
@@ -107,6 +113,7 @@ class AdaptiveLimit:
                     self._first_waiting -= 1
                     self._condition.notify_all()  # the others may take what is left
             self.in_flight += 1
+            self._filled = self._filled or self.in_flight >= self.limit
             ticket = Ticket(self.generation)
         try:
             yield ticket
@@ -130,6 +137,7 @@ class AdaptiveLimit:
             if ticket is not None and ticket.generation != self.generation:
                 return False
             self._successes = 0
+            self._filled = False
             if self.limit == 1:
                 return False
             met = self.limit
@@ -146,7 +154,8 @@ class AdaptiveLimit:
             return True
 
     def succeeded(self, ticket: Ticket | None = None) -> bool:
-        """A success: after a round of `limit` of them, allow one more in flight.
+        """A success: after a round of `limit` of them in which the pool was full, allow one
+        more in flight.
 
         Args:
             ticket: The slot's ticket; successes of requests started before the last cut do not
@@ -166,6 +175,9 @@ class AdaptiveLimit:
             if self._successes < (max(1, self.limit // RETURN_SPEED) if returning else self.limit):
                 return False
             self._successes = 0
+            filled, self._filled = self._filled, self.in_flight >= self.limit
+            if not filled:
+                return False  # the round never had `limit` requests in flight: nothing tested
             if self.limit == self._met_at - 1 and self._held < self._hold:
                 self._held += 1  # a round just below a wall that answered 429 more than once
                 return False

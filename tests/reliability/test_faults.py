@@ -184,6 +184,46 @@ def test_sustained_429s_back_off_the_pool_then_it_recovers(
     assert "429s cut parallel requests from 4 to 1 (now 4)" in cli.format_summary(outcome)
 
 
+def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_at_a_time(
+    start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account limited to 10 requests in flight, 4 of them held by the customer's other
+    traffic (the emulator's account limit): a run with 16 workers meets the wall at 7 of its
+    own. Once it has found it, every later probe costs one slot (7 -> 6), not a cut to 70 %:
+    the 70 % cuts are the few of the descent from 16. The emulator's own counters say the room
+    was used and the limit met; the mirror is exact. (Seen: 16 -> 11 -> 7 -> 4, then six steps
+    7 -> 6 and 12-14 429s in ~360 requests.)"""
+    data = DataSpec(seed=5, services=1, users=300, max_conversations=70)
+    config = EmulatorConfig(data=data, latency_ms=20, account_concurrency=10, other_traffic=4)
+    emu = start_emulator(config)
+    cuts: list[tuple[int, int]] = []  # (limit before, limit after) of each 429 that cut
+    original_throttled = throttle.AdaptiveLimit.throttled
+
+    def throttled(self: Any, ticket: Any = None) -> bool:
+        before = self.limit
+        cut = original_throttled(self, ticket)
+        if cut:
+            cuts.append((before, self.limit))
+        return cut
+
+    monkeypatch.setattr(throttle.AdaptiveLimit, "throttled", throttled)
+    retries = {**FAST_RETRIES, "request_max_attempts": 10}
+    outcome = run_pipeline(emu, max_workers=16, **retries)
+    assert_exact_mirror(outcome.pipeline, emu)
+    stats = emu.stats.snapshot()
+    assert stats.peak_in_flight == 10, "the run never filled the room the account left it"
+    assert stats.account_limit_429s > 0
+    steps = [cut for cut in cuts if cut[1] == cut[0] - 1 and cut[0] > 3]
+    seventy = [cut for cut in cuts if cut not in steps]
+    assert all(b == max(1, int(a * 0.7)) for a, b in seventy), cuts
+    assert steps and set(steps) == {(7, 6)}, cuts
+    assert len(seventy) <= 6, f"a 70 % cut for every probe of the same wall: {cuts}"
+    # Once the wall is found, growth needs a full pool (throttle.py): the limit never drifts
+    # above 7 untested, so no later 429 costs a 70 % cut.
+    first_step = cuts.index(steps[0])
+    assert all(cut in steps for cut in cuts[first_step:]), cuts
+
+
 @pytest.mark.parametrize("kind", ["truncated", "short-body", "html-502", "empty-200"])
 def test_broken_bodies_are_retried_and_never_parsed_as_data(
     start_emulator: Any, run_pipeline: Any, kind: str

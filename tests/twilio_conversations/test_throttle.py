@@ -22,6 +22,14 @@ def hold(stack: ExitStack, limit: AdaptiveLimit, n: int) -> list[Ticket]:
     return [stack.enter_context(limit.slot()) for _ in range(n)]
 
 
+def full(limit: AdaptiveLimit) -> bool:
+    """One success of a request sent with the pool full (this thread holds the other slots):
+    what `succeeded` returns."""
+    with ExitStack() as stack:
+        tickets = hold(stack, limit, limit.limit - limit.in_flight)
+        return limit.succeeded(tickets[-1])
+
+
 def test_a_burst_of_429s_from_requests_in_flight_together_cuts_once() -> None:
     limit = AdaptiveLimit(16)
     with ExitStack() as stack:
@@ -41,9 +49,8 @@ def test_a_429_from_before_the_cut_is_ignored_even_after_the_limit_grew() -> Non
         stale = hold(old, limit, 2)
         assert limit.throttled(stale[0])  # 8 -> 5
         old.close()
-        with ExitStack() as stack:
-            for ticket in hold(stack, limit, 2):
-                limit.succeeded(ticket)
+        full(limit)
+        full(limit)
         assert limit.limit == 7  # grown, still the same generation
         assert not limit.throttled(stale[1])
         assert limit.limit == 7
@@ -60,10 +67,9 @@ def test_recovery_returns_quickly_below_the_429_then_grows_one_slot_per_round() 
     grown_after: list[int] = []
     successes = 0
     while limit.limit < 42:
-        with limit.slot() as ticket:
-            successes += 1
-            if limit.succeeded(ticket):
-                grown_after.append(successes)
+        successes += 1
+        if full(limit):
+            grown_after.append(successes)
     steps = [b - a for a, b in zip([0, *grown_after], grown_after, strict=False)]
     # 28 -> 39: limit // 4 successes per slot (7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9)
     assert steps[:11] == [n // 4 for n in range(28, 39)]
@@ -77,8 +83,7 @@ def rounds_just_below(limit: AdaptiveLimit, wall: int) -> int:
     below = 0
     while limit.limit < wall:
         at = limit.limit
-        with limit.slot() as ticket:
-            limit.succeeded(ticket)
+        full(limit)
         below += at == wall - 1
     assert below % (wall - 1) == 0
     return below // (wall - 1)
@@ -117,10 +122,9 @@ def test_recovery_grows_one_slot_per_round_up_to_the_ceiling() -> None:
     grown_after: list[int] = []
     successes = 0
     while limit.limit < limit.ceiling:
-        with limit.slot() as ticket:
-            successes += 1
-            if limit.succeeded(ticket):
-                grown_after.append(successes)
+        successes += 1
+        if full(limit):
+            grown_after.append(successes)
     # back to 4 at once (3 // 4 rounds up to one success), then 4, 5, 6, 7 successes a slot
     assert grown_after == [1, 5, 10, 16, 23]
     assert limit.limit == 8
@@ -137,16 +141,16 @@ def test_a_429_restarts_the_round_and_stale_successes_do_not_count() -> None:
             assert not limit.succeeded(ticket)  # ran at the old limit
     assert limit.limit == 28
     for _ in range(3):
-        limit.succeeded()  # 28 // 4 = 7 needed
+        full(limit)  # 28 // 4 = 7 needed
     assert limit.limit == 28
     with limit.slot() as ticket:
         assert ticket.generation == 1
         assert limit.throttled(ticket)  # sent at the current limit: 28 -> 19, 3 successes dropped
     assert limit.limit == 19
     for _ in range(3):
-        limit.succeeded()  # 19 // 4 = 4 needed: kept, the 3 before would have made 6
+        full(limit)  # 19 // 4 = 4 needed: kept, the 3 before would have made 6
     assert limit.limit == 19, "the round started again after the 429"
-    limit.succeeded()
+    full(limit)
     assert limit.limit == 20
 
 
@@ -155,7 +159,34 @@ def test_never_below_one() -> None:
     cuts = [limit.throttled() for _ in range(5)]
     assert cuts == [True, True, False, False, False]
     assert (limit.limit, limit.lowest, limit.ceiling) == (1, 1, 4)
-    assert limit.succeeded() and limit.limit == 2  # one success is a round at one
+    assert full(limit) and limit.limit == 2  # one success is a round at one
+
+
+def test_only_a_limit_that_was_used_grows() -> None:
+    """Successes of requests that never had `limit` in flight together test nothing about the
+    account's room: they neither grow the limit nor count towards the wait before a probe."""
+    limit = AdaptiveLimit(8)
+    limit.throttled()
+    assert limit.limit == 5  # the return to 7 takes one success a slot, with the pool full
+    for _ in range(20):
+        with ExitStack() as stack:
+            ticket = hold(stack, limit, 2)[-1]  # two in flight of five
+            assert not limit.succeeded(ticket)
+    assert limit.limit == 5
+    assert full(limit) and limit.limit == 6
+    # On a plateau: a wall met twice at 7 waits a round at 6 before the next probe. Rounds that
+    # never fill the pool do not count towards that wait.
+    limit.limit = 7
+    limit.throttled()  # the wall at 7, once: 70 %
+    assert rounds_just_below(limit, 7) == 1
+    assert limit.throttled() and limit.limit == 6  # the same wall: a round's wait from now on
+    for _ in range(30):
+        with ExitStack() as stack:
+            ticket = hold(stack, limit, 3)[-1]
+            limit.succeeded(ticket)
+    assert limit.limit == 6, "rounds of a half-empty pool counted towards the wait"
+    assert [full(limit) for _ in range(12)] == [False] * 11 + [True]  # a round of 6, then one
+    assert limit.limit == 7
 
 
 def test_threads_in_flight_together_that_all_get_429_cut_once() -> None:
@@ -189,7 +220,7 @@ def test_the_summary_reads_ceiling_lowest_and_limit() -> None:
     for _ in range(3):
         limit.throttled()  # 32 -> 22 -> 15 -> 10
     for _ in range(2):
-        limit.succeeded()  # 10 // 4 = 2 successes: one slot back
+        full(limit)  # 10 // 4 = 2 successes: one slot back
     report = RunReport(concurrency=limit)
     summary = format_summary(RunOutcome(load_info=None, report=report))
     assert "429s cut parallel requests from 32 to 10 (now 11)" in summary
