@@ -26,7 +26,7 @@ The rule:
   and stays there for twice as many rounds as the last time (1, 2, 4 … up to `MAX_HOLD`)
   before probing again. A steady wall is so met every few seconds instead of every few round
   trips, at one 429 a probe, not a 30 % dip (CUBIC's plateau around the window of its last
-  loss; figures in docs/performance.md, "At Twilio's latency"). A 429 below that level means
+  loss; figures in docs/performance.md, "The limiter's plateau"). A 429 below that level means
   the room shrank: the 70 % cut, and the count starts again.
 * **Only a limit that was used grows.** A round counts, towards growth or towards the wait
   before a probe, only if `limit` requests were in flight at some moment of it (RFC 7661's

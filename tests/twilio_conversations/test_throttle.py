@@ -1,6 +1,6 @@
 """Adaptive concurrency: the pool shrinks to 70 % once per burst of 429s, returns quickly to just
-below where the 429 came, then grows one slot per round of successes; a wall that has not moved
-costs one slot and is probed less and less often. Driven directly (no HTTP);
+below where the 429 came, then grows one slot per round of successes with the pool full; a wall
+that has not moved costs one slot and is probed less and less often. Driven directly (no HTTP);
 threads only where being in flight together matters."""
 
 from __future__ import annotations
