@@ -21,6 +21,7 @@ from twilio_emulator import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
+LAUNCHER = Path(__file__).resolve().parent / "launch.py"
 AUTH = (DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN)
 
 
@@ -187,7 +188,7 @@ class EmulatorProcess:
 
 @dataclass
 class ChildResult:
-    """One contender run: wall time and the child's own resource usage (os.wait4)."""
+    """One contender run: wall time and the child's own resource usage (wait4, via launch.py)."""
 
     name: str
     wall_s: float
@@ -218,30 +219,30 @@ def run_child(
     # 100 MB), so its disk writes are not timed as part of the next contender's run.
     os.sync()
     emu_cpu = emulator.cpu_seconds()
+    usage_path = cwd / "usage.json"
+    usage_path.unlink(missing_ok=True)
+    # Through a small launcher: spawned from this process, the child's ru_maxrss would include
+    # this process's own RSS (see launch.py).
+    launcher = [PYTHON, "-I", "-S", str(LAUNCHER), str(usage_path), "--", *cmd]
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), env=dict(env), cwd=cwd, stdout=out, stderr=err)
-        deadline = started + timeout
-        while True:  # wait4 reaps the child and returns its own rusage (ru_maxrss in KiB)
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                raise BenchmarkError(f"{name} timed out after {timeout:.0f} s")
-            time.sleep(0.01)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen(launcher, env=dict(env), cwd=cwd, stdout=out, stderr=err)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait()
+            raise BenchmarkError(f"{name} timed out after {timeout:.0f} s") from None
     stdout = out_path.read_text()
     if proc.returncode != 0:
         tail = err_path.read_text().strip().splitlines()[-5:]
         raise BenchmarkError(f"{name} exited with {proc.returncode}: " + " | ".join(tail))
+    usage = json.loads(usage_path.read_text())
     return ChildResult(
         name=name,
-        wall_s=wall,
-        user_s=usage.ru_utime,
-        sys_s=usage.ru_stime,
-        max_rss_mb=usage.ru_maxrss / 1024,
+        wall_s=usage["wall_s"],
+        user_s=usage["user_s"],
+        sys_s=usage["sys_s"],
+        max_rss_mb=usage["max_rss_kib"] / 1024,
         emulator_cpu_s=emulator.cpu_seconds() - emu_cpu,
         stdout=stdout,
     )

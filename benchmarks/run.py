@@ -6,8 +6,9 @@
     python -m benchmarks.run --scale         # adds SCALE: 20,000 users x 50 (1,000,000 rows)
 
 Every contender is its own child process against the same emulator (a separate process on
-loopback); wall time, user+sys CPU and peak RSS come from ``os.wait4`` on the child. The table
-goes to stdout and to benchmarks/results/latest.md (raw figures: latest.json).
+loopback); wall time, user+sys CPU and peak RSS come from ``wait4`` on the child, spawned by
+launch.py so that its peak RSS is its own. The table goes to stdout and to
+benchmarks/results/latest.md (raw figures: latest.json).
 """
 
 from __future__ import annotations

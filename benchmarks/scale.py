@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import (
+    LAUNCHER,
     REPO,
     BenchmarkError,
     ChildResult,
@@ -101,8 +102,10 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru
 def read_fingerprints(db: Path, code: Path | None) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of reading a re-run's fingerprints from `db`."""
     env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+    # Through the launcher, so that the reader's peak RSS is not this process's (see launch.py).
+    launch = [sys.executable, "-I", "-S", str(LAUNCHER), str(db.parent / "usage.json"), "--"]
     done = subprocess.run(
-        [sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")],
+        [*launch, sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")],
         capture_output=True,
         text=True,
         check=True,

@@ -3,9 +3,11 @@ rows (the harness fails loudly otherwise). Timings are not asserted: they live i
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,38 @@ def test_scale_benchmark_sweeps_users_per_load() -> None:
     # every package's bytes count: four small files hold no fewer bytes than one big one
     data = {n: int(cells[6].replace(",", "")) for n, cells in runs.items()}
     assert data["50"] >= data["one package"] > 0, result.stdout
+
+
+def test_a_contenders_peak_rss_is_its_own_not_the_harness_s() -> None:
+    """Linux folds the spawning process's RSS into a child's ru_maxrss; the harness, holding
+    400 MB here, must still report a small child as small and a 150 MB child as ~150 MB."""
+    script = """
+import json, sys
+from pathlib import Path
+from benchmarks.harness import run_child
+
+class Emulator:
+    def cpu_seconds(self):
+        return 0.0
+
+held = bytearray(400 * 2**20)
+held[:: 4096] = b"x" * len(held[:: 4096])
+work = Path(sys.argv[1])
+small = run_child("small", [sys.executable, "-c", "pass"], {}, work / "small", Emulator())
+big = run_child(
+    "big",
+    [sys.executable, "-c", "b = bytearray(150 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+    {},
+    work / "big",
+    Emulator(),
+)
+print(json.dumps({"small": small.max_rss_mb, "big": big.max_rss_mb}))
+"""
+    with tempfile.TemporaryDirectory() as work:
+        result = subprocess.run(
+            [sys.executable, "-c", script, work], cwd=ROOT, capture_output=True, text=True
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    peaks = json.loads(result.stdout.splitlines()[-1])
+    assert peaks["small"] < 100, peaks
+    assert 150 <= peaks["big"] < 250, peaks
