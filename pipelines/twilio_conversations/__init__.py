@@ -257,30 +257,6 @@ class _Parts:
             self.report.unfinished = bool(self._runs)
 
 
-class _Part:
-    """The next at most `size` tasks (all, without a size); `exhausted` once the tasks ran out."""
-
-    def __init__(self, tasks: Iterator[tuple[str, str]], size: int | None) -> None:
-        self.tasks = tasks
-        self.left = size
-        self.exhausted = False
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return self
-
-    def __next__(self) -> tuple[str, str]:
-        if self.left == 0:
-            raise StopIteration
-        try:
-            task = next(self.tasks)
-        except StopIteration:
-            self.exhausted = True
-            raise
-        if self.left is not None:
-            self.left -= 1
-        return task
-
-
 def services_resource(catalog: Catalog, parts: _Parts) -> DltResource:
     @dlt.resource(
         name="services",
@@ -440,21 +416,21 @@ def user_conversations_resource(
                 service_sid = service["sid"]
                 listed = fingerprints.listed(state, service_sid)
                 tasks = _user_tasks(catalog, service_sid, listed)
-                while True:
-                    part = _Part(tasks, parts.size)
-                    changed_before = catalog.report.users_changed
-                    results = _bounded_parallel(pool, fetch, part, settings.max_workers * 4)
-                    for done, result in enumerate(results, 1):
-                        yield from capture.user(result)
-                        if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
-                            yield from _fingerprint_rows(state)
-                        if done % settings.page_size == 0:
-                            # A turn for `users` (dlt takes one item per resource in turn): it
-                            # takes the listing's pages this loop passed, so they can go.
-                            yield None
-                    if part.exhausted:
-                        break
-                    if catalog.report.users_changed == changed_before:
+                # One stream of fetches for the whole listing, across the parts: the fetches
+                # already submitted go on while a part is normalized and loaded.
+                results = _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4)
+                committed = catalog.report.users_changed
+                for done, result in enumerate(results, 1):
+                    yield from capture.user(result)
+                    if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
+                        yield from _fingerprint_rows(state)
+                    if done % settings.page_size == 0:
+                        # A turn for `users` (dlt takes one item per resource in turn): it
+                        # takes the listing's pages this loop passed, so they can go.
+                        yield None
+                    if not parts.size or done % parts.size:
+                        continue
+                    if catalog.report.users_changed == committed:
                         continue  # nothing to commit: a load would cost time and keep nothing
                     # A part's users are decided: their rows and fingerprints go in this load.
                     yield from batches.flush()
@@ -463,6 +439,7 @@ def user_conversations_resource(
                     parts.leader_paused = True
                     yield _PAUSE
                     batches.load_id = _current_load_id()
+                    committed = catalog.report.users_changed
                 if catalog.scans_all_users:
                     yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)

@@ -19,6 +19,7 @@ from .client import TwilioClient
 from .errors import ConfigurationError, NotFoundError, TwilioAPIError
 from .report import RunReport
 from .settings import (
+    LISTING_READ_AHEAD,
     MAX_IDENTITY_LENGTH,
     MAX_MAX_WORKERS,
     MAX_PAGE_SIZE,
@@ -341,8 +342,10 @@ class Catalog:
                         first=True,
                     )
                 )
-                # Ahead of the readers by what the workers can take while a page is on its way.
-                read_ahead = 2 * self.page_size + 4 * self.client.concurrency.ceiling
+                # Ahead of the readers by what the workers can take while a page is on its way,
+                # and by a part's pause (LISTING_READ_AHEAD).
+                workers_take = 2 * self.page_size + 4 * self.client.concurrency.ceiling
+                read_ahead = max(workers_take, LISTING_READ_AHEAD)
                 listing = _SharedListing(
                     pages, read_ahead, chunk=self.page_size, readers=USERS_READERS
                 )

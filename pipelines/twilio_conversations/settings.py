@@ -23,6 +23,12 @@ DEFAULT_MAX_WORKERS = 16
 # under the usual 1,024 open files) and `max_workers * 4` queued users.
 MAX_MAX_WORKERS = 256
 
+# The user listing is read ahead of the fetches by at least this many users (at most one page
+# more), so that its chain of page tokens goes on while a part of the run is normalized and
+# loaded: 40 pages cover a pause of 4 s at Twilio's ~100 ms a page, for a few MB of records
+# (docs/performance.md, "The part's pause").
+LISTING_READ_AHEAD = 2_000
+
 # Retries: dlt's defaults (5 attempts, factor 1, no jitter) ride out only ~15 s without a
 # Retry-After header. Ten attempts with jittered exponential backoff capped at 30 s give about
 # 2.5 minutes of budget for one request, enough to outlast a burst of 429s on a busy account.

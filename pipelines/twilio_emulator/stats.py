@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -46,6 +47,9 @@ class Stats:
     _other_traffic: int = field(default=0, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self._finished = threading.Condition(self._lock)  # notified as each request ends
+
     def begin(self) -> int:
         """A request started; returns the number now being handled (this one included)."""
         with self._lock:
@@ -84,19 +88,29 @@ class Stats:
                 self.by_status[status] += 1
             if fault is not None:
                 self.by_fault[fault] += 1
+            self._finished.notify_all()
+
+    def wait_for(self, done: Callable[[StatsSnapshot], bool], timeout: float = 30.0) -> bool:
+        """Block until ``done(snapshot)`` holds after some request ended (or already holds);
+        False after ``timeout`` s. For tests that wait for the client to reach a point."""
+        with self._finished:
+            return self._finished.wait_for(lambda: done(self._snapshot()), timeout)
 
     def snapshot(self) -> StatsSnapshot:
         """Copy of the counters."""
         with self._lock:
-            return StatsSnapshot(
-                self.total,
-                dict(self.by_status),
-                dict(self.by_route),
-                dict(self.by_fault),
-                self.max_concurrent,
-                self.peak_in_flight,
-                self.account_limit_429s,
-            )
+            return self._snapshot()
+
+    def _snapshot(self) -> StatsSnapshot:
+        return StatsSnapshot(
+            self.total,
+            dict(self.by_status),
+            dict(self.by_route),
+            dict(self.by_fault),
+            self.max_concurrent,
+            self.peak_in_flight,
+            self.account_limit_429s,
+        )
 
     def reset(self) -> None:
         """Zero every counter (requests in flight stay counted as in flight)."""

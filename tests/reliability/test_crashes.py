@@ -183,8 +183,9 @@ def test_kill_9_at_90_percent_keeps_the_parts_loaded_and_the_next_run_does_the_r
     start_emulator: Any, tmp_path: Path, run_pipeline: Any
 ) -> None:
     """1,000 users in parts of 100: SIGKILL right after the 9th part is loaded. Its 900 users'
-    rows are in the destination (the first 900 of the listing); the next run writes only the
-    other 100 users' rows and leaves an exact mirror."""
+    rows are in the destination (the first 900 whose fetch finished: fetches go on across the
+    parts, so a few of the listing's first 900 may be in the last part); the next run writes
+    only the other 100 users' rows and leaves an exact mirror."""
     emu = start_emulator(seed=5, services=1, users=1000, conversations_per_user=1)
     service = emu.services()[0]["sid"]
     listing = [u["sid"] for u in emu.users(service)]
@@ -204,7 +205,8 @@ def test_kill_9_at_90_percent_keeps_the_parts_loaded_and_the_next_run_does_the_r
     )
     assert result.returncode == -signal.SIGKILL, result.stderr
     assert marker.read_text() == "after-part-9"
-    assert loaded_users(tmp_path / "test.duckdb") == set(listing[:900])
+    loaded = loaded_users(tmp_path / "test.duckdb")
+    assert len(loaded) == 900 and loaded <= set(listing)
 
     rest = run_pipeline(emu, **FAST_RETRIES)
     assert rest.rows_written["user_conversations"] == 100

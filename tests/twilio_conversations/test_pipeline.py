@@ -185,14 +185,15 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
     conversation fetch would be submitted meanwhile (at 100 ms a page, seconds of idle workers).
 
     The listing runs ahead of the fetches by a bounded amount (at most 2 pages and 4 users per
-    worker ahead of the users taken, which are at most 4 per worker ahead of those finished), so
+    worker ahead of the users taken, which are at most 4 per worker ahead of those finished,
+    with the read-ahead that covers a part's pause, `LISTING_READ_AHEAD`, set to 0 here), so
     before page p + 1 is requested at least page_size * p - 2 * page_size - 8 * workers - 1
     conversation requests were sent. A `users` that waits for the pages while no fetch is
     submitted breaks that bound."""
     from urllib.parse import urlsplit
 
     import twilio_conversations
-    from twilio_conversations import transport
+    from twilio_conversations import discovery, transport
 
     emu = start_emulator(seed=5, services=1, users=60, max_conversations=3)
     service = emu.services()[0]["sid"]
@@ -208,6 +209,7 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
     # A batch every few users, as a large account has one every ~150 (5,000 rows): each batch
     # is a turn of `user_conversations`, after which dlt gives `users` its turn.
     monkeypatch.setattr(twilio_conversations, "ARROW_BATCH_ROWS", 4)
+    monkeypatch.setattr(discovery, "LISTING_READ_AHEAD", 0)
     for run in ("first load", "re-run"):
         sent.clear()
         if run == "re-run":  # new users, listed among the others: `users` has rows to write
