@@ -146,10 +146,7 @@ def test_fingerprints_read_back_in_small_chunks_are_the_tables_rows(
     monkeypatch.setattr(fingerprints, "_FETCH_ROWS", 7)
     held = fingerprints.read_fingerprints(pipeline)
     read = {
-        resource: {
-            scope: dict(zip(h.keys.astype(str), h.prints.astype(str), strict=True))
-            for scope, h in scopes.items()
-        }
+        resource: {scope: dict(h.items()) for scope, h in scopes.items()}
         for resource, scopes in held.items()
     }
     assert read == expected
@@ -312,3 +309,24 @@ def test_the_user_listing_is_let_go_as_it_is_read_on_first_loads_and_unchanged_r
     for run in (first, rerun):
         # What the read-ahead may hold (2,000 users and a page) plus the steps it is let go in.
         assert 0 < run.report.users_held_peak <= 2_000 + 50 + 5 * 50 < users / 4
+
+
+def test_sids_and_digests_are_held_as_their_bytes_and_decode_back() -> None:
+    """A SID takes 19 bytes and a 16-digit digest 9 (instead of 34 and 16), a chunk of them is
+    encoded as each alone would be (lookups encode one key), zero bytes at the end survive
+    numpy's fixed-width strings, and what is neither keeps its UTF-8."""
+    import numpy as np
+    from twilio_conversations.fingerprints import Held, _decode, _encode, _encode_one
+
+    sids = [f"US{n:032x}" for n in (0, 1, 255, 2**128 - 1)] + ["IS" + "0a" * 16]
+    digests = ["00" * 8, "ff" * 8, "0123456789abcdef", "a0" * 7 + "00", "5" * 16]
+    for values, width in ((sids, 19), (digests, 9)):
+        encoded = _encode(values)
+        assert encoded.dtype == np.dtype(f"S{width}")
+        assert list(encoded) == [_encode_one(v) for v in values]
+        assert [_decode(e) for e in encoded] == values
+    others = ["alice", "Ünïcode", "US" + "F" * 32, "abc", "", "US" + "0" * 31, *sids[:2]]
+    assert [_decode(e) for e in _encode(others)] == others
+    held = Held.of(dict(zip(sids, digests, strict=True)))
+    assert held.keys.nbytes + held.prints.nbytes == len(sids) * (19 + 9)
+    assert dict(held.items()) == dict(zip(sids, digests, strict=True))
