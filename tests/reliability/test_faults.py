@@ -216,10 +216,13 @@ def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_
     steps = [cut for cut in cuts if cut[1] == cut[0] - 1 and cut[0] > 3]
     seventy = [cut for cut in cuts if cut not in steps]
     assert all(b == max(1, int(a * 0.7)) for a, b in seventy), cuts
-    assert steps and set(steps) == {(7, 6)}, cuts
+    # The steps are probes of the wall at 7: a slot is held from before the request is sent
+    # until its body is parsed, longer than the emulator counts it in flight, so on a busy
+    # machine a round of 7 may pass and the next probe step back from 8 (seen in CI once).
+    assert steps and {before for before, _ in steps} <= {7, 8}, cuts
     assert len(seventy) <= 6, f"a 70 % cut for every probe of the same wall: {cuts}"
     # Once the wall is found, growth needs a full pool (throttle.py): the limit never drifts
-    # above 7 untested, so no later 429 costs a 70 % cut.
+    # above the wall untested, so no later 429 costs a 70 % cut.
     first_step = cuts.index(steps[0])
     assert all(cut in steps for cut in cuts[first_step:]), cuts
 

@@ -114,6 +114,22 @@ def test_a_wall_that_has_not_moved_costs_one_slot_and_is_probed_less_and_less_of
     assert rounds_just_below(limit, 40) == 1, "a new wall is probed after one round again"
 
 
+def test_a_429_one_slot_above_the_wall_is_the_same_wall() -> None:
+    """A slot is held longer than the account counts its request, so a round can pass one slot
+    above the wall (seen on a busy machine): the 429 there steps back one slot, no cut. Two
+    slots above, the room grew and the 429 is a new wall's: the 70 % cut."""
+    limit = AdaptiveLimit(64)
+    limit.limit = 41
+    limit.throttled()  # the wall at 41: cut to 28
+    rounds_just_below(limit, 41)
+    limit.limit = 42  # a round at 41 passed
+    assert limit.throttled()
+    assert limit.limit == 41, "one slot above the wall: one slot back"
+    limit.limit = 44
+    assert limit.throttled()
+    assert limit.limit == 30, "two slots above the last wall: a new wall, the 70 % cut"
+
+
 def test_recovery_grows_one_slot_per_round_up_to_the_ceiling() -> None:
     limit = AdaptiveLimit(8)
     limit.throttled()
