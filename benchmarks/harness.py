@@ -204,6 +204,12 @@ class ChildResult:
         return self.user_s + self.sys_s
 
 
+def launched(cmd: Sequence[str], usage_path: Path) -> list[str]:
+    """`cmd` spawned by launch.py, which writes its wait4 figures to `usage_path`: spawned from
+    this process, the child's ru_maxrss would include this process's own RSS."""
+    return [PYTHON, "-I", "-S", str(LAUNCHER), str(usage_path), "--", *cmd]
+
+
 def run_child(
     name: str,
     cmd: Sequence[str],
@@ -221,9 +227,7 @@ def run_child(
     emu_cpu = emulator.cpu_seconds()
     usage_path = cwd / "usage.json"
     usage_path.unlink(missing_ok=True)
-    # Through a small launcher: spawned from this process, the child's ru_maxrss would include
-    # this process's own RSS (see launch.py).
-    launcher = [PYTHON, "-I", "-S", str(LAUNCHER), str(usage_path), "--", *cmd]
+    launcher = launched(cmd, usage_path)
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(launcher, env=dict(env), cwd=cwd, stdout=out, stderr=err)
         try:

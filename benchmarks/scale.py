@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from .harness import (
-    LAUNCHER,
     REPO,
     BenchmarkError,
     ChildResult,
@@ -47,6 +46,7 @@ from .harness import (
     contender_env,
     count_rows,
     fresh_dir,
+    launched,
     parse_summary,
     run_child,
 )
@@ -102,10 +102,9 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru
 def read_fingerprints(db: Path, code: Path | None) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of reading a re-run's fingerprints from `db`."""
     env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
-    # Through the launcher, so that the reader's peak RSS is not this process's (see launch.py).
-    launch = [sys.executable, "-I", "-S", str(LAUNCHER), str(db.parent / "usage.json"), "--"]
+    reader = [sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")]
     done = subprocess.run(
-        [*launch, sys.executable, "-c", READ_FINGERPRINTS, str(db), str(db.parent / "reader")],
+        launched(reader, db.parent / "usage.json"),
         capture_output=True,
         text=True,
         check=True,

@@ -22,6 +22,7 @@ the state: the first run moves them into the table (written whole, once) and out
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Protocol
 
@@ -216,6 +217,8 @@ class Held:
 # trailing zero byte. A million users' keys and fingerprints take 56 MB instead of 100 MB.
 SID_MARK, HEX_MARK = 0xFE, 0xFF
 _SID_HEX = 32
+_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _NIBBLES = np.full(256, 0xFF, dtype=np.uint8)  # byte -> its hex digit's value, 0xFF: not one
 _NIBBLES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
 
@@ -246,16 +249,11 @@ def _encode_each(values: list[str]) -> npt.NDArray[np.bytes_]:
 
 def _encode_one(value: str) -> bytes:
     """One value's encoding (see SID_MARK)."""
-    letters, digits = value[:2], value[2:]
-    if len(digits) == _SID_HEX and all("A" <= c <= "Z" for c in letters) and _is_hex(digits):
-        return bytes.fromhex(digits) + letters.encode() + bytes([SID_MARK])
-    if value and len(value) % 2 == 0 and _is_hex(value):
+    if _SID.fullmatch(value):
+        return bytes.fromhex(value[2:]) + value[:2].encode() + bytes([SID_MARK])
+    if _HEX.fullmatch(value):
         return bytes.fromhex(value) + bytes([HEX_MARK])
     return value.encode()
-
-
-def _is_hex(text: str) -> bool:
-    return text.isascii() and all(c in "0123456789abcdef" for c in text)
 
 
 def _decode(encoded: bytes) -> str:
@@ -329,15 +327,15 @@ class _Scope(MutableMapping[str, str]):
                 self._fold()
         else:
             removed = bool(self._removed[index])
-            if not removed and self._held.prints[index] == _encode_one(fingerprint):
+            encoded = _encode_one(fingerprint)
+            if not removed and self._held.prints[index] == encoded:
                 return
             self._count += removed
             self._removed[index] = False
-            self._set_print(index, fingerprint)
+            self._set_print(index, encoded)
         self._owner._record(self._scope, key, fingerprint)
 
-    def _set_print(self, index: int, fingerprint: str) -> None:
-        encoded = _encode_one(fingerprint)
+    def _set_print(self, index: int, encoded: bytes) -> None:
         prints = self._held.prints
         if len(encoded) > prints.itemsize:  # a wider fingerprint than any held: widen them all
             self._held.prints = prints = prints.astype(f"S{len(encoded)}")
