@@ -20,14 +20,20 @@ The rule:
   that room a moment ago. From there a round is `limit` successes of requests started in the
   current generation (about one round trip with the pool full) and adds one slot, probing for
   more room. A 429 restarts the round.
-* **A wall that has not moved: step back one slot, probe it less and less often.** A 429 that
-  comes at the level of the last cut's 429 (the limit had just grown back to it), or one slot
-  above it, says the account's room is where it was: the limit steps back one slot below it,
-  without the cut, and stays there for twice as many rounds as the last time (1, 2, 4 … up to
-  `MAX_HOLD`) before probing again. A steady wall is so met every few seconds instead of every
-  few round trips, at one 429 a probe, not a 30 % dip (CUBIC's plateau around the window of
-  its last loss; figures in docs/performance.md, "The limiter's plateau"). A 429 below that
-  level means the room shrank: the 70 % cut, and the count starts again.
+* **A wall that has not moved: step back below it, probe it less and less often.** The
+  wall is the levels at which 429s came since the last cut, from its lowest to its highest. A
+  429 within it, or one slot above it, says the account's room is where it was: the limit goes
+  back to one slot below the wall's lowest level, without the cut, and stays there for twice
+  as many rounds as the last time (1, 2, 4 … up to `MAX_HOLD`) before probing again. A steady
+  wall is so met every few seconds instead of every few round trips, at one 429 a probe, not a
+  30 % dip (CUBIC's plateau around the window of its last loss; figures in docs/performance.md,
+  "The limiter's plateau"). The wall is more than a level wide because a slot is held from
+  before its request is sent until its body is parsed, longer than the account counts it: a
+  round may pass a slot or two above the room, and the first 429 may come above the room's
+  edge. So a 429 one slot below the wall, once a round has passed since the last 429, widens
+  the wall downwards too. Farther away, or below it with no round passed since the
+  last 429 (the room shrinking faster than the limit steps), it is the 70 % cut, and the wall
+  starts again at the new 429's level.
 * **Only a limit that was used grows.** A round counts, towards growth or towards the wait
   before a probe, only if `limit` requests were in flight at some moment of it (RFC 7661's
   rule for TCP's window): a limit the run did not fill says nothing about the account's room.
@@ -86,10 +92,12 @@ class AdaptiveLimit:
         self.generation = 0
         self._successes = 0  # in the current round
         self._first_waiting = 0  # waiters that go first (`slot(first=True)`)
-        self._met_at = 0  # the limit at which the last cut's 429 came
-        self._hold = 0  # rounds to stay just below `_met_at` before probing it again
+        self._wall = 0  # the lowest limit at which a 429 came since the last cut (0: none yet)
+        self._wall_top = 0  # the highest
+        self._hold = 0  # rounds to stay just below `_wall` before probing it again
         self._held = 0  # rounds stayed there so far
         self._filled = False  # `limit` requests were in flight at some moment of this round
+        self._passed = False  # a round with the pool full ended since the last 429
         self._condition = threading.Condition()
 
     @contextmanager
@@ -123,8 +131,8 @@ class AdaptiveLimit:
                 self._condition.notify_all()
 
     def throttled(self, ticket: Ticket | None = None) -> bool:
-        """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst (one
-        slot back where a probe of the last wall failed).
+        """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst (back
+        below the wall where a probe of the last one failed).
 
         Args:
             ticket: The slot's ticket; None stands for a request started just now.
@@ -141,17 +149,19 @@ class AdaptiveLimit:
             if self.limit == 1:
                 return False
             met = self.limit
-            # A probe of the last wall failed: the room has not moved. One slot above it too: a
-            # slot is held from before the request is sent until its body is parsed, longer than
-            # the account counts it, so on a busy machine a round can pass one above the wall.
-            if self._met_at and self._met_at <= met <= self._met_at + 1:
+            within = self._wall <= met <= self._wall_top + 1
+            just_below = met == self._wall - 1 and self._passed
+            if self._wall and (within or just_below):
+                self._wall = min(self._wall, met)
+                self._wall_top = max(self._wall_top, met)
                 self._hold = min(MAX_HOLD, max(1, 2 * self._hold))
-                self.limit = met - 1
+                self.limit = max(1, self._wall - 1)
             else:
+                self._wall = self._wall_top = met
                 self._hold = 0
                 self.limit = max(1, int(met * DECREASE))
             self._held = 0
-            self._met_at = met
+            self._passed = False
             self.lowest = min(self.lowest, self.limit)
             self.generation += 1
             return True
@@ -174,14 +184,15 @@ class AdaptiveLimit:
                 return False
             self._successes += 1
             # Quickly back to just below where the account answered 429, then probe slowly.
-            returning = self.limit < self._met_at - 1
+            returning = self.limit < self._wall - 1
             if self._successes < (max(1, self.limit // RETURN_SPEED) if returning else self.limit):
                 return False
             self._successes = 0
             filled, self._filled = self._filled, self.in_flight >= self.limit
             if not filled:
                 return False  # the round never had `limit` requests in flight: nothing tested
-            if self.limit == self._met_at - 1 and self._held < self._hold:
+            self._passed = True
+            if self.limit == self._wall - 1 and self._held < self._hold:
                 self._held += 1  # a round just below a wall that answered 429 more than once
                 return False
             self.limit += 1

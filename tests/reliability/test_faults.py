@@ -188,13 +188,17 @@ def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_
     start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An account limited to 10 requests in flight, 4 of them held by the customer's other
-    traffic (the emulator's account limit): a run with 16 workers meets the wall at 7 of its
-    own. Once it has found it, every later probe costs one slot (7 -> 6), not a cut to 70 %:
-    the 70 % cuts are the few of the descent from 16. The emulator's own counters say the room
-    was used and the limit met; the mirror is exact. (Seen: 16 -> 11 -> 7 -> 4, then six steps
-    7 -> 6 and 12-14 429s in ~360 requests.)"""
+    traffic (the emulator's account limit): the run, with 16 workers, has room for 6. Once it
+    has found the wall, every later probe steps back to the room's edge, not below it: the
+    70 % cuts are the few of the descent from 16. The emulator's own counters say the room was
+    used and the limit met; the mirror is exact. (Seen: 16 -> 11 -> 7 -> 4, then steps 7 -> 6
+    and 8 -> 6, 12-14 429s in ~360 requests.)"""
+    account, other = 10, 4
+    room = account - other
     data = DataSpec(seed=5, services=1, users=300, max_conversations=70)
-    config = EmulatorConfig(data=data, latency_ms=20, account_concurrency=10, other_traffic=4)
+    config = EmulatorConfig(
+        data=data, latency_ms=20, account_concurrency=account, other_traffic=other
+    )
     emu = start_emulator(config)
     cuts: list[tuple[int, int]] = []  # (limit before, limit after) of each 429 that cut
     original_throttled = throttle.AdaptiveLimit.throttled
@@ -211,20 +215,20 @@ def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_
     outcome = run_pipeline(emu, max_workers=16, **retries)
     assert_exact_mirror(outcome.pipeline, emu)
     stats = emu.stats.snapshot()
-    assert stats.peak_in_flight == 10, "the run never filled the room the account left it"
+    assert stats.peak_in_flight == account, "the run never filled the room the account left it"
     assert stats.account_limit_429s > 0
-    steps = [cut for cut in cuts if cut[1] == cut[0] - 1 and cut[0] > 3]
+    # A step is a probe a little above the room that lands at its edge or just above: a slot is
+    # held from before the request is sent until its body is parsed, longer than the emulator
+    # counts it in flight, so on a busy machine rounds pass one or two slots above the room.
+    steps = [cut for cut in cuts if room <= cut[1] < cut[0] <= room + 3]
     seventy = [cut for cut in cuts if cut not in steps]
     assert all(b == max(1, int(a * 0.7)) for a, b in seventy), cuts
-    # The steps are probes of the wall at 7: a slot is held from before the request is sent
-    # until its body is parsed, longer than the emulator counts it in flight, so on a busy
-    # machine a round of 7 may pass and the next probe step back from 8 (seen in CI once).
-    assert steps and {before for before, _ in steps} <= {7, 8}, cuts
+    assert steps, cuts
     assert len(seventy) <= 6, f"a 70 % cut for every probe of the same wall: {cuts}"
-    # Once the wall is found, growth needs a full pool (throttle.py): the limit never drifts
-    # above the wall untested, so no later 429 costs a 70 % cut.
+    # Once the wall is found, a 429 near it is the same wall (throttle.py) and growth needs a
+    # full pool: the limit never drifts above the wall untested, and never dips below the room.
     first_step = cuts.index(steps[0])
-    assert all(cut in steps for cut in cuts[first_step:]), cuts
+    assert all(after >= room for _, after in cuts[first_step:]), cuts
 
 
 @pytest.mark.parametrize("kind", ["truncated", "short-body", "html-502", "empty-200"])

@@ -93,8 +93,8 @@ def test_a_wall_that_has_not_moved_costs_one_slot_and_is_probed_less_and_less_of
     """The account has room for 40 of our requests (the customer's app holds the rest). The first
     429, at 41, cuts to 70 %; every later probe that meets the same wall steps back one slot,
     with no cut, and waits twice as many rounds as the last time before it probes again (up to
-    MAX_HOLD). A 429 below the wall means the room shrank: the 70 % cut again, and the count
-    starts over."""
+    MAX_HOLD). A second 429 before a round has passed at the new level means the room is
+    shrinking: the 70 % cut again, and the count starts over."""
     limit = AdaptiveLimit(64)
     limit.limit = 41
     assert limit.throttled()
@@ -109,14 +109,14 @@ def test_a_wall_that_has_not_moved_costs_one_slot_and_is_probed_less_and_less_of
 
     limit.throttled()  # the next probe at 41 meets the wall: one slot back
     assert limit.limit == 40
-    limit.throttled()  # at 40, below the wall: the customer's traffic grew
+    limit.throttled()  # at 40 before a round passed there: the customer's traffic grew
     assert limit.limit == 28
     assert rounds_just_below(limit, 40) == 1, "a new wall is probed after one round again"
 
 
 def test_a_429_one_slot_above_the_wall_is_the_same_wall() -> None:
     """A slot is held longer than the account counts its request, so a round can pass one slot
-    above the wall (seen on a busy machine): the 429 there steps back one slot, no cut. Two
+    above the wall (seen on a busy machine): the 429 there goes back below the wall, no cut. Two
     slots above, the room grew and the 429 is a new wall's: the 70 % cut."""
     limit = AdaptiveLimit(64)
     limit.limit = 41
@@ -124,10 +124,37 @@ def test_a_429_one_slot_above_the_wall_is_the_same_wall() -> None:
     rounds_just_below(limit, 41)
     limit.limit = 42  # a round at 41 passed
     assert limit.throttled()
-    assert limit.limit == 41, "one slot above the wall: one slot back"
-    limit.limit = 44
+    assert limit.limit == 40, "one slot above the wall: back below the wall"
+    limit.limit = 43  # a round passed at 42 too: the wall is 41-42, one above it is the same
     assert limit.throttled()
-    assert limit.limit == 30, "two slots above the last wall: a new wall, the 70 % cut"
+    assert limit.limit == 40
+    limit.limit = 45
+    assert limit.throttled()
+    assert limit.limit == 31, "two slots above the wall: a new wall, the 70 % cut"
+
+
+def test_a_429_one_slot_below_the_wall_after_a_round_there_is_the_same_wall() -> None:
+    """The first wall can be found a slot high (a round passed at the room's edge, the 429 came
+    one above): a 429 at the level just below it, once a round has passed there, steps back one
+    slot like any probe of the same wall (seen in CI: 7 -> 4 after a step at 8 had moved the
+    wall up). Two slots below, the room shrank: the 70 % cut."""
+    limit = AdaptiveLimit(64)
+    limit.limit = 42
+    limit.throttled()  # the wall found at 42: cut to 29
+    rounds_just_below(limit, 42)  # back to 41, a round held there, probing 42
+    limit.limit = 41
+    assert limit.throttled()
+    assert limit.limit == 40, "one slot below the wall after a round: one slot back"
+    limit.limit = 42
+    assert limit.throttled()
+    assert limit.limit == 40, "the wall is now 41-42"
+    limit.limit = 40
+    assert limit.throttled()
+    assert limit.limit == 28, "below the wall with no round since the last 429: the 70 % cut"
+    rounds_just_below(limit, 40)
+    limit.limit = 38
+    assert limit.throttled()
+    assert limit.limit == 26, "two slots below the last wall: the room shrank, the 70 % cut"
 
 
 def test_recovery_grows_one_slot_per_round_up_to_the_ceiling() -> None:
@@ -192,6 +219,7 @@ def test_only_a_limit_that_was_used_grows() -> None:
     assert full(limit) and limit.limit == 6
     # On a plateau: a wall met twice at 7 waits a round at 6 before the next probe. Rounds that
     # never fill the pool do not count towards that wait.
+    limit = AdaptiveLimit(8)
     limit.limit = 7
     limit.throttled()  # the wall at 7, once: 70 %
     assert rounds_just_below(limit, 7) == 1
