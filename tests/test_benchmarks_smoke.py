@@ -55,8 +55,10 @@ def test_latency_benchmark_reports_ours_and_the_floor_against_the_ideal() -> Non
         "50 ms, 200 users, 16 workers, limit 100, other traffic 90",
     ]
     for cells in rows:
-        assert len(cells) == 10
-        float(cells[8]), float(cells[9])  # CPU seconds of ours and of the emulator
+        assert len(cells) == 11
+        ours, floor, beyond = float(cells[5]), float(cells[3]), float(cells[7])
+        assert abs(ours - floor - beyond) < 0.15  # ours - floor, each rounded to 0.1 s
+        float(cells[9]), float(cells[10])  # CPU seconds of ours and of the emulator
 
 
 @pytest.mark.slow
