@@ -56,6 +56,7 @@ from .settings import (
     DEFAULT_REQUEST_MAX_RETRY_DELAY,
     DEFAULT_REQUEST_TIMEOUT,
     DELETED_COLUMN,
+    FETCH_AHEAD_PER_WORKER,
     USER_CONVERSATIONS_KEY,
     USER_CONVERSATIONS_PATH,
 )
@@ -418,7 +419,8 @@ def user_conversations_resource(
                 tasks = _user_tasks(catalog, service_sid, listed)
                 # One stream of fetches for the whole listing, across the parts: the fetches
                 # already submitted go on while a part is normalized and loaded.
-                results = _bounded_parallel(pool, fetch, tasks, settings.max_workers * 4)
+                ahead = settings.max_workers * FETCH_AHEAD_PER_WORKER
+                results = _bounded_parallel(pool, fetch, tasks, ahead)
                 committed = catalog.report.users_changed
                 for done, result in enumerate(results, 1):
                     yield from capture.user(result)
@@ -686,6 +688,8 @@ def _bounded_parallel(
 ) -> Iterator[_UserFetch]:
     """Run `fn(*task)` in the pool with at most `max_in_flight` pending; yield as they finish.
 
+    Each finished result is yielded as soon as the next task has been submitted, so up to
+    `max_in_flight` tasks are ahead of the caller only while it is away (a part's pause).
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
     and unlocks every pending future on each call, which showed in profiles (figures in
@@ -698,7 +702,7 @@ def _bounded_parallel(
             future = pool.submit(fn, *task)
             pending.add(future)
             future.add_done_callback(finished.put)
-            if len(pending) >= max_in_flight:
+            while len(pending) >= max_in_flight or not finished.empty():
                 yield _next_result(finished, pending)
         while pending:
             yield _next_result(finished, pending)

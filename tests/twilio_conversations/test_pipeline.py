@@ -186,7 +186,8 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
 
     The listing runs ahead of the fetches by a bounded amount (at most 2 pages and 4 users per
     worker ahead of the users taken, which are at most 4 per worker ahead of those finished,
-    with the read-ahead that covers a part's pause, `LISTING_READ_AHEAD`, set to 0 here), so
+    with what covers a part's pause, `LISTING_READ_AHEAD` and `FETCH_AHEAD_PER_WORKER`, set to
+    0 and 4 here), so
     before page p + 1 is requested at least page_size * p - 2 * page_size - 8 * workers - 1
     conversation requests were sent. A `users` that waits for the pages while no fetch is
     submitted breaks that bound."""
@@ -210,6 +211,7 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
     # is a turn of `user_conversations`, after which dlt gives `users` its turn.
     monkeypatch.setattr(twilio_conversations, "ARROW_BATCH_ROWS", 4)
     monkeypatch.setattr(discovery, "LISTING_READ_AHEAD", 0)
+    monkeypatch.setattr(twilio_conversations, "FETCH_AHEAD_PER_WORKER", 4)
     for run in ("first load", "re-run"):
         sent.clear()
         if run == "re-run":  # new users, listed among the others: `users` has rows to write

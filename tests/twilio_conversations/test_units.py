@@ -254,17 +254,59 @@ def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
     assert most_ahead <= 8  # never more than max_in_flight submitted and not yet handed out
 
 
+def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None:
+    """A result that has finished is handed out once the next task is submitted, not held until
+    `max_in_flight` tasks are ahead: the bound is room for a caller that is away (a part's
+    pause), not a delay for one that is not."""
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from twilio_conversations import _bounded_parallel
+
+    release, queued = threading.Event(), threading.Event()
+    futures: list[Future[Any]] = []
+    handed_out: list[str] = []
+    seen_when_asked: list[list[str]] = []
+
+    class Recording:
+        def submit(self, fn: Any, *args: Any) -> Future[Any]:
+            futures.append(real.submit(fn, *args))
+            return futures[-1]
+
+    def fetch(service: str, user: str) -> str:
+        if user == "US0":
+            assert release.wait(timeout=60), "never released"  # a guard against hanging only
+        return user
+
+    def tasks() -> Any:
+        yield ("IS", "US0")
+        # Registered after the pool's own callback (US0 is still held): when it has run,
+        # US0's result is queued for handing out.
+        futures[0].add_done_callback(lambda _: queued.set())
+        release.set()
+        assert queued.wait(timeout=60), "US0 never finished"
+        for i in range(1, 5):
+            seen_when_asked.append(list(handed_out))
+            yield ("IS", f"US{i}")
+
+    with ThreadPoolExecutor(2) as real:
+        for result in _bounded_parallel(Recording(), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
+            handed_out.append(result)
+    assert sorted(handed_out) == [f"US{i}" for i in range(5)]
+    assert "US0" in seen_when_asked[1], f"US0 was held back: {seen_when_asked}"
+
+
 def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> None:
-    """Two workers, four tasks in flight: US0 fails at once, every other task that starts
-    blocks until the failure has propagated. So at most US0, US1 and US2 (taken by US0's freed
-    worker) ever start before the failure; US3 is still queued then and must be cancelled, not
-    run once the workers are released."""
+    """Two workers, four tasks in flight: US0 fails once the fourth task is on its way, every
+    other task that starts blocks until the failure has propagated. So at most US0, US1 and US2
+    (taken by US0's freed worker) ever start before the failure; US3 is still queued then and
+    must be cancelled, not run once the workers are released."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from twilio_conversations import _bounded_parallel
 
-    release = threading.Event()
+    release, fourth = threading.Event(), threading.Event()
     lock = threading.Lock()
     started: list[str] = []
     submitted: list[str] = []
@@ -273,6 +315,7 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
         with lock:
             started.append(user)
         if user == "US0":
+            assert fourth.wait(timeout=60), "never asked for US3"  # a guard against hanging
             raise RuntimeError("boom")
         assert release.wait(timeout=60), "never released"  # a guard against hanging only
         return user
@@ -280,6 +323,8 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     def tasks() -> Any:
         for i in range(100):
             submitted.append(f"US{i}")
+            if i == 3:
+                fourth.set()  # US3 is submitted before anything finished is handed out
             yield ("IS", f"US{i}")
 
     try:
