@@ -20,13 +20,13 @@ DEFAULT_MAX_WORKERS = 16
 # limit (throttle.py) cuts the pool to 70 % once per burst of 429s, so a high setting costs a few
 # retries, not a stalled run. 256 leaves room for accounts whose limit Twilio raised above the
 # ~100 usually quoted, while each worker still costs one thread and one socket (256 stays well
-# under the usual 1,024 open files) and `FETCH_AHEAD_PER_WORKER` queued users.
+# under the usual 1,024 open files) and `FETCH_AHEAD_PER_WORKER` queued users a worker.
 MAX_MAX_WORKERS = 256
 
 # Users whose fetch is submitted ahead of the results being written, per worker: the pool goes on
 # fetching through a part's pause (its normalize and load, 2-4 s for 10,000 users) at ~10 users a
 # second a worker at Twilio's ~100 ms a request. The results finished meanwhile wait in memory
-# (docs/performance.md, "The part's pause").
+# (docs/performance.md, "Fetching through the pause").
 FETCH_AHEAD_PER_WORKER = 40
 
 # The user listing is read ahead of the fetches by at least this many users (at most one page
