@@ -688,8 +688,9 @@ def _bounded_parallel(
 ) -> Iterator[_UserFetch]:
     """Run `fn(*task)` in the pool with at most `max_in_flight` pending; yield as they finish.
 
-    Each finished result is yielded as soon as the next task has been submitted, so up to
-    `max_in_flight` tasks are ahead of the caller only while it is away (a part's pause).
+    Each finished result is yielded as soon as the next task has been submitted, not when the
+    bound is reached: the bound fills only when the tasks outrun the fetches or the caller is
+    away (a part's pause).
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
     and unlocks every pending future on each call, which showed in profiles (figures in

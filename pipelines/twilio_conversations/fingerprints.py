@@ -217,7 +217,7 @@ class Held:
 # trailing zero byte. A million users' keys and fingerprints take 56 MB instead of 100 MB.
 SID_MARK, HEX_MARK = 0xFE, 0xFF
 _SID_HEX = 32
-_SID = re.compile(r"[A-Z]{2}[0-9a-f]{32}")
+_SID = re.compile(rf"[A-Z]{{2}}[0-9a-f]{{{_SID_HEX}}}")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+")
 _NIBBLES = np.full(256, 0xFF, dtype=np.uint8)  # byte -> its hex digit's value, 0xFF: not one
 _NIBBLES[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)

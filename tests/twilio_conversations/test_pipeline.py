@@ -187,10 +187,9 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
     The listing runs ahead of the fetches by a bounded amount (at most 2 pages and 4 users per
     worker ahead of the users taken, which are at most 4 per worker ahead of those finished,
     with what covers a part's pause, `LISTING_READ_AHEAD` and `FETCH_AHEAD_PER_WORKER`, set to
-    0 and 4 here), so
-    before page p + 1 is requested at least page_size * p - 2 * page_size - 8 * workers - 1
-    conversation requests were sent. A `users` that waits for the pages while no fetch is
-    submitted breaks that bound."""
+    0 and 4 here), so before page p + 1 is requested at least
+    page_size * p - 2 * page_size - 8 * workers - 1 conversation requests were sent. A `users`
+    that waits for the pages while no fetch is submitted breaks that bound."""
     from urllib.parse import urlsplit
 
     import twilio_conversations
