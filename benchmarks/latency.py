@@ -11,11 +11,15 @@ with part of it taken by the customer's other traffic), then runs side by side:
 * **floor**: `benchmarks.floor --pipelined --fetch-only`, which fetches each user's
   conversations as soon as the listing page naming the user is read, with at most C requests in
   flight in all, C being what the account leaves free (min(workers, limit - other traffic));
+* **dlt minimum**: `benchmarks.dlt_minimum`, a one-row dlt pipeline into DuckDB: what any
+  dlt-based connector pays before its first request and after its last, whatever the data;
 * **ours**: `twilio-conversations run` into DuckDB with `max_workers` = workers.
 
 ideal(C) = max(listing pages x latency, all requests x latency / C): the user listing is a chain
 of page tokens, everything else can overlap it. The table gives each contender's wall time over
-the ideal, and the share of ours' requests that the account throttled (429). The users are the
+the ideal, floor + dlt minimum over the ideal (the least a dlt pipeline could take: the
+floor's fetching plus dlt's fixed cost), and the share of ours' requests that the account
+throttled (429). The users are the
 emulator's mix (none, a few and more than a page of conversations), so lists of one and of
 several pages both occur.
 """
@@ -33,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import dlt_minimum
 from .harness import (
     PYTHON,
     REPO,
@@ -104,6 +109,11 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         floor.extra = last_json(floor.stdout)
         rows = int(floor.extra["rows"])  # every row the account has: ours must load as many
 
+        cwd = fresh_dir(work / "dlt_minimum")
+        minimum_cmd = [PYTHON, "-m", "benchmarks.dlt_minimum"]
+        minimum = run_child("dlt minimum", minimum_cmd, contender_env(emu, cwd), cwd, emu)
+        check_rows("dlt minimum", cwd / dlt_minimum.DATABASE, dlt_minimum.TABLE, 1)
+
         cwd = fresh_dir(work / "ours")
         env = contender_env(
             emu,
@@ -128,18 +138,21 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         "requests": requests,
         "ideal_s": ideal,
         "floor_s": floor.wall_s,
+        "dlt_minimum_s": minimum.wall_s,
         "ours_s": ours.wall_s,
         "ours_requests": ours.extra["requests"],
         "ours_retries": ours.extra["retries"],
         "ours_cpu_s": ours.user_s + ours.sys_s,
         "emulator_cpu_s": ours.emulator_cpu_s,
         "floor_ratio": floor.wall_s / ideal,
+        "least_dlt_ratio": (floor.wall_s + minimum.wall_s) / ideal,
         "ours_ratio": ours.wall_s / ideal,
         "throttled": throttled,
     }
     _log(
         f"{case.label}: ideal {ideal:.1f} s, floor {floor.wall_s:.1f} s "
-        f"({floor.wall_s / ideal:.2f}), ours {ours.wall_s:.1f} s ({ours.wall_s / ideal:.2f}), "
+        f"({floor.wall_s / ideal:.2f}), dlt minimum {minimum.wall_s:.1f} s, "
+        f"ours {ours.wall_s:.1f} s ({ours.wall_s / ideal:.2f}), "
         f"{throttled:.1%} throttled"
     )
     return result
@@ -151,14 +164,16 @@ def render(results: list[dict[str, Any]], machine: str) -> str:
         "",
         machine,
         "",
-        "| case | requests | ideal s | floor s | floor/ideal | ours s | ours/ideal "
+        "| case | requests | ideal s | floor s | floor/ideal | dlt min s "
+        "| (floor + dlt min)/ideal | ours s | ours/ideal "
         "| ours - floor s | throttled | ours CPU s | emulator CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['label']} | {r['requests']:,} | {r['ideal_s']:.1f} | {r['floor_s']:.1f} | "
-            f"{r['floor_ratio']:.2f} | {r['ours_s']:.1f} | **{r['ours_ratio']:.2f}** | "
+            f"{r['floor_ratio']:.2f} | {r['dlt_minimum_s']:.2f} | {r['least_dlt_ratio']:.2f} | "
+            f"{r['ours_s']:.1f} | **{r['ours_ratio']:.2f}** | "
             f"{r['ours_s'] - r['floor_s']:.1f} | "
             f"{r['throttled']:.1%} ({r['ours_retries']:,} of {r['ours_requests']:,}) "
             f"| {r['ours_cpu_s']:.1f} | {r['emulator_cpu_s']:.1f} |"
@@ -166,8 +181,10 @@ def render(results: list[dict[str, Any]], machine: str) -> str:
     lines += [
         "",
         "ideal(C) = max(listing pages x latency, requests x latency / C), C = min(workers, "
-        "limit - other traffic); requests are the floor's (no retries). ours - floor: what ours "
-        "spends beyond a fetch that writes nothing (start-up, dlt's steps, the load's tail). "
+        "limit - other traffic); requests are the floor's (no retries). dlt min: a one-row dlt "
+        "pipeline into DuckDB (its import and steps), so (floor + dlt min)/ideal is the least a "
+        "dlt pipeline could take. ours - floor: what ours spends beyond a fetch that writes "
+        "nothing (start-up, dlt's steps, the load's tail). "
         "CPU: ours' user + sys, and the emulator's during ours' run; the two share the machine's "
         "cores.",
     ]

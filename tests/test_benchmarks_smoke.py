@@ -46,8 +46,9 @@ def test_timeline_reports_the_phases_of_a_run() -> None:
 @pytest.mark.slow
 def test_latency_benchmark_reports_ours_and_the_floor_against_the_ideal() -> None:
     """benchmarks.latency --quick: a case on an account with room to spare and one that the
-    other traffic leaves room for 10 of 16 workers; each row gives the ratios, the share
-    throttled and both processes' CPU (the harness checks the rows loaded)."""
+    other traffic leaves room for 10 of 16 workers; each row gives the ratios (the least a dlt
+    pipeline could take among them), the share throttled and both processes' CPU (the harness
+    checks the rows loaded, the one-row dlt pipeline's too)."""
     result = run_benchmark("benchmarks.latency", "--quick", "--output", "smoke-latency")
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if "| 50 ms" in line]
     assert [cells[0].strip() for cells in rows] == [
@@ -55,10 +56,14 @@ def test_latency_benchmark_reports_ours_and_the_floor_against_the_ideal() -> Non
         "50 ms, 200 users, 16 workers, limit 100, other traffic 90",
     ]
     for cells in rows:
-        assert len(cells) == 11
-        ours, floor, beyond = float(cells[5]), float(cells[3]), float(cells[7])
+        assert len(cells) == 13
+        ideal, floor, minimum = float(cells[2]), float(cells[3]), float(cells[5])
+        assert minimum > 0
+        # (floor + dlt minimum) / ideal, from the rounded figures of the same row
+        assert abs((floor + minimum) / ideal - float(cells[6])) < 0.06 * (1 + floor / ideal)
+        ours, beyond = float(cells[7]), float(cells[9])
         assert abs(ours - floor - beyond) < 0.15  # ours - floor, each rounded to 0.1 s
-        float(cells[9]), float(cells[10])  # CPU seconds of ours and of the emulator
+        float(cells[11]), float(cells[12])  # CPU seconds of ours and of the emulator
 
 
 @pytest.mark.slow
