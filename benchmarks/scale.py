@@ -15,11 +15,12 @@ floor (`benchmarks.floor`) for the re-runs' ratio. Per run: wall, peak RSS and t
 table's load jobs held (the files dlt handed to the destination; compressed
 `insert_values` for dlt's own tables), data (services, users, user_conversations) and
 bookkeeping (`_fingerprints`, `_dlt_pipeline_state`) apart. With `--compare REV`, the code of
-REV (from git) runs the same cases against the same emulator, side by side. Start-up: the time
-and peak memory of reading the fingerprints a re-run starts from out of the DuckDB file, in a
-process of its own (`fingerprints.read_fingerprints`, as a run reads them). `--startup USERS`
-measures only that, from a DuckDB file whose `_fingerprints` table is written directly (one
-service, USERS users, both resources' rows), for account sizes whose runs take too long here.
+REV (from git) runs the same cases against the same emulator, side by side (every other case
+REV first). Start-up: the time and peak memory of reading the fingerprints a re-run starts from
+out of the DuckDB file, in a process of its own (`fingerprints.read_fingerprints`, as a run
+reads them). `--startup USERS` measures only that, from a DuckDB file whose `_fingerprints`
+table is written directly (one service, USERS users, both resources' rows), for account sizes
+whose runs take too long here.
 `--parts N,...` runs only first loads of the first case, one per `users_per_load` value (0: the
 whole run in one load package), optionally at `--latency` ms a request.
 """
@@ -224,18 +225,27 @@ def bench_case(
     work: Path,
     log_dir: Path,
     runs: Sequence[str] = RUNS,
+    case_index: int = 0,
 ) -> dict[str, Any]:
     """The `runs` of each contender on one account (a first load always comes first); the
-    fetch-only floor only when the unchanged re-run, whose target it is, is among them."""
+    fetch-only floor only when the unchanged re-run, whose target it is, is among them.
+
+    Every other case runs the contenders in reverse order: the first of a pair was often the
+    slower on this machine (docs/performance.md, "The least a dlt pipeline could take"), so a
+    comparison repeated over several cases has each code first as often."""
     workload = Workload(f"SCALE-{users}x{per_user}", users=users, conversations_per_user=per_user)
-    out: dict[str, Any] = {"users": users, "per_user": per_user, "runs": {}, "floor": None}
+    out: dict[str, Any] = {"users": users, "per_user": per_user, "floor": None}
+    out["runs"] = {name: {} for name in contenders}  # the table's order, whatever ran first
+    order = list(contenders.items())
+    if case_index % 2:
+        order.reverse()
     with EmulatorProcess(workload, log_dir) as emu:
         if "rerun" in runs:
             out["floor"] = run_floor(emu, work / "floor", fetch_only=True, workers=16)
             _log(f"{workload.name}: floor-fetch {out['floor'].wall_s:.1f} s")
-        for name, code in contenders.items():
+        for name, code in order:
             cwd = work / f"{workload.name}-{name}"
-            done = out["runs"][name] = {}
+            done = out["runs"][name]
             done["first"] = run_contender(emu, cwd, f"{name}-first", code, fresh=True)
             _log(f"  {name}: first {done['first'].wall_s:.1f} s")
             if "rerun" in runs:
@@ -246,7 +256,7 @@ def bench_case(
         if "changed" in runs:
             # One change for every contender: each re-reads the same changed account.
             changed = emu.change_users(CHANGE_SHARE)
-            for name, code in contenders.items():
+            for name, code in order:
                 cwd = work / f"{workload.name}-{name}"
                 run = run_contender(emu, cwd, f"{name}-changed", code, fresh=False)
                 check_levels(cwd / "ours.duckdb", OURS_TABLE, changed)
@@ -339,7 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (RESULTS / f"{args.output}-parts.md").write_text(table)
         return 0
     try:
-        results = [bench_case(u, c, contenders, work, log_dir, runs) for u, c in cases]
+        results = [
+            bench_case(u, c, contenders, work, log_dir, runs, case_index=i)
+            for i, (u, c) in enumerate(cases)
+        ]
     except BenchmarkError as exc:
         print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
         return 1

@@ -85,6 +85,20 @@ def test_scale_benchmark_reports_each_run_and_the_bookkeeping_it_wrote() -> None
 
 
 @pytest.mark.slow
+def test_scale_comparison_runs_each_code_first_in_every_other_case() -> None:
+    """`--compare REV` over two cases: ours then REV in the first, REV then ours in the second
+    (the order in which the runs were logged), and the table lists ours first in both."""
+    result = run_benchmark(
+        "benchmarks.scale", "--cases", "60x1,60x1", "--runs", "first", "--compare", "HEAD",
+        "--output", "smoke-order",
+    )  # fmt: skip
+    ran = re.findall(r"^  (ours|HEAD): first ", result.stderr, re.M)
+    assert ran == ["ours", "HEAD", "HEAD", "ours"], result.stderr
+    table = [c.strip() for line in result.stdout.splitlines() for c in line.split("|")[2:3]]
+    assert [name for name in table if name in ("ours", "HEAD")] == ["ours", "HEAD"] * 2
+
+
+@pytest.mark.slow
 def test_scale_benchmark_runs_only_the_runs_asked_for() -> None:
     """`--runs first,changed` (an account too big to spend hours on the re-run and its floor):
     no re-run row, no floor row, no ratio to it; the changed run still writes its user's rows."""
