@@ -19,9 +19,8 @@ ideal(C) = max(listing pages x latency, all requests x latency / C): the user li
 of page tokens, everything else can overlap it. The table gives each contender's wall time over
 the ideal, floor + dlt minimum over the ideal (the least a dlt pipeline could take: the
 floor's fetching plus dlt's fixed cost), and the share of ours' requests that the account
-throttled (429). The users are the
-emulator's mix (none, a few and more than a page of conversations), so lists of one and of
-several pages both occur.
+throttled (429). The users are the emulator's mix (none, a few and more than a page of
+conversations), so lists of one and of several pages both occur.
 """
 
 from __future__ import annotations
