@@ -691,6 +691,7 @@ def _bounded_parallel(
     Each finished result is yielded as soon as the next task has been submitted, not when the
     bound is reached: the bound fills only when the tasks outrun the fetches or the caller is
     away (a part's pause).
+
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
     and unlocks every pending future on each call, which showed in profiles (figures in
