@@ -98,7 +98,12 @@ class AdaptiveLimit:
         self._held = 0  # rounds stayed there so far
         self._filled = False  # `limit` requests were in flight at some moment of this round
         self._passed = False  # a round with the pool full ended since the last 429
-        self._condition = threading.Condition()
+        # One lock, two queues of waiters: a freed slot wakes one thread that may take it, not
+        # every waiting thread for all but one to wait again (docs/performance.md, "One waiter
+        # a slot").
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)  # ordinary requests
+        self._first_condition = threading.Condition(self._lock)  # `slot(first=True)`
 
     @contextmanager
     def slot(self, first: bool = False) -> Iterator[Ticket]:
@@ -109,26 +114,42 @@ class AdaptiveLimit:
                 listing's chain of pages is the run's critical path, and a page that waits for
                 a slot delays every fetch after it.
         """
-        with self._condition:
+        with self._lock:
             if first:
                 self._first_waiting += 1
-            try:
-                self._condition.wait_for(
-                    lambda: self.in_flight < self.limit and (first or not self._first_waiting)
-                )
-            finally:
-                if first:
+                try:
+                    self._first_condition.wait_for(lambda: self.in_flight < self.limit)
+                except BaseException:  # e.g. Ctrl-C: the others must not wait for this one
                     self._first_waiting -= 1
-                    self._condition.notify_all()  # the others may take what is left
+                    self._wake()
+                    raise
+                self._first_waiting -= 1
+            else:
+                self._condition.wait_for(
+                    lambda: self.in_flight < self.limit and not self._first_waiting
+                )
             self.in_flight += 1
             self._filled = self._filled or self.in_flight >= self.limit
             ticket = Ticket(self.generation)
+            if first:
+                self._wake()  # the others may take what is left
         try:
             yield ticket
         finally:
-            with self._condition:
+            with self._lock:
                 self.in_flight -= 1
-                self._condition.notify_all()
+                self._wake()
+
+    def _wake(self) -> None:
+        """Wake as many waiters as there are free slots, those that go first before the others
+        (called with the lock held). A woken thread that finds its slot taken waits again."""
+        free = self.limit - self.in_flight
+        if free <= 0:
+            return
+        if self._first_waiting:
+            self._first_condition.notify(free)
+        else:
+            self._condition.notify(free)
 
     def throttled(self, ticket: Ticket | None = None) -> bool:
         """A 429 for the request holding `ticket`: cut the limit to 70 %, once per burst (back
@@ -141,7 +162,7 @@ class AdaptiveLimit:
             True if this 429 cut the limit; False if it came from a request started before the
             last cut (already answered) or the limit is at one.
         """
-        with self._condition:
+        with self._lock:
             if ticket is not None and ticket.generation != self.generation:
                 return False
             self._successes = 0
@@ -177,7 +198,7 @@ class AdaptiveLimit:
         Returns:
             True if this success grew the limit.
         """
-        with self._condition:
+        with self._lock:
             if self.limit >= self.ceiling:
                 return False
             if ticket is not None and ticket.generation != self.generation:
@@ -196,5 +217,5 @@ class AdaptiveLimit:
                 self._held += 1  # a round just below a wall that answered 429 more than once
                 return False
             self.limit += 1
-            self._condition.notify_all()
+            self._wake()
             return True

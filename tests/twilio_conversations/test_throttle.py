@@ -280,13 +280,19 @@ def test_a_ceiling_below_one_is_refused() -> None:
 class _ObservedCondition(threading.Condition):
     """A condition that reports each thread about to block in `wait` (lock still held)."""
 
-    def __init__(self, events: queue.Queue[str]) -> None:
-        super().__init__()
+    def __init__(self, events: queue.Queue[str], lock: threading.Lock) -> None:
+        super().__init__(lock)
         self.events = events
 
     def wait(self, timeout: float | None = None) -> bool:
         self.events.put("waiting")
         return super().wait(timeout)
+
+
+def observe(limit: AdaptiveLimit, events: queue.Queue[str]) -> None:
+    """Make both of the limit's queues of waiters (ordinary and `first`) report to `events`."""
+    limit._condition = _ObservedCondition(events, limit._lock)
+    limit._first_condition = _ObservedCondition(events, limit._lock)
 
 
 def test_slots_bound_requests_in_flight() -> None:
@@ -298,7 +304,7 @@ def test_slots_bound_requests_in_flight() -> None:
     limit = AdaptiveLimit(6)
     limit.throttled()  # now 4
     events: queue.Queue[str] = queue.Queue()
-    limit._condition = _ObservedCondition(events)
+    observe(limit, events)
     guard = 60  # seconds: only so that a broken bound fails instead of hanging
     inside = threading.Barrier(limit.limit + 1)  # the four holders and this thread
     leave = [threading.Event() for _ in range(limit.limit + 1)]
@@ -354,7 +360,7 @@ def test_a_listing_page_takes_the_next_free_slot_before_other_waiters() -> None:
     gets the slot first. No timing: each waiter reports when it blocks in `wait`."""
     limit = AdaptiveLimit(1)
     events: queue.Queue[str] = queue.Queue()
-    limit._condition = _ObservedCondition(events)
+    observe(limit, events)
     guard = 60  # seconds: only so that a broken order fails instead of hanging
     order: list[str] = []
     errors: list[BaseException] = []
@@ -381,4 +387,135 @@ def test_a_listing_page_takes_the_next_free_slot_before_other_waiters() -> None:
         listing.join(guard)
     assert not errors, errors
     assert order == ["listing page", "ordinary"]
+    assert limit.in_flight == 0
+
+
+def test_a_freed_slot_wakes_one_waiter_not_all_of_them() -> None:
+    """With more workers than the account has room for (64 workers, room for 40), some threads
+    always wait for a slot; waking them all on every response, for all but one to wait again,
+    cost 15-30 % of the run's CPU (docs/performance.md, "One waiter a slot"). Eight threads wait
+    for one slot, which is freed eight times: each thread blocks once. No timing: each waiter
+    reports when it blocks in `wait`, and holds its slot until this thread lets it go."""
+    limit = AdaptiveLimit(1)
+    events: queue.Queue[str] = queue.Queue()
+    observe(limit, events)
+    guard = 60  # seconds: only so that a broken hand-over fails instead of hanging
+    waiters = 8
+    leave = [threading.Event() for _ in range(waiters)]
+    errors: list[BaseException] = []
+
+    def wait_for_slot(i: int) -> None:
+        try:
+            with limit.slot():
+                events.put(f"entered {i}")
+                assert leave[i].wait(guard)
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    held = limit.slot()
+    held.__enter__()
+    threads = [threading.Thread(target=wait_for_slot, args=(i,)) for i in range(waiters)]
+    seen: list[str] = []
+    try:
+        for t in threads:
+            t.start()
+            seen.append(events.get(timeout=guard))  # it blocks before the next one starts
+        held.__exit__(None, None, None)
+        for _ in range(waiters):
+            while (event := events.get(timeout=guard)) == "waiting":
+                seen.append(event)  # woken for a slot another thread took
+            seen.append(event)
+            leave[int(event.split()[1])].set()
+    finally:
+        for e in leave:
+            e.set()
+        for t in threads:
+            t.join(guard)
+    assert not errors, errors
+    assert seen.count("waiting") == waiters, seen
+    assert limit.in_flight == 0
+
+
+def test_slots_are_handed_over_without_loss_under_a_moving_limit() -> None:
+    """Many threads, a tenth of them listing pages (`first`), take and free slots while 429s
+    and successes move the limit: every thread finishes (a freed slot never goes unclaimed
+    while a thread waits for it) and no more than the ceiling are ever inside together."""
+    limit = AdaptiveLimit(8)
+    guard = 60  # seconds: a lost hand-over leaves threads waiting for ever
+    inside = 0
+    most_inside = 0
+    count = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        nonlocal inside, most_inside
+        try:
+            for n in range(300):
+                with limit.slot(first=i % 10 == 0) as ticket:
+                    with count:
+                        inside += 1
+                        most_inside = max(most_inside, inside)
+                    if n % 37 == i % 37:
+                        limit.throttled(ticket)
+                    else:
+                        limit.succeeded(ticket)
+                    with count:
+                        inside -= 1
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(guard)
+    assert not [t for t in threads if t.is_alive()], "threads left waiting for a slot"
+    assert not errors, errors
+    assert most_inside <= limit.ceiling
+    assert limit.in_flight == 0
+
+
+def test_what_a_listing_page_leaves_of_the_freed_slots_goes_to_the_next_waiter() -> None:
+    """Two slots are freed together while a listing page (`first`) and an ordinary request
+    wait: the frees wake only the page (it goes first), which takes one slot and hands the
+    other on, so the ordinary request gets in while the page is still inside. No timing: the two
+    slots are freed under the limit's lock (made re-entrant here), so neither waiter runs before
+    both are free."""
+    limit = AdaptiveLimit(2)
+    limit._lock = threading.RLock()  # type: ignore[assignment]
+    events: queue.Queue[str] = queue.Queue()
+    observe(limit, events)
+    guard = 60  # seconds: only so that a slot left unclaimed fails instead of hanging
+    leave = threading.Event()
+    errors: list[BaseException] = []
+
+    def wait_for_slot(name: str, first: bool) -> None:
+        try:
+            with limit.slot(first=first):
+                events.put(f"{name} entered")
+                assert leave.wait(guard)
+        except BaseException as exc:  # reported by the test thread below
+            errors.append(exc)
+
+    with ExitStack() as held:
+        hold(held, limit, 2)
+        ordinary = threading.Thread(target=wait_for_slot, args=("ordinary", False))
+        listing = threading.Thread(target=wait_for_slot, args=("listing page", True))
+        ordinary.start()
+        assert events.get(timeout=guard) == "waiting"
+        listing.start()
+        assert events.get(timeout=guard) == "waiting"
+        with limit._lock:
+            held.close()  # both slots freed before either waiter can run
+    try:
+        entered: list[str] = []
+        while len(entered) < 2:
+            if (event := events.get(timeout=guard)) != "waiting":
+                entered.append(event)
+    finally:
+        leave.set()
+        ordinary.join(guard)
+        listing.join(guard)
+    assert not errors, errors
+    assert sorted(entered) == ["listing page entered", "ordinary entered"]  # both inside at once
     assert limit.in_flight == 0
