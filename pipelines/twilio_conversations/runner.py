@@ -8,7 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,36 +362,20 @@ def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
 
 
 def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
-    """`pipeline.load()`; into DuckDB, with the `budget` of DuckDB settings.
+    """`pipeline.load()`; into DuckDB, with the database opened once for the whole load and the
+    `budget` of DuckDB settings (`_duckdb_for_the_load`).
 
     Should DuckDB run out of memory all the same (the merge of a first load's users does from
     about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
-    finished with the configured settings. The budget holds for this load only: the credentials
-    go back as they were.
+    finished with the configured settings.
     """
-    credentials = None
-    if isinstance(pipeline.destination, dlt.destinations.duckdb):
-        credentials = _budgeted_credentials(pipeline, budget)
-    if credentials is None:
-        return pipeline.load()
-    destination = pipeline.destination
-    saved = dict(destination.config_params), dict(destination.caps_params)
-    # Where dlt's own run(credentials=...) puts them.
-    destination.config_params["credentials"] = credentials
-    # One load job at a time: each concurrent INSERT keeps its own row groups in flight.
-    # (`load.parallelism_strategy`, if configured, still wins.)
-    destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
-    try:
-        return pipeline.load()
-    except PipelineStepFailed as exc:
-        if not _out_of_memory(exc):
-            raise
-        logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
-    finally:
-        destination.config_params.clear()
-        destination.config_params.update(saved[0])
-        destination.caps_params.clear()
-        destination.caps_params.update(saved[1])
+    with _duckdb_for_the_load(pipeline, budget):
+        try:
+            return pipeline.load()
+        except PipelineStepFailed as exc:
+            if not _out_of_memory(exc):
+                raise
+            logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
     # the package is normalized and partly loaded: loading it again finishes it (completed jobs
     # stay)
     return pipeline.load()
@@ -408,26 +392,59 @@ def _out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def _budgeted_credentials(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Any:
-    """The DuckDB pipeline's credentials plus the `budget` settings, or None where the budget
-    does not apply: a `global_config` the user configured, or credentials given as an object
-    or connection."""
-    try:
-        resolved = pipeline.destination_client().config.credentials
-    except ConfigurationException:
-        return None  # the run reports what is wrong with the configuration
-    if getattr(resolved, "global_config", None) is not None:
-        return None
-    budget = dict(budget)
+@contextmanager
+def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Iterator[None]:
+    """For one load into the pipeline's DuckDB file: the file opened here, once, for all of the
+    load's jobs, and the `budget` of settings with one job at a time; afterwards the file is
+    closed and the destination's settings are as they were.
+
+    Left to dlt, each load job opens the file and closes it again (a first load has eight jobs,
+    each open and close some 25 ms; docs/performance.md, "The file opened once a load"), and
+    between two jobs another process can take the file. A `global_config` the user configured
+    replaces the budget. Nothing changes where the destination is not DuckDB or its credentials
+    do not resolve (the run reports why), are an object or an open connection (the caller's to
+    configure), or name `statements` (DuckDB would run them again for every job).
+    """
+    resolved = None
+    if isinstance(pipeline.destination, dlt.destinations.duckdb):
+        with suppress(ConfigurationException):
+            resolved = pipeline.destination_client().config.credentials
     given = pipeline.destination.config_params.get("credentials")
-    if given is None:
-        # A partial dict: dlt resolves the rest (database, pragmas...) as configured.
-        return {"global_config": budget}
-    if isinstance(given, str):  # a path or a connection string, parsed as dlt would
-        return DuckDbCredentials(given, global_config=budget)
-    if isinstance(given, Mapping):
-        return {**given, "global_config": budget}
-    return None  # a credentials object or an open connection: the caller's to configure
+    if (
+        not isinstance(resolved, DuckDbCredentials)
+        or not (given is None or isinstance(given, str | Mapping))
+        or resolved.statements
+        or resolved.read_only
+    ):
+        yield
+        return
+    import duckdb
+
+    destination = pipeline.destination
+    saved = dict(destination.config_params), dict(destination.caps_params)
+    configured = resolved.global_config
+    connection = duckdb.connect(resolved.database)
+    try:
+        # Where dlt's own run(credentials=...) puts them.
+        destination.config_params["credentials"] = DuckDbCredentials(
+            connection,
+            extensions=resolved.extensions,
+            global_config=configured if configured is not None else dict(budget),
+            pragmas=resolved.pragmas,
+            local_config=resolved.local_config,
+            session_timezone=resolved.session_timezone,
+        )
+        if configured is None:
+            # One load job at a time: each concurrent INSERT keeps its own row groups in
+            # flight. (`load.parallelism_strategy`, if configured, still wins.)
+            destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
+        yield
+    finally:
+        destination.config_params.clear()
+        destination.config_params.update(saved[0])
+        destination.caps_params.clear()
+        destination.caps_params.update(saved[1])
+        connection.close()  # DuckDB checkpoints the load into the file here
 
 
 def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:

@@ -310,7 +310,9 @@ def test_other_errors_and_other_destinations_are_not_waited_for() -> None:
 
 
 class HoldAtLoad:
-    """A dlt tracking module that starts a reader as the (first) `step` (load) starts."""
+    """A dlt tracking module that starts a reader as the run first reaches `step`: "extract" as
+    the extract starts, "load" as normalize ends, just before the load opens the file (which it
+    does before dlt's load step starts, to hold it for all of the step's jobs)."""
 
     def __init__(self, start_reader: Any, step: str = "load") -> None:
         self.start_reader = start_reader
@@ -321,14 +323,19 @@ class HoldAtLoad:
         pass
 
     def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if step == self.step and self.reader is None:
-            self.reader = self.start_reader()
+        if self.step != "load" and step == self.step:
+            self.start()
 
-    def on_end_trace_step(self, *args: Any) -> None:
-        pass
+    def on_end_trace_step(self, trace: Any, step: Any, *args: Any) -> None:
+        if self.step == "load" and step.step == "normalize":
+            self.start()
 
     def on_end_trace(self, *args: Any) -> None:
         pass
+
+    def start(self) -> None:
+        if self.reader is None:
+            self.reader = self.start_reader()
 
 
 class CloseWhenAnnounced(logging.Handler):

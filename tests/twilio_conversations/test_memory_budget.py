@@ -198,3 +198,75 @@ def test_merge_out_of_memory_in_the_budget_is_finished_with_defaults(
     assert_user_conversations_mirror(second.pipeline, truth)  # fails on duplicate keys
     third = run_pipeline(emulator)
     assert third.rows_written == {"services": 0, "users": 0, "user_conversations": 0}
+
+
+class OpensDuringTheLoad:
+    """A dlt tracking module plus a wrapper of `duckdb.connect`: counts the opens of `database`
+    from the end of each normalize (the load is next) to the end of the load, and each load's
+    jobs."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.counting = False
+        self.opens: list[int] = []
+        self.jobs: list[int] = []
+
+    def connect(self, connect: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            path = kwargs.get("database", args[0] if args else None)
+            if self.counting and path is not None and Path(str(path)) == self.database:
+                self.opens[-1] += 1
+            return connect(*args, **kwargs)
+
+        return counted
+
+    def on_start_trace(self, *args: Any) -> None:
+        pass
+
+    def on_start_trace_step(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace_step(self, trace: Any, step: Any, pipeline: Any, info: Any, *_: Any) -> None:
+        if step.step == "normalize":
+            self.counting = True
+            self.opens.append(0)
+        elif step.step == "load":
+            self.counting = False
+            self.jobs.append(sum(len(p.jobs["completed_jobs"]) for p in info.load_packages))
+
+    def on_end_trace(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("global_config", [None, '{"memory_limit": "1GB"}'])
+def test_a_load_opens_the_database_file_once_for_all_its_jobs(
+    emulator: Any,
+    run_pipeline: Any,
+    isolated_dlt: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    global_config: str | None,
+) -> None:
+    """dlt opens and closes the file for each job; the runner holds it open for the load's
+    jobs, in the budget or the configured settings alike, and closes it checkpointed (no
+    write-ahead log left for a reader to replay)."""
+    import duckdb
+
+    if global_config:
+        monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", global_config)
+    database = isolated_dlt / "test.duckdb"
+    spy = OpensDuringTheLoad(database)
+    monkeypatch.setattr(duckdb, "connect", spy.connect(duckdb.connect))
+    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    first = run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
+    assert_user_conversations_mirror(first.pipeline, emulator.all_user_conversations())
+
+    service = emulator.services()[0]["sid"]
+    user = emulator.users(service)[0]["sid"]
+    conversation = emulator.user_conversations(service, user)[0]["conversation_sid"]
+    emulator.store.update_conversation(service, conversation, friendly_name="opened once")
+    second = run_pipeline(emulator, destination=dlt.destinations.duckdb(str(database)))
+    assert_user_conversations_mirror(second.pipeline, emulator.all_user_conversations())
+
+    assert len(spy.jobs) == 2 and min(spy.jobs) > 3, spy.jobs  # several jobs a load
+    assert spy.opens == [1, 1]
+    assert not Path(f"{database}.wal").exists()
