@@ -407,10 +407,7 @@ def user_conversations_resource(
             # load records every current row, not only those that changed since the last run.
             rewrite_all=new_history,
         )
-        if _first_time("user_conversations") or new_history:
-            # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
-            # `_dlt_id NOT NULL` column the arrow rows that follow do not carry.
-            yield batches.table([])
+        first_time = _first_time("user_conversations") or new_history
         services = catalog.services()
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
             for service in services:
@@ -446,6 +443,11 @@ def user_conversations_resource(
                     yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)
         yield from batches.flush()
+        if first_time and not batches.made:
+            # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
+            # `_dlt_id NOT NULL` column the arrow rows that follow do not carry. At the end,
+            # not first: the pyarrow import it needs would delay the first request.
+            yield batches.table([])
         if catalog.scans_all_services:
             yield from capture.vanished_services({s["sid"] for s in services})
         yield from _fingerprint_rows(state)
@@ -573,6 +575,7 @@ class _ArrowBatches:
     def __init__(self, load_id: str | None) -> None:
         self.load_id = load_id
         self.rows: list[Mapping[str, Any]] = []
+        self.made = False  # whether a table was built
 
     def add(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[pa.Table]:
         """Buffer `rows`; yield a table once the buffer holds a batch."""
@@ -589,11 +592,13 @@ class _ArrowBatches:
     def table(self, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         from .records import user_conversations_table
 
+        self.made = True
         return user_conversations_table(rows, self.load_id, _stored_column_types())
 
     def tombstones(self, partitions: Iterable[tuple[str, str]]) -> pa.Table:
         from .records import user_tombstones_table
 
+        self.made = True
         return user_tombstones_table(partitions, self.load_id)
 
 

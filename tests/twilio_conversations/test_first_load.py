@@ -172,3 +172,73 @@ def test_table_filled_by_another_pipeline_gets_no_duplicates(
     assert_user_conversations_mirror(pipeline, emulator.all_user_conversations())
     keys = loaded_rows(pipeline, "users", ["sid"])
     assert len(keys) == len({r["sid"] for r in keys})
+
+
+# What a first load has done by its first request, seen from inside a fresh CLI process: the
+# request's send records it and the run goes on (printed at the end).
+FIRST_REQUEST_PROBE = """
+import sys
+import dlt
+from twilio_conversations import cli, transport
+
+seen = []
+sql_clients = []
+send = transport.ApiSession.send
+sql_client = dlt.Pipeline.sql_client
+
+def recording(self, request, **kwargs):
+    if not seen:
+        seen.append(("records imported", "twilio_conversations.records" in sys.modules))
+        seen.append(("sql clients in the extract", sql_clients.count("extract")))
+    return send(self, request, **kwargs)
+
+def counting(self, *args, **kwargs):
+    sql_clients.append("extract" if extracting else "")
+    return sql_client(self, *args, **kwargs)
+
+extracting = False
+extract = dlt.Pipeline.extract
+def marking(self, *args, **kwargs):
+    global extracting
+    extracting = True
+    try:
+        return extract(self, *args, **kwargs)
+    finally:
+        extracting = False
+
+transport.ApiSession.send = recording
+dlt.Pipeline.sql_client = counting
+dlt.Pipeline.extract = marking
+code = cli.main(sys.argv[1:])
+print(seen)
+sys.exit(code)
+"""
+
+
+def test_the_first_request_of_a_first_load_waits_for_neither_pyarrow_nor_a_client(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """Start-up: the empty table that gives a first load its typed table is built at the end
+    (building it imports pyarrow's compute functions, ~0.15 s), and whether the destination
+    can hold the fingerprints is told by its client class, not by building an SQL client
+    (~40 ms each, twice). The run is still a mirror."""
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUEST_PROBE, "run", "--progress", "none"],
+        cwd=tmp_path,
+        env=emulator_env(emulator, SOURCES__TWILIO_CONVERSATIONS__BASE_URL=emulator.base_url),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = dict(eval(done.stdout.strip().splitlines()[-1]))
+    assert seen == {"records imported": False, "sql clients in the extract": 0}, seen
+    reader = dlt.pipeline(
+        "twilio_conversations",
+        destination=dlt.destinations.duckdb(str(tmp_path / "twilio_conversations.duckdb")),
+        dataset_name="twilio",
+        pipelines_dir=str(tmp_path / "reader"),
+    )
+    assert_user_conversations_mirror(reader, emulator.all_user_conversations())
