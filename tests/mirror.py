@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import dlt
@@ -441,3 +442,14 @@ def load_ids(pipeline: dlt.Pipeline, table: str) -> set[str]:
     ids = {r["_dlt_load_id"] for r in loaded_rows(pipeline, table, ["_dlt_load_id"])}
     assert None not in ids, f"rows of {table} without _dlt_load_id"
     return ids
+
+
+def reading(database: Path, pipelines_dir: Path) -> dlt.Pipeline:
+    """A pipeline of its own (state in `pipelines_dir`) that reads the `twilio` dataset of the
+    DuckDB file a run wrote, for the checks above."""
+    return dlt.pipeline(
+        f"check_{database.stem}",
+        destination=dlt.destinations.duckdb(str(database)),
+        dataset_name="twilio",
+        pipelines_dir=str(pipelines_dir),
+    )

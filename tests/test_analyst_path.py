@@ -23,9 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import dlt
 import pytest
-from mirror import assert_services_mirror, assert_user_conversations_mirror
+from mirror import assert_services_mirror, assert_user_conversations_mirror, reading
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -169,11 +168,6 @@ def test_the_banner_command_loads_the_emulator(start_emulator: Any, tmp_path: Pa
     truth = start_emulator(
         EmulatorConfig(data=DataSpec(seed=7, services=2, users=6), public_url=url.group(1))
     )
-    pipeline = dlt.pipeline(
-        "check_banner",
-        destination=dlt.destinations.duckdb(str(tmp_path / "twilio_conversations.duckdb")),
-        dataset_name="twilio",
-        pipelines_dir=str(tmp_path / "checks"),
-    )
+    pipeline = reading(tmp_path / "twilio_conversations.duckdb", tmp_path / "checks")
     assert_user_conversations_mirror(pipeline, truth.all_user_conversations())
     assert_services_mirror(pipeline, truth.services())

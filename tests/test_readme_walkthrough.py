@@ -20,13 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import dlt
 import pytest
 from conftest import free_port
 from mirror import (
     assert_services_mirror,
     assert_user_conversations_mirror,
     assert_users_mirror,
+    reading,
     truth_users,
 )
 
@@ -105,12 +105,7 @@ def demo_url(stdout: str) -> str:
 
 
 def reader(path: Path) -> Any:
-    return dlt.pipeline(
-        f"check_{path.stem}",
-        destination=dlt.destinations.duckdb(str(path)),
-        dataset_name="twilio",
-        pipelines_dir=str(path.parent.parent / "checks"),
-    )
+    return reading(path, path.parent.parent / "checks")
 
 
 def assert_mirror(path: Path, emu: Any) -> None:

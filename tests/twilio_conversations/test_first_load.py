@@ -17,7 +17,7 @@ import dlt
 import duckdb
 import pytest
 from cli_process import emulator_env
-from mirror import assert_user_conversations_mirror, loaded_rows
+from mirror import assert_user_conversations_mirror, loaded_rows, reading
 
 TABLES = ("services", "users", "user_conversations")
 VIEWS = ("user_conversation_summary", "service_summary", "stale_conversations")
@@ -235,10 +235,5 @@ def test_the_first_request_of_a_first_load_waits_for_neither_pyarrow_nor_a_clien
     assert done.returncode == 0, done.stderr
     seen = dict(eval(done.stdout.strip().splitlines()[-1]))
     assert seen == {"records imported": False, "sql clients in the extract": 0}, seen
-    reader = dlt.pipeline(
-        "twilio_conversations",
-        destination=dlt.destinations.duckdb(str(tmp_path / "twilio_conversations.duckdb")),
-        dataset_name="twilio",
-        pipelines_dir=str(tmp_path / "reader"),
-    )
+    reader = reading(tmp_path / "twilio_conversations.duckdb", tmp_path / "reader")
     assert_user_conversations_mirror(reader, emulator.all_user_conversations())
