@@ -48,8 +48,10 @@ from .report import RunReport
 from .runner import (
     DATASET_NAME,
     DEMO_DUCKDB_FILE,
+    DEMO_PIPELINE_NAME,
     AccountRun,
     RunOutcome,
+    exclusive,
     make_demo_pipeline,
     make_pipeline,
     run,
@@ -356,16 +358,18 @@ def _run_command(args: argparse.Namespace, session: _Session) -> int:
             "--account needs several accounts configured: [[sources.twilio_conversations."
             'accounts]] or subaccounts = true (README, "Several accounts")'
         )
-    pipeline = _foreground(
-        make_pipeline(args.destination, args.dataset, session.progress(args.progress))
-    )
-    with session.watching():
-        outcome = run(
-            pipeline,
-            full_refresh=args.full_refresh,
-            source_kwargs=source_kwargs,
-            lock_timeout=args.lock_timeout,
+    # Locked before the pipeline is made: see `exclusive`.
+    with exclusive():
+        pipeline = _foreground(
+            make_pipeline(args.destination, args.dataset, session.progress(args.progress))
         )
+        with session.watching():
+            outcome = run(
+                pipeline,
+                full_refresh=args.full_refresh,
+                source_kwargs=source_kwargs,
+                lock_timeout=args.lock_timeout,
+            )
     _say(format_summary(outcome, session.notes(outcome)))
     return EXIT_OK
 
@@ -486,19 +490,21 @@ def _demo_command(args: argparse.Namespace, session: _Session) -> int:
         credentials = TwilioCredentials()
         credentials.account_sid = emulator.account_sid
         credentials.auth_token = emulator.auth_token
-        pipeline = _foreground(make_demo_pipeline(session.progress(args.progress)))
-        # A fresh start each time: the demo's data is the emulator's, not a real account's.
-        # Every setting is given, so nothing configured for the real account applies.
-        with session.watching():
-            outcome = run(
-                pipeline,
-                full_refresh=True,
-                source_kwargs={
-                    **DEMO_SETTINGS,
-                    "credentials": credentials,
-                    "base_url": emulator.base_url,
-                },
-            )
+        # Locked before the pipeline is made: see `exclusive`.
+        with exclusive(DEMO_PIPELINE_NAME):
+            pipeline = _foreground(make_demo_pipeline(session.progress(args.progress)))
+            # A fresh start each time: the demo's data is the emulator's, not a real account's.
+            # Every setting is given, so nothing configured for the real account applies.
+            with session.watching():
+                outcome = run(
+                    pipeline,
+                    full_refresh=True,
+                    source_kwargs={
+                        **DEMO_SETTINGS,
+                        "credentials": credentials,
+                        "base_url": emulator.base_url,
+                    },
+                )
     _say(format_summary(outcome, session.notes(outcome)))
     _say(_example_queries(pipeline))
     return EXIT_OK

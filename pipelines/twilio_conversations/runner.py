@@ -15,7 +15,7 @@ from typing import Any
 import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
-from dlt.common.pipeline import LoadInfo
+from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
@@ -90,7 +90,9 @@ def make_pipeline(
     pipelines_dir: str | None = None,
     pipeline_name: str = PIPELINE_NAME,
 ) -> dlt.Pipeline:
-    """The pipeline with pinned names: renaming pipeline or dataset would reset its state."""
+    """The pipeline with pinned names: renaming pipeline or dataset would reset its state.
+
+    Where another process may run the same pipeline, make it inside `exclusive()`."""
     options: dict[str, Any] = {"pipelines_dir": pipelines_dir} if pipelines_dir else {}
     pipeline: dlt.Pipeline = dlt.pipeline(
         pipeline_name=pipeline_name,
@@ -170,7 +172,7 @@ def run(
     source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
     file_format = preferred_loader_file_format(pipeline)
     access = FileAccess(_duckdb_path(pipeline), _lock_timeout(lock_timeout))
-    with _exclusive(pipeline):
+    with exclusive(pipeline.pipeline_name, pipeline.pipelines_dir):
         if pipeline.config.restore_from_destination and not pipeline.dev_mode:
             # As dlt's `run` does first: the state comes back from the destination when the
             # local copy is missing or older.
@@ -266,22 +268,23 @@ def run_accounts(
         result = AccountRun(account, dataset)
         results.append(result)
         try:
-            pipeline = result.pipeline = make_pipeline(
-                destination,
-                dataset,
-                progress() if progress else NULL_COLLECTOR,
-                pipelines_dir,
-                account.pipeline_name,
-            )
-            if foreground:
-                pipeline.config.runtime.intercept_signals = False
-            result.outcome = run(
-                pipeline,
-                full_refresh=full_refresh,
-                source_kwargs={**dict(source_kwargs or {}), **account.source_kwargs()},
-                lock_timeout=lock_timeout,
-                users_per_load=users_per_load,
-            )
+            with exclusive(account.pipeline_name, pipelines_dir):
+                pipeline = result.pipeline = make_pipeline(
+                    destination,
+                    dataset,
+                    progress() if progress else NULL_COLLECTOR,
+                    pipelines_dir,
+                    account.pipeline_name,
+                )
+                if foreground:
+                    pipeline.config.runtime.intercept_signals = False
+                result.outcome = run(
+                    pipeline,
+                    full_refresh=full_refresh,
+                    source_kwargs={**dict(source_kwargs or {}), **account.source_kwargs()},
+                    lock_timeout=lock_timeout,
+                    users_per_load=users_per_load,
+                )
         except Exception as exc:  # this account's; the others still run
             logger.debug("account %s failed", account.name, exc_info=True)
             result.error = exc
@@ -342,22 +345,41 @@ def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
     return database
 
 
+# Run locks this process holds: a run inside `exclusive` does not lock again.
+_HELD_LOCKS: set[str] = set()
+
+
 @contextmanager
-def _exclusive(pipeline: dlt.Pipeline) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock for the pipeline; released when the process dies."""
-    os.makedirs(pipeline.pipelines_dir, exist_ok=True)
-    path = os.path.join(pipeline.pipelines_dir, f".{pipeline.pipeline_name}.lock")
+def exclusive(
+    pipeline_name: str = PIPELINE_NAME, pipelines_dir: str | None = None
+) -> Iterator[None]:
+    """One run at a time per pipeline: an exclusive, non-blocking lock beside the pipeline's
+    working folder, released when the process dies; a second run fails at once with one line.
+
+    `run` takes it; take it yourself before `make_pipeline` where another process may be running
+    the same pipeline (the CLI does): dlt wipes the working folder of a pipeline that has no
+    state yet as it makes it, which would pull the folder from under another process's first
+    run of that pipeline.
+    """
+    folder = os.path.abspath(pipelines_dir or get_dlt_pipelines_dir())
+    path = os.path.join(folder, f".{pipeline_name}.lock")
+    if path in _HELD_LOCKS:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
     with open(path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunInProgressError(
-                f"another run of pipeline {pipeline.pipeline_name!r} is in progress "
+                f"another run of pipeline {pipeline_name!r} is in progress "
                 f"(lock {path}); try again when it has finished"
             ) from None
+        _HELD_LOCKS.add(path)
         try:
             yield
         finally:
+            _HELD_LOCKS.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

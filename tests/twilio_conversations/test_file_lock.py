@@ -124,6 +124,59 @@ def test_run_waits_for_a_reader_and_continues_when_it_closes(
     assert_user_conversations_mirror(pipeline, emulator.all_user_conversations())
 
 
+# The CLI, paused as dlt makes a pipeline that has no state yet: it says "made" once the
+# working folder is created and goes on when a line arrives on stdin.
+PAUSED_AT_CREATION = """
+import sys
+from dlt.pipeline.pipeline import Pipeline
+from twilio_conversations import cli
+
+create = Pipeline._create_pipeline
+
+def paused(self):
+    create(self)
+    print("made", flush=True)
+    sys.stdin.readline()
+
+Pipeline._create_pipeline = paused
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_second_run_of_a_new_pipeline_fails_before_it_touches_the_first_runs_folder(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """Two runs of a pipeline that has no state yet, started together in one folder: the second
+    fails with one line before it makes its pipeline (dlt wipes the working folder of a
+    pipeline without state as it makes it: the first run's, mid-creation). The first goes on
+    and loads an exact mirror."""
+    database = tmp_path / "new.duckdb"
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_AT_CREATION, "run", "--progress", "none"],
+        cwd=tmp_path,
+        env=environment(emulator, database),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdin is not None and first.stdout is not None
+    assert first.stdout.readline().strip() == "made"  # the hook fired: paused mid-creation
+    folder = tmp_path / ".dlt_data" / "pipelines" / "twilio_conversations"
+    marker = folder / "made-by-the-first-run"
+    marker.write_text("the first run's working folder")
+
+    second = cli("run", "--progress", "none", cwd=tmp_path, env=environment(emulator, database))
+    assert second.returncode == 1, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "another run" in lines[0], second.stderr
+    assert marker.exists(), "the second run wiped the first run's working folder"
+
+    out, err = first.communicate("\n", timeout=120)
+    assert first.returncode == 0, err
+    assert_user_conversations_mirror(attach(tmp_path, database), emulator.all_user_conversations())
+
+
 def test_run_that_waits_too_long_fails_with_one_line_and_the_next_run_loads_it(
     emulator: Any, run_pipeline: Any, tmp_path: Path, reader: Any
 ) -> None:
