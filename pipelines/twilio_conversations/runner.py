@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -345,8 +346,9 @@ def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
     return database
 
 
-# Run locks this process holds: a run inside `exclusive` does not lock again.
-_HELD_LOCKS: set[str] = set()
+# Run locks this thread holds: a run inside `exclusive` does not lock again. (Per thread: two
+# threads of one process running one pipeline still meet the lock.)
+_held = threading.local()
 
 
 @contextmanager
@@ -363,7 +365,8 @@ def exclusive(
     """
     folder = os.path.abspath(pipelines_dir or get_dlt_pipelines_dir())
     path = os.path.join(folder, f".{pipeline_name}.lock")
-    if path in _HELD_LOCKS:
+    held: set[str] = _held.__dict__.setdefault("paths", set())
+    if path in held:
         yield
         return
     os.makedirs(folder, exist_ok=True)
@@ -375,11 +378,11 @@ def exclusive(
                 f"another run of pipeline {pipeline_name!r} is in progress "
                 f"(lock {path}); try again when it has finished"
             ) from None
-        _HELD_LOCKS.add(path)
+        held.add(path)
         try:
             yield
         finally:
-            _HELD_LOCKS.discard(path)
+            held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,30 @@ def test_second_of_two_runs_at_once_waits_or_fails_clearly(small: Any, tmp_path:
             lines = err.strip().splitlines()
             assert len(lines) == 1 and "another run" in lines[0], err
             assert "Errno" not in lines[0]
+
+
+def test_run_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(tmp_path: Path) -> None:
+    """`exclusive` nests in the thread that holds it (the CLI locks, then `run` locks again),
+    and another thread of the same process running the same pipeline meets it."""
+    from twilio_conversations.errors import RunInProgressError
+    from twilio_conversations.runner import exclusive
+
+    outcome: list[str] = []
+
+    def second_thread() -> None:
+        try:
+            with exclusive("p", str(tmp_path)):
+                outcome.append("ran")
+        except RunInProgressError as exc:
+            outcome.append(str(exc))
+
+    with exclusive("p", str(tmp_path)), exclusive("p", str(tmp_path)):
+        thread = threading.Thread(target=second_thread)
+        thread.start()
+        thread.join()
+    assert len(outcome) == 1 and "another run of pipeline 'p'" in outcome[0], outcome
+    second_thread()  # free again once the holder is done
+    assert outcome[1:] == ["ran"]
 
 
 # -- a long run loads in parts -------------------------------------------------------------
