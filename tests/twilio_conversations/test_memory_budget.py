@@ -7,6 +7,7 @@ asks DuckDB for its settings; no timing or memory figure is asserted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,41 @@ def test_a_load_opens_the_database_file_once_for_all_its_jobs(
     assert len(spy.jobs) == 2 and min(spy.jobs) > 3, spy.jobs  # several jobs a load
     assert spy.opens == [1, 1]
     assert not Path(f"{database}.wal").exists()
+
+
+class SessionSettingAtLoad(DuckDbSettingsAtLoad):
+    """Records DuckDB's `default_order` as each load starts (a session setting)."""
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step == "load":
+            with pipeline.sql_client() as client:
+                rows = client.execute_sql("select current_setting('default_order')")
+            self.seen.append((str(rows[0][0]), 0))
+
+
+@pytest.mark.parametrize("configured", ["factory", "environment"])
+def test_the_file_opened_for_the_load_keeps_the_configured_connection_settings(
+    emulator: Any,
+    run_pipeline: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_dlt: Path,
+    configured: str,
+) -> None:
+    """The load's connection is opened by the runner, with the settings configured for
+    dlt's own (here `local_config`, which each borrowed connection gets)."""
+    spy = SessionSettingAtLoad()
+    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    local_config = {"default_order": "DESC"}
+    database = str(isolated_dlt / "test.duckdb")
+    if configured == "environment":
+        monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", database)
+        monkeypatch.setenv(
+            "DESTINATION__DUCKDB__CREDENTIALS__LOCAL_CONFIG", json.dumps(local_config)
+        )
+        destination: Any = "duckdb"
+    else:
+        credentials = {"database": database, "local_config": local_config}
+        destination = dlt.destinations.duckdb(credentials)
+    first = run_pipeline(emulator, destination=destination)
+    assert_user_conversations_mirror(first.pipeline, emulator.all_user_conversations())
+    assert [order.lower()[:4] for order, _ in spy.seen] == ["desc"]  # "desc" or "descending"
