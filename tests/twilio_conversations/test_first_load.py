@@ -7,6 +7,7 @@ from the emulator's truth.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -177,6 +178,7 @@ def test_table_filled_by_another_pipeline_gets_no_duplicates(
 # What a first load has done by its first request, seen from inside a fresh CLI process: the
 # request's send records it and the run goes on (printed at the end).
 FIRST_REQUEST_PROBE = """
+import json
 import sys
 import dlt
 from twilio_conversations import cli, transport
@@ -210,7 +212,7 @@ transport.ApiSession.send = recording
 dlt.Pipeline.sql_client = counting
 dlt.Pipeline.extract = marking
 code = cli.main(sys.argv[1:])
-print(seen)
+print(json.dumps(dict(seen)))
 sys.exit(code)
 """
 
@@ -233,7 +235,7 @@ def test_the_first_request_of_a_first_load_waits_for_neither_pyarrow_nor_a_clien
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    seen = dict(eval(done.stdout.strip().splitlines()[-1]))
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"records imported": False, "sql clients in the extract": 0}, seen
     reader = reading(tmp_path / "twilio_conversations.duckdb", tmp_path / "reader")
     assert_user_conversations_mirror(reader, emulator.all_user_conversations())

@@ -276,11 +276,15 @@ def test_a_load_opens_the_database_file_once_for_all_its_jobs(
 class SessionSettingAtLoad(DuckDbSettingsAtLoad):
     """Records DuckDB's `default_order` as each load starts (a session setting)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.orders: list[str] = []
+
     def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
         if step == "load":
             with pipeline.sql_client() as client:
                 rows = client.execute_sql("select current_setting('default_order')")
-            self.seen.append((str(rows[0][0]), 0))
+            self.orders.append(str(rows[0][0]))
 
 
 @pytest.mark.parametrize("configured", ["factory", "environment"])
@@ -308,4 +312,4 @@ def test_the_file_opened_for_the_load_keeps_the_configured_connection_settings(
         destination = dlt.destinations.duckdb(credentials)
     first = run_pipeline(emulator, destination=destination)
     assert_user_conversations_mirror(first.pipeline, emulator.all_user_conversations())
-    assert [order.lower()[:4] for order, _ in spy.seen] == ["desc"]  # "desc" or "descending"
+    assert [order.lower()[:4] for order in spy.orders] == ["desc"]  # "desc" or "descending"
