@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -332,15 +332,21 @@ def _lock_timeout(given: float | None) -> float:
     return float(given)
 
 
-def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
-    """The local DuckDB file the pipeline loads into, or None (another destination, memory)."""
+def _duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials | None:
+    """The resolved credentials of a DuckDB pipeline, or None (another destination, or a
+    configuration that does not resolve: the run reports what is wrong with it)."""
     if not isinstance(pipeline.destination, dlt.destinations.duckdb):
         return None
     try:
         credentials = pipeline.destination_client().config.credentials
     except ConfigurationException:
-        return None  # the run reports what is wrong with the configuration
-    database = getattr(credentials, "database", None)
+        return None
+    return credentials if isinstance(credentials, DuckDbCredentials) else None
+
+
+def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
+    """The local DuckDB file the pipeline loads into, or None (another destination, memory)."""
+    database = getattr(_duckdb_credentials(pipeline), "database", None)
     if not isinstance(database, str) or database in ("", ":memory:"):
         return None
     return database
@@ -430,13 +436,10 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
     do not resolve (the run reports why), are an object or an open connection (the caller's to
     configure), or name `statements` (DuckDB would run them again for every job).
     """
-    resolved = None
-    if isinstance(pipeline.destination, dlt.destinations.duckdb):
-        with suppress(ConfigurationException):
-            resolved = pipeline.destination_client().config.credentials
+    resolved = _duckdb_credentials(pipeline)
     given = pipeline.destination.config_params.get("credentials")
     if (
-        not isinstance(resolved, DuckDbCredentials)
+        resolved is None
         or not (given is None or isinstance(given, str | Mapping))
         or resolved.statements
         or resolved.read_only
