@@ -6,7 +6,8 @@ account limit admits stops at :meth:`RequestGate.hold` (after the fault decision
 latency and the handling) while it keeps its account slot; requests the limit rejects never reach
 it. The test waits for the arrivals it expects (:meth:`wait_for_arrivals`), does its checks, and
 calls :meth:`open`. ``Emulator.stop()`` opens it too, so no request stays held. The default is no
-gate (``Emulator.gate = None``), which costs nothing.
+gate (``Emulator.gate = None``), which costs nothing. ``RequestGate(holds=...)`` holds only the
+requests whose path it accepts (say, some users' conversation lists); the others pass uncounted.
 
     gate = emu.gate = RequestGate()
     ... start 3 requests in threads ...
@@ -18,21 +19,30 @@ gate (``Emulator.gate = None``), which costs nothing.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 
 class RequestGate:
     """Closed (holding) until :meth:`open`, unless created with ``open=True`` (counting only)."""
 
-    def __init__(self, open: bool = False) -> None:  # noqa: A002 (reads naturally at call sites)
+    def __init__(
+        self,
+        open: bool = False,  # noqa: A002 (reads naturally at call sites)
+        holds: Callable[[str], bool] | None = None,
+    ) -> None:
         self._cond = threading.Condition()
         self._open = open
+        self._holds = holds
         #: Requests that reached the gate so far.
         self.arrivals = 0
         #: Requests waiting at the gate now.
         self.held = 0
 
-    def hold(self) -> None:
-        """Called by the server for each admitted request: count it, wait while closed."""
+    def hold(self, path: str = "") -> None:
+        """Called by the server for each admitted request (its path without the query): count
+        it and wait while closed, unless `holds` leaves it out."""
+        if self._holds is not None and not self._holds(path):
+            return
         with self._cond:
             self.arrivals += 1
             self.held += 1

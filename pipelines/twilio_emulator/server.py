@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fault = emu.faults.decide(raw_path)
                 gate = emu.gate
                 if gate is not None:
-                    gate.hold()
+                    gate.hold(raw_path)
                 delay = emu.latency_ms + (emu.config.slow_ms if fault == FaultKind.SLOW else 0)
                 if delay > 0 and emu.pause(delay / 1000):
                     route = "stopped"  # the emulator is stopping: hang up

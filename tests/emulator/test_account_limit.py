@@ -163,6 +163,21 @@ def test_latency_counts_as_in_flight(start: Starter) -> None:
     assert snap.account_limit_429s == 1 and snap.peak_in_flight == 1
 
 
+def test_a_gate_with_holds_holds_only_the_paths_it_names(start: Starter) -> None:
+    emu = start(EmulatorConfig(data=TINY))
+    gate = emu.gate = RequestGate(holds=lambda path: path.endswith("/Conversations"))
+    user = emu.users(emu.services()[0]["sid"])[0]
+    with ThreadPoolExecutor(1) as pool:
+        listing = pool.submit(_get, emu, "/v1/Users")
+        assert listing.result(timeout=TIMEOUT).status_code == 200  # not named: not held
+        conversations = pool.submit(_get, emu, f"/v1/Users/{user['sid']}/Conversations")
+        assert gate.wait_for_arrivals(1, timeout=TIMEOUT)
+        assert (gate.arrivals, gate.held, conversations.done()) == (1, 1, False)
+        gate.open()
+        assert conversations.result(timeout=TIMEOUT).status_code == 200
+    assert gate.arrivals == 1  # the listing passed uncounted
+
+
 def test_a_client_that_has_its_answer_may_send_the_next_request_at_once(start: Starter) -> None:
     """One slot serves a sequential keep-alive client: every answered request gave its slot back.
 

@@ -132,12 +132,12 @@ class HoldFrom(RequestGate):
         super().__init__()
         self._passed = passed
 
-    def hold(self) -> None:
+    def hold(self, path: str = "") -> None:
         with self._cond:
             if self.arrivals < self._passed:
                 self.arrivals += 1
                 return
-        super().hold()
+        super().hold(path)
 
 
 def user_count(emu: Any) -> int:
