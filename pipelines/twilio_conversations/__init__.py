@@ -56,6 +56,7 @@ from .settings import (
     DEFAULT_REQUEST_MAX_RETRY_DELAY,
     DEFAULT_REQUEST_TIMEOUT,
     DELETED_COLUMN,
+    DRAIN_ROUNDS,
     FETCH_AHEAD_PER_WORKER,
     USER_CONVERSATIONS_KEY,
     USER_CONVERSATIONS_PATH,
@@ -224,7 +225,9 @@ class _Parts:
     which ends this extract's share of it; `users` pauses where it has caught up with the paused
     listing. The caller (the runner) extracts, normalizes and loads again while `unfinished`,
     so a crash keeps the parts already loaded; deletions are still decided only at the end of a
-    complete listing, in the last part. Without `users_per_load` (plain dlt) there is one part.
+    complete listing, in the last part. A part also ends once where a service's last fetches
+    drain, if that is worth it (`_worth_a_part_while_draining`). Without `users_per_load` (plain
+    dlt) there is one part.
     """
 
     def __init__(self, report: RunReport) -> None:
@@ -416,10 +419,12 @@ def user_conversations_resource(
                 tasks = _user_tasks(catalog, service_sid, listed)
                 # One stream of fetches for the whole listing, across the parts: the fetches
                 # already submitted go on while a part is normalized and loaded.
-                ahead = settings.max_workers * FETCH_AHEAD_PER_WORKER
-                results = _bounded_parallel(pool, fetch, tasks, ahead)
+                fetches = _Fetches(
+                    pool, fetch, tasks, settings.max_workers * FETCH_AHEAD_PER_WORKER
+                )
                 committed = catalog.report.users_changed
-                for done, result in enumerate(results, 1):
+                drained = False  # a part was cut for this service's drain
+                for done, result in enumerate(fetches, 1):
                     yield from capture.user(result)
                     if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
                         yield from _fingerprint_rows(state)
@@ -427,10 +432,15 @@ def user_conversations_resource(
                         # A turn for `users` (dlt takes one item per resource in turn): it
                         # takes the listing's pages this loop passed, so they can go.
                         yield None
-                    if not parts.size or done % parts.size:
+                    decided = catalog.report.users_changed - committed
+                    at_drain = not drained and _worth_a_part_while_draining(
+                        decided, fetches, settings.max_workers
+                    )
+                    # A part every `parts.size` users, and once where the last fetches drain;
+                    # none with nothing to commit (a load would cost time and keep nothing).
+                    if not parts.size or not decided or (done % parts.size and not at_drain):
                         continue
-                    if catalog.report.users_changed == committed:
-                        continue  # nothing to commit: a load would cost time and keep nothing
+                    drained = drained or at_drain
                     # A part's users are decided: their rows and fingerprints go in this load.
                     yield from batches.flush()
                     yield from _fingerprint_rows(state)
@@ -685,13 +695,9 @@ def _user_tasks(
         yield service_sid, user["sid"]
 
 
-def _bounded_parallel(
-    pool: ThreadPoolExecutor,
-    fn: Any,
-    tasks: Iterator[tuple[str, str]],
-    max_in_flight: int,
-) -> Iterator[_UserFetch]:
-    """Run `fn(*task)` in the pool with at most `max_in_flight` pending; yield as they finish.
+class _Fetches:
+    """`fn(*task)` for each task, run in `pool` with at most `max_in_flight` pending; iterating
+    yields the results as they finish.
 
     Each finished result is yielded as soon as the next task has been submitted, not when the
     bound is reached: the bound fills only when the tasks outrun the fetches or the caller is
@@ -701,21 +707,55 @@ def _bounded_parallel(
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
     and unlocks every pending future on each call, which showed in profiles (figures in
     docs/performance.md, "Where the time goes", 8).
+
+    Once the tasks have run out (`all_submitted`), `pending` says how many results are still to
+    come: the fetches that drain the pool.
     """
-    finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
-    pending: set[Future[_UserFetch]] = set()
-    try:
-        for task in tasks:
-            future = pool.submit(fn, *task)
-            pending.add(future)
-            future.add_done_callback(finished.put)
-            while len(pending) >= max_in_flight or not finished.empty():
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        fn: Any,
+        tasks: Iterator[tuple[str, str]],
+        max_in_flight: int,
+    ) -> None:
+        self._pool, self._fn, self._tasks, self._max_in_flight = pool, fn, tasks, max_in_flight
+        self._pending: set[Future[_UserFetch]] = set()
+        self.all_submitted = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def __iter__(self) -> Iterator[_UserFetch]:
+        finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
+        pending = self._pending
+        try:
+            for task in self._tasks:
+                future = self._pool.submit(self._fn, *task)
+                pending.add(future)
+                future.add_done_callback(finished.put)
+                while len(pending) >= self._max_in_flight or not finished.empty():
+                    yield _next_result(finished, pending)
+            self.all_submitted = True
+            while pending:
                 yield _next_result(finished, pending)
-        while pending:
-            yield _next_result(finished, pending)
-    finally:
-        for future in pending:
-            future.cancel()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) -> bool:
+    """Whether to load the `decided` users now, as a part of their own, while the fetches still
+    pending drain the pool (a service's users all submitted).
+
+    The part's normalize and load then overlap the drain instead of following it: worth a part's
+    fixed cost when the drain lasts at least `DRAIN_ROUNDS` requests a worker and the decided
+    users are the bulk, not fewer than those still to come. Figures in docs/performance.md
+    ("Loading while the last fetches drain").
+    """
+    pending = fetches.pending
+    return fetches.all_submitted and pending >= DRAIN_ROUNDS * workers and decided >= pending
 
 
 def _next_result(

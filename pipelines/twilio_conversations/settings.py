@@ -29,6 +29,12 @@ MAX_MAX_WORKERS = 256
 # (docs/performance.md, "Fetching through the pause").
 FETCH_AHEAD_PER_WORKER = 40
 
+# Once a service's users are all submitted, the users decided so far are loaded as a part while
+# the fetches still pending drain, if those are at least this many requests a worker: half a
+# second at Twilio's ~100 ms, more than a part's own fixed cost (docs/performance.md, "Loading
+# while the last fetches drain").
+DRAIN_ROUNDS = 5
+
 # The user listing is read ahead of the fetches by at least this many users (at most one page
 # more), so that its chain of page tokens goes on while a part of the run is normalized and
 # loaded: 40 pages cover a pause of 4 s at Twilio's ~100 ms a page, for a few MB of records

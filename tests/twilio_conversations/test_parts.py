@@ -1,5 +1,6 @@
 """A run loaded in parts (`users_per_load`) keeps reading the API while a part is normalized and
-loaded: the user listing's chain of page tokens and the fetches already submitted go on.
+loaded: the user listing's chain of page tokens and the fetches already submitted go on. And once
+every user is submitted, what is decided is loaded while the last fetches drain.
 
 A dlt tracking module holds the first part's load step until the emulator has served what must
 be served meanwhile (the emulator's own counters, waited for on a condition, no sleep); had the
@@ -10,12 +11,17 @@ against the emulator's truth.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import twilio_conversations
 from dlt.pipeline import trace as dlt_trace
+from mirror import loaded_rows
 from reliability.helpers import assert_exact_mirror
+from twilio_conversations.settings import DRAIN_ROUNDS
+from twilio_emulator import RequestGate
 
 USERS = 3_000
 PART = 300
@@ -66,6 +72,8 @@ def test_the_listing_and_the_fetches_go_on_while_a_part_is_loaded(
 
     spy = HoldFirstLoad(emu, read_on)
     monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    # Parts by size only: the part cut where the last fetches drain is the tests' below.
+    monkeypatch.setattr(twilio_conversations, "DRAIN_ROUNDS", USERS)
 
     outcome = run_pipeline(emu, max_workers=WORKERS)
 
@@ -75,4 +83,78 @@ def test_the_listing_and_the_fetches_go_on_while_a_part_is_loaded(
         f"conversation lists (want {PART + FETCHED_DURING_THE_PAUSE})"
     )
     assert len(outcome.load_ids) == math.ceil(USERS / PART)
+    assert_exact_mirror(outcome.pipeline, emu)
+
+
+class NoteFirstLoad:
+    """A dlt tracking module: at the first load step, notes how many requests the gate holds."""
+
+    def __init__(self, gate: RequestGate) -> None:
+        self.gate = gate
+        self.held_at_load: int | None = None
+        self.started = threading.Event()
+
+    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
+        if step == "load" and not self.started.is_set():
+            self.held_at_load = self.gate.held
+            self.started.set()
+
+    def on_start_trace(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace_step(self, *args: Any) -> None:
+        pass
+
+    def on_end_trace(self, *args: Any) -> None:
+        pass
+
+
+def test_what_is_decided_is_loaded_while_the_last_fetches_drain(
+    start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last 30 users' conversation lists are held by the emulator until a load starts, so
+    at least 30 fetches stay pending on 4 workers (7 requests a worker) once every user is
+    submitted: the users decided by then are loaded as a part of their own, as soon as they are
+    no fewer than the fetches pending. Had the run waited for the drain, no load could start
+    while those lists are held (the wait below would time out)."""
+    emu = start_emulator(seed=9, services=1, users=120, conversations_per_user=1)
+    service_sid = emu.services()[0]["sid"]
+    last = {user["sid"] for user in emu.users(service_sid)[-30:]}
+    gate = emu.gate = RequestGate(
+        holds=lambda path: path.endswith("/Conversations") and path.split("/")[-2] in last
+    )
+    spy = NoteFirstLoad(gate)
+    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    outcomes: list[Any] = []
+    run = threading.Thread(target=lambda: outcomes.append(run_pipeline(emu, max_workers=4)))
+    run.start()
+    try:
+        loaded_while_held = spy.started.wait(timeout=30)  # a guard against hanging only
+    finally:
+        gate.open()
+        run.join(timeout=120)
+    assert loaded_while_held, "no part was loaded while the last fetches were pending"
+    assert spy.held_at_load == 4  # the 4 workers, each on one of the 30 held users
+    (outcome,) = outcomes
+    first, second = outcome.load_ids
+    by_load: dict[str, set[str]] = {first: set(), second: set()}
+    for row in loaded_rows(outcome.pipeline, "user_conversations", ["user_sid", "_dlt_load_id"]):
+        by_load[row["_dlt_load_id"]].add(row["user_sid"])
+    users = {user["sid"] for user in emu.users(service_sid)}
+    assert by_load[first] | by_load[second] == users  # every user has one conversation
+    assert not by_load[first] & last, "a held user was decided before it was read"
+    assert last <= by_load[second]
+    # A first load: every user read is decided, so at the cut `decided >= pending` means
+    # the first part holds at least half of the users.
+    assert len(by_load[first]) >= len(users) / 2, (len(by_load[first]), len(by_load[second]))
+    assert_exact_mirror(outcome.pipeline, emu)
+
+
+def test_a_small_account_is_loaded_in_one_package(start_emulator: Any, run_pipeline: Any) -> None:
+    """With fewer users than twice `DRAIN_ROUNDS` requests a worker, the fetches left once as
+    many users are decided never last long enough to pay for a part, whatever the timing."""
+    workers = 4
+    emu = start_emulator(seed=10, services=1, users=2 * DRAIN_ROUNDS * workers - 1)
+    outcome = run_pipeline(emu, max_workers=workers)
+    assert len(outcome.load_ids) == 1
     assert_exact_mirror(outcome.pipeline, emu)

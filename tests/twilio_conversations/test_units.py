@@ -225,11 +225,36 @@ class TestCredentials:
 # -- the bounded worker pool --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("all_submitted", "decided", "pending", "workers", "cut"),
+    [
+        # Runs of benchmarks.timeline (100 ms, 3,000 users) at the last submission:
+        (True, 1721, 1279, 32, True),  # 32 workers: 40 requests a worker still to go
+        (True, 2051, 949, 64, True),  # 64 workers, room for 40 of them: 15 a worker
+        (True, 2858, 142, 64, False),  # 64 workers, the listing the bound: 2 a worker
+        (True, 5, 95, 16, False),  # a small account: hardly anything decided yet
+        (True, 50, 50, 16, False),  # ...nor later, when the drain is short
+        (False, 2000, 1000, 32, False),  # users still being submitted: not a drain yet
+    ],
+)
+def test_a_part_is_cut_where_the_drain_outlasts_its_cost_and_the_decided_are_the_bulk(
+    all_submitted: bool, decided: int, pending: int, workers: int, cut: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from twilio_conversations import _worth_a_part_while_draining
+    from twilio_conversations.settings import DRAIN_ROUNDS
+
+    assert DRAIN_ROUNDS == 5  # the cases above are read against it
+    fetches = SimpleNamespace(all_submitted=all_submitted, pending=pending)
+    assert _worth_a_part_while_draining(decided, fetches, workers) is cut  # type: ignore[arg-type]
+
+
 def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from twilio_conversations import _bounded_parallel
+    from twilio_conversations import _Fetches
 
     lock = threading.Lock()
     submitted = 0
@@ -246,7 +271,7 @@ def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
 
     with ThreadPoolExecutor(4) as pool:
         results = []
-        for result in _bounded_parallel(pool, lambda s, u: (s, u), tasks(), max_in_flight=8):
+        for result in _Fetches(pool, lambda s, u: (s, u), tasks(), max_in_flight=8):
             with lock:
                 consumed += 1
             results.append(result)
@@ -261,7 +286,7 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from twilio_conversations import _bounded_parallel
+    from twilio_conversations import _Fetches
 
     release, queued = threading.Event(), threading.Event()
     futures: list[Future[Any]] = []
@@ -290,7 +315,7 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
             yield ("IS", f"US{i}")
 
     with ThreadPoolExecutor(2) as real:
-        for result in _bounded_parallel(Recording(), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
+        for result in _Fetches(Recording(), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
             handed_out.append(result)
     assert sorted(handed_out) == [f"US{i}" for i in range(5)]
     assert "US0" in seen_when_asked[1], f"US0 was held back: {seen_when_asked}"
@@ -304,7 +329,7 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from twilio_conversations import _bounded_parallel
+    from twilio_conversations import _Fetches
 
     release, fourth = threading.Event(), threading.Event()
     lock = threading.Lock()
@@ -330,7 +355,7 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     try:
         with ThreadPoolExecutor(2) as pool:
             with pytest.raises(RuntimeError, match="boom"):
-                for _ in _bounded_parallel(pool, fetch, tasks(), max_in_flight=4):
+                for _ in _Fetches(pool, fetch, tasks(), max_in_flight=4):
                     pass  # pragma: no cover - only US0 can finish, and it fails
             release.set()  # only now can any worker take another task
     finally:
