@@ -252,6 +252,19 @@ def run_child(
     )
 
 
+def run_dlt_minimum(emulator: EmulatorProcess, work: Path) -> ChildResult:
+    """`benchmarks.dlt_minimum` in a fresh `work`: dlt's own cost for one row, checked loaded."""
+    from . import dlt_minimum
+
+    cwd = fresh_dir(work)
+    cmd = [PYTHON, "-m", "benchmarks.dlt_minimum"]
+    result = run_child("dlt minimum", cmd, contender_env(emulator, cwd), cwd, emulator)
+    result.extra["db_rows"] = check_rows(
+        "dlt minimum", cwd / dlt_minimum.DATABASE, dlt_minimum.TABLE, 1
+    )
+    return result
+
+
 def contender_env(emulator: EmulatorProcess, workdir: Path, **extra: str) -> dict[str, str]:
     """A clean environment: emulator URL and demo credentials, an own DLT_DATA_DIR."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")

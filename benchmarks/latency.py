@@ -36,7 +36,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import dlt_minimum
 from .harness import (
     PYTHON,
     REPO,
@@ -49,6 +48,7 @@ from .harness import (
     last_json,
     parse_summary,
     run_child,
+    run_dlt_minimum,
 )
 from .run import OURS_CLI, OURS_TABLE, RESULTS, machine
 
@@ -108,10 +108,7 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         floor.extra = last_json(floor.stdout)
         rows = int(floor.extra["rows"])  # every row the account has: ours must load as many
 
-        cwd = fresh_dir(work / "dlt_minimum")
-        minimum_cmd = [PYTHON, "-m", "benchmarks.dlt_minimum"]
-        minimum = run_child("dlt minimum", minimum_cmd, contender_env(emu, cwd), cwd, emu)
-        check_rows("dlt minimum", cwd / dlt_minimum.DATABASE, dlt_minimum.TABLE, 1)
+        minimum = run_dlt_minimum(emu, work / "dlt_minimum")
 
         cwd = fresh_dir(work / "ours")
         env = contender_env(

@@ -28,8 +28,9 @@ def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
 def test_benchmark_harness_quick_run() -> None:
     result = run_benchmark("benchmarks.run", "--quick", "--output", "smoke")
     assert "BENCHMARK FAILED" not in result.stdout
-    for contender in ("floor", "baseline", "ours, first load"):
+    for contender in ("floor", "dlt minimum", "baseline", "ours, first load"):
         assert contender in result.stdout
+    assert "| (floor + dlt minimum) / floor: the least a dlt pipeline takes |" in result.stdout
 
 
 def test_timeline_reports_the_phases_of_a_run() -> None:
