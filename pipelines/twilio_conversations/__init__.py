@@ -708,8 +708,8 @@ class _Fetches:
     and unlocks every pending future on each call, which showed in profiles (figures in
     docs/performance.md, "Where the time goes", 8).
 
-    Once the tasks have run out (`all_submitted`), `pending` says how many results are still to
-    come: the fetches that drain the pool.
+    Once the tasks have run out (`all_submitted`), `running` says how many fetches are not
+    finished yet: those that drain the pool.
     """
 
     def __init__(
@@ -720,16 +720,16 @@ class _Fetches:
         max_in_flight: int,
     ) -> None:
         self._pool, self._fn, self._tasks, self._max_in_flight = pool, fn, tasks, max_in_flight
-        self._pending: set[Future[_UserFetch]] = set()
+        self._pending: set[Future[_UserFetch]] = set()  # submitted, not handed out yet
+        self._finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
         self.all_submitted = False
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def running(self) -> int:
+        return len(self._pending) - self._finished.qsize()
 
     def __iter__(self) -> Iterator[_UserFetch]:
-        finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
-        pending = self._pending
+        finished, pending = self._finished, self._pending
         try:
             for task in self._tasks:
                 future = self._pool.submit(self._fn, *task)
@@ -747,15 +747,15 @@ class _Fetches:
 
 def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) -> bool:
     """Whether to load the `decided` users now, as a part of their own, while the fetches still
-    pending drain the pool (a service's users all submitted).
+    running drain the pool (a service's users all submitted).
 
     The part's normalize and load then overlap the drain instead of following it: worth a part's
     fixed cost when the drain lasts at least `DRAIN_ROUNDS` requests a worker and the decided
     users are the bulk, not fewer than those still to come. Figures in docs/performance.md
     ("Loading while the last fetches drain").
     """
-    pending = fetches.pending
-    return fetches.all_submitted and pending >= DRAIN_ROUNDS * workers and decided >= pending
+    running = fetches.running
+    return fetches.all_submitted and running >= DRAIN_ROUNDS * workers and decided >= running
 
 
 def _next_result(

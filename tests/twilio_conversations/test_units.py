@@ -226,7 +226,7 @@ class TestCredentials:
 
 
 @pytest.mark.parametrize(
-    ("all_submitted", "decided", "pending", "workers", "cut"),
+    ("all_submitted", "decided", "running", "workers", "cut"),
     [
         # Runs of benchmarks.timeline (100 ms, 3,000 users) at the last submission:
         (True, 1721, 1279, 32, True),  # 32 workers: 40 requests a worker still to go
@@ -238,7 +238,7 @@ class TestCredentials:
     ],
 )
 def test_a_part_is_cut_where_the_drain_outlasts_its_cost_and_the_decided_are_the_bulk(
-    all_submitted: bool, decided: int, pending: int, workers: int, cut: bool
+    all_submitted: bool, decided: int, running: int, workers: int, cut: bool
 ) -> None:
     from types import SimpleNamespace
 
@@ -246,8 +246,51 @@ def test_a_part_is_cut_where_the_drain_outlasts_its_cost_and_the_decided_are_the
     from twilio_conversations.settings import DRAIN_ROUNDS
 
     assert DRAIN_ROUNDS == 5  # the cases above are read against it
-    fetches = SimpleNamespace(all_submitted=all_submitted, pending=pending)
+    fetches = SimpleNamespace(all_submitted=all_submitted, running=running)
     assert _worth_a_part_while_draining(decided, fetches, workers) is cut  # type: ignore[arg-type]
+
+
+def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
+    """`running` counts the fetches not finished yet; one finished and not handed out is done."""
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from twilio_conversations import _Fetches
+
+    gates = {f"US{i}": threading.Event() for i in range(3)}
+    futures: list[Future[Any]] = []
+
+    class Recording:
+        def submit(self, fn: Any, *args: Any) -> Future[Any]:
+            futures.append(real.submit(fn, *args))
+            return futures[-1]
+
+    def fetch(service: str, user: str) -> str:
+        assert gates[user].wait(timeout=60), "never released"  # a guard against hanging only
+        return user
+
+    def tasks() -> Any:
+        yield from (("IS", f"US{i}") for i in range(3))
+        gates["US0"].set()  # asked for a fourth task: all three are submitted
+
+    with ThreadPoolExecutor(3) as real:
+        try:
+            fetches = _Fetches(Recording(), fetch, tasks(), max_in_flight=8)  # type: ignore[arg-type]
+            results = iter(fetches)
+            assert next(results) == "US0"
+            assert (fetches.all_submitted, fetches.running) == (True, 2)
+            queued = threading.Event()
+            # Registered after the pool's own callback: when it has run, US1's result is queued.
+            futures[1].add_done_callback(lambda _: queued.set())
+            gates["US1"].set()
+            assert queued.wait(timeout=60), "US1 never finished"
+            assert fetches.running == 1  # US1 waits to be handed out, but no longer runs
+            gates["US2"].set()
+            assert sorted(results) == ["US1", "US2"]
+            assert fetches.running == 0
+        finally:
+            for gate in gates.values():
+                gate.set()  # a failed assertion must not leave the pool waiting
 
 
 def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
