@@ -225,6 +225,17 @@ class TestCredentials:
 # -- the bounded worker pool --------------------------------------------------------------------
 
 
+class _Recording:
+    """A thread pool's `submit` that keeps the futures it hands out, for a test to watch."""
+
+    def __init__(self, pool: Any, futures: list[Any]) -> None:
+        self.pool, self.futures = pool, futures
+
+    def submit(self, fn: Any, *args: Any) -> Any:
+        self.futures.append(self.pool.submit(fn, *args))
+        return self.futures[-1]
+
+
 @pytest.mark.parametrize(
     ("all_submitted", "decided", "running", "workers", "cut"),
     [
@@ -260,11 +271,6 @@ def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
     gates = {f"US{i}": threading.Event() for i in range(3)}
     futures: list[Future[Any]] = []
 
-    class Recording:
-        def submit(self, fn: Any, *args: Any) -> Future[Any]:
-            futures.append(real.submit(fn, *args))
-            return futures[-1]
-
     def fetch(service: str, user: str) -> str:
         assert gates[user].wait(timeout=60), "never released"  # a guard against hanging only
         return user
@@ -275,7 +281,7 @@ def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
 
     with ThreadPoolExecutor(3) as real:
         try:
-            fetches = _Fetches(Recording(), fetch, tasks(), max_in_flight=8)  # type: ignore[arg-type]
+            fetches = _Fetches(_Recording(real, futures), fetch, tasks(), max_in_flight=8)  # type: ignore[arg-type]
             results = iter(fetches)
             assert next(results) == "US0"
             assert (fetches.all_submitted, fetches.running) == (True, 2)
@@ -336,11 +342,6 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
     handed_out: list[str] = []
     seen_when_asked: list[list[str]] = []
 
-    class Recording:
-        def submit(self, fn: Any, *args: Any) -> Future[Any]:
-            futures.append(real.submit(fn, *args))
-            return futures[-1]
-
     def fetch(service: str, user: str) -> str:
         if user == "US0":
             assert release.wait(timeout=60), "never released"  # a guard against hanging only
@@ -358,7 +359,7 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
             yield ("IS", f"US{i}")
 
     with ThreadPoolExecutor(2) as real:
-        for result in _Fetches(Recording(), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
+        for result in _Fetches(_Recording(real, futures), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
             handed_out.append(result)
     assert sorted(handed_out) == [f"US{i}" for i in range(5)]
     assert "US0" in seen_when_asked[1], f"US0 was held back: {seen_when_asked}"
