@@ -223,6 +223,10 @@ def test_kill_9_at_90_percent_keeps_the_parts_loaded_and_the_next_run_does_the_r
             tmp_path,
             CRASH_MARKER=str(marker),
             SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD="100",
+            # Parts by size only: a part where the last fetches drain needs 5 fetches a worker
+            # running and at least as many users decided since the last part, 100 on 20 workers:
+            # that is only ever at a size boundary.
+            SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS="20",
         ),
         capture_output=True,
         text=True,
