@@ -19,6 +19,8 @@ import psutil
 import requests
 from twilio_emulator import DEMO_ACCOUNT_SID, DEMO_AUTH_TOKEN
 
+from . import dlt_minimum
+
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(__file__).resolve().parent / "launch.py"
@@ -254,8 +256,6 @@ def run_child(
 
 def run_dlt_minimum(emulator: EmulatorProcess, work: Path) -> ChildResult:
     """`benchmarks.dlt_minimum` in a fresh `work`: dlt's own cost for one row, checked loaded."""
-    from . import dlt_minimum
-
     cwd = fresh_dir(work)
     cmd = [PYTHON, "-m", "benchmarks.dlt_minimum"]
     result = run_child("dlt minimum", cmd, contender_env(emulator, cwd), cwd, emulator)

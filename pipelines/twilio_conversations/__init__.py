@@ -433,12 +433,13 @@ def user_conversations_resource(
                         # takes the listing's pages this loop passed, so they can go.
                         yield None
                     decided = catalog.report.users_changed - committed
+                    if not parts.size or not decided:
+                        continue  # nothing to commit: a load would cost time and keep nothing
+                    # A part every `parts.size` users, and once where the last fetches drain.
                     at_drain = not drained and _worth_a_part_while_draining(
                         decided, fetches, settings.max_workers
                     )
-                    # A part every `parts.size` users, and once where the last fetches drain;
-                    # none with nothing to commit (a load would cost time and keep nothing).
-                    if not parts.size or not decided or (done % parts.size and not at_drain):
+                    if done % parts.size and not at_drain:
                         continue
                     drained = drained or at_drain
                     # A part's users are decided: their rows and fingerprints go in this load.
