@@ -737,13 +737,18 @@ class _Fetches:
                 pending.add(future)
                 future.add_done_callback(finished.put)
                 while len(pending) >= self._max_in_flight or not finished.empty():
-                    yield _next_result(finished, pending)
+                    yield self._next_result()
             self.all_submitted = True
             while pending:
-                yield _next_result(finished, pending)
+                yield self._next_result()
         finally:
             for future in pending:
                 future.cancel()
+
+    def _next_result(self) -> _UserFetch:
+        future = self._finished.get()
+        self._pending.discard(future)
+        return future.result()
 
 
 def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) -> bool:
@@ -757,11 +762,3 @@ def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) 
     """
     running = fetches.running
     return fetches.all_submitted and running >= DRAIN_ROUNDS * workers and decided >= running
-
-
-def _next_result(
-    finished: queue.SimpleQueue[Future[_UserFetch]], pending: set[Future[_UserFetch]]
-) -> _UserFetch:
-    future = finished.get()
-    pending.discard(future)
-    return future.result()
