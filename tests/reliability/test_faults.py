@@ -4,6 +4,8 @@ sustained 429s, and bodies that are not Twilio JSON."""
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,19 @@ def faults_seen(emu: Any) -> set[str]:
     return {str(kind) for _, _, kind in emu.faults.history}
 
 
+def assert_one_retry_per_fault(reasons: Counter[str], history: Iterable[Any]) -> None:
+    """One retry per injected fault, of the reason the fault's kind gives the client. The one
+    reason that may count more: a timeout, since on a busy machine an ordinary answer can take
+    longer than the test's 2 s `request_timeout` too (it is retried like a slow one)."""
+    kinds = Counter(str(kind) for *_, kind in history)
+    timeouts = reasons["ReadTimeout"] + reasons["ConnectTimeout"]
+    assert reasons["429"] == kinds["429"] + kinds["429-retry-after"], (reasons, kinds)
+    assert reasons["503"] == kinds["503"], (reasons, kinds)
+    assert reasons["ConnectionError"] == kinds["drop"], (reasons, kinds)
+    assert timeouts >= kinds["slow"], (reasons, kinds)
+    assert sum(reasons.values()) - timeouts == kinds.total() - kinds["slow"], (reasons, kinds)
+
+
 def test_ten_percent_faults_two_runs_still_mirror_and_count_retries(
     start_emulator: Any, run_pipeline: Any
 ) -> None:
@@ -49,13 +64,10 @@ def test_ten_percent_faults_two_runs_still_mirror_and_count_retries(
     assert second.rows_written["user_conversations"] > 0  # the changes were written
 
     assert faults_seen(emu) == set(TRANSIENT), "every fault kind must have been exercised"
-    injected = len(emu.faults.history)
-    retries = first.report.requests.retries + second.report.requests.retries
-    # Each fault costs exactly one retry (nothing fails for good, nothing is retried twice).
-    assert retries == injected
     reasons = first.report.requests.retry_reasons + second.report.requests.retry_reasons
-    assert {"429", "503"} <= set(reasons)
-    assert reasons["ReadTimeout"] + reasons["ConnectionError"] >= 1
+    # Each fault costs exactly one retry, of its own reason (nothing fails for good, nothing is
+    # retried twice).
+    assert_one_retry_per_fault(reasons, emu.faults.history)
     summary = cli.format_summary(second)
     assert f"({second.report.requests.retries:,} retries)" in summary
 
@@ -76,13 +88,18 @@ def test_cli_under_faults_exits_zero_and_prints_retries(
     match = re.search(r"requests\s+([\d,]+) \(([\d,]+) retries\)", second.stdout)
     assert match, second.stdout
     requests_done, retries = (int(g.replace(",", "")) for g in match.groups())
-    assert retries == len(emu.faults.history) - before > 0
+    injected = list(emu.faults.history)[before:]
+    # A retry per fault; more only where an ordinary answer outlasted the 2 s timeout on a busy
+    # machine, and each of those is an answer the client did not receive (below).
+    assert retries >= len(injected) > 0
+    timed_out = retries - len(injected)
     # Every answer the client received is counted: all the emulator sent, less the dropped
-    # connections and the answers that came after the client had timed out.
-    unanswered = sum(
-        1 for *_, kind in list(emu.faults.history)[before:] if kind in ("drop", "slow")
-    )
-    assert requests_done == emu.stats.snapshot().total - unanswered
+    # connections and the answers that came after the client had timed out. A slow answer is
+    # counted by the emulator when it is sent, after the client gave up: wait for it.
+    unanswered = sum(1 for *_, kind in injected if kind in ("drop", "slow"))
+    assert emu.stats.wait_for(lambda s: s.total >= requests_done + unanswered, timeout=30)
+    sent = emu.stats.snapshot().total
+    assert requests_done + unanswered <= sent <= requests_done + unanswered + timed_out
     from .helpers import attach
 
     assert_exact_mirror(attach(tmp_path), emu)
@@ -142,6 +159,7 @@ def test_sustained_429s_back_off_the_pool_then_it_recovers(
     emu = faulty_emulator(start_emulator, 0.0, TRANSIENT, services=2, users=30)
     limits: list[int] = []  # the limit after every 429 and every success
     cuts: list[bool] = []  # per 429: did it cut the limit?
+    walls: dict[int, int] = {}  # limit events' index -> the wall after a 429 that cut
     original_throttled = throttle.AdaptiveLimit.throttled
     original_succeeded = throttle.AdaptiveLimit.succeeded
 
@@ -149,6 +167,8 @@ def test_sustained_429s_back_off_the_pool_then_it_recovers(
         cut = original_throttled(self, ticket)
         cuts.append(cut)
         limits.append(self.limit)
+        if cut:
+            walls[len(limits) - 1] = self._wall
         return cut
 
     def succeeded(self: Any, ticket: Any = None) -> bool:
@@ -176,23 +196,28 @@ def test_sustained_429s_back_off_the_pool_then_it_recovers(
     assert limit.lowest == 1, "twelve 429s must cut the pool down to one"
     assert 2 <= sum(cuts) < 12
     steps = list(zip(limits, limits[1:], strict=False))
-    # A cut keeps 70 %; a probe that meets the last wall again steps back one slot.
-    assert all(b in (max(1, int(a * 0.7)), a - 1) for a, b in steps if b < a), "cut or step"
+    # A cut keeps 70 %; a probe that meets the last wall again steps back below the wall.
+    downs = [(a, b, walls[i + 1]) for i, (a, b) in enumerate(steps) if b < a]
+    assert all(b in (max(1, int(a * 0.7)), max(1, wall - 1)) for a, b, wall in downs), downs
     assert all(b == a + 1 for a, b in steps if b > a), "recovery grows one slot at a time"
     assert limit.limit == limit.ceiling, "after the burst the pool must grow back to max_workers"
     assert limits[-1] == 4
     assert "429s cut parallel requests from 4 to 1 (now 4)" in cli.format_summary(outcome)
 
 
-def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_at_a_time(
+def test_a_shared_account_s_room_is_used_and_the_limit_never_settles_below_it(
     start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An account limited to 10 requests in flight, 4 of them held by the customer's other
-    traffic (the emulator's account limit): the run, with 16 workers, has room for 6. Once it
-    has found the wall, every later probe steps back to the room's edge, not below it: the
-    70 % cuts are the few of the descent from 16. The emulator's own counters say the room was
-    used and the limit met; the mirror is exact. (Seen: 16 -> 11 -> 7 -> 4, then steps 7 -> 6
-    and 8 -> 6, 12-14 429s in ~360 requests.)"""
+    traffic (the emulator's account limit): the run, with 16 workers, has room for 6.
+
+    Only what holds on any machine: the mirror is exact, the run filled the room (the emulator
+    saw the account full), 429s are a small share of its requests, every cut is the rule's (70 %,
+    or back below a wall met again), and the limit settles at the room, not below it. The shape
+    of the sequence of cuts is the rule's business, pinned without threads in test_throttle.py:
+    here a slot is held from before its request is sent until its body is read, longer than
+    the emulator counts it in flight, by as much as the machine is busy, so the level at which
+    a 429 comes moves with the host's load."""
     account, other = 10, 4
     room = account - other
     data = DataSpec(seed=5, services=1, users=300, max_conversations=70)
@@ -200,35 +225,38 @@ def test_a_shared_account_is_cut_to_70_percent_a_few_times_then_probed_one_slot_
         data=data, latency_ms=20, account_concurrency=account, other_traffic=other
     )
     emu = start_emulator(config)
-    cuts: list[tuple[int, int]] = []  # (limit before, limit after) of each 429 that cut
+    cuts: list[tuple[int, int, int]] = []  # (limit before, limit after, wall) of each cut
+    settled: list[int] = []  # the limit after each success
     original_throttled = throttle.AdaptiveLimit.throttled
+    original_succeeded = throttle.AdaptiveLimit.succeeded
 
     def throttled(self: Any, ticket: Any = None) -> bool:
         before = self.limit
         cut = original_throttled(self, ticket)
         if cut:
-            cuts.append((before, self.limit))
+            cuts.append((before, self.limit, self._wall))
         return cut
 
+    def succeeded(self: Any, ticket: Any = None) -> bool:
+        grew = original_succeeded(self, ticket)
+        settled.append(self.limit)
+        return grew
+
     monkeypatch.setattr(throttle.AdaptiveLimit, "throttled", throttled)
+    monkeypatch.setattr(throttle.AdaptiveLimit, "succeeded", succeeded)
     retries = {**FAST_RETRIES, "request_max_attempts": 10}
     outcome = run_pipeline(emu, max_workers=16, **retries)
     assert_exact_mirror(outcome.pipeline, emu)
     stats = emu.stats.snapshot()
     assert stats.peak_in_flight == account, "the run never filled the room the account left it"
     assert stats.account_limit_429s > 0
-    # A step is a probe a little above the room that lands at its edge or just above: a slot is
-    # held from before the request is sent until its body is parsed, longer than the emulator
-    # counts it in flight, so on a busy machine rounds pass one or two slots above the room.
-    steps = [cut for cut in cuts if room <= cut[1] < cut[0] <= room + 3]
-    seventy = [cut for cut in cuts if cut not in steps]
-    assert all(b == max(1, int(a * 0.7)) for a, b in seventy), cuts
-    assert steps, cuts
-    assert len(seventy) <= 6, f"a 70 % cut for every probe of the same wall: {cuts}"
-    # Once the wall is found, a 429 near it is the same wall (throttle.py) and growth needs a
-    # full pool: the limit never drifts above the wall untested, and never dips below the room.
-    first_step = cuts.index(steps[0])
-    assert all(after >= room for _, after in cuts[first_step:]), cuts
+    assert stats.account_limit_429s <= 0.1 * stats.total, (stats.account_limit_429s, cuts)
+    assert cuts and all(
+        after in (max(1, int(before * 0.7)), max(1, wall - 1)) for before, after, wall in cuts
+    ), cuts
+    # Settled: over the second half of the run, the limit sits at the room or above it.
+    second_half = sorted(settled[len(settled) // 2 :])
+    assert second_half[len(second_half) // 2] >= room, (cuts, second_half)
 
 
 @pytest.mark.parametrize("kind", ["truncated", "short-body", "html-502", "empty-200"])
@@ -239,7 +267,8 @@ def test_broken_bodies_are_retried_and_never_parsed_as_data(
     # Every list (services, users, conversations) meets the broken body a few times.
     for path in ("/v1/Services", "/Users", "/Conversations"):
         emu.faults.inject(kind, count=2, path_contains=path)
-    outcome = run_pipeline(emu, **FAST_RETRIES)
+    # No slow faults here: a timeout long enough that a busy machine's answer is not a retry.
+    outcome = run_pipeline(emu, **{**FAST_RETRIES, "request_timeout": 30.0})
     assert emu.faults.pending() == 0
     assert outcome.report.requests.retries == 6
     assert_exact_mirror(outcome.pipeline, emu)

@@ -6,6 +6,8 @@ threads only where being in flight together matters."""
 from __future__ import annotations
 
 import queue
+import random
+import statistics
 import threading
 from contextlib import ExitStack
 
@@ -519,3 +521,41 @@ def test_what_a_listing_page_leaves_of_the_freed_slots_goes_to_the_next_waiter()
     assert not errors, errors
     assert sorted(entered) == ["listing page entered", "ordinary entered"]  # both inside at once
     assert limit.in_flight == 0
+
+
+def shared_account(seed: int, room: int, requests: int) -> tuple[list[int], list[bool]]:
+    """A scripted account with room for `room` of our requests, seen through a busy client: a
+    slot is held longer than the account counts its request, so a 429 comes only once the limit
+    is a slot or two above the room, by a margin that moves from request to request (drawn
+    from `seed`), and then only for some of the requests sent there. One thread, no clock.
+
+    Returns the limit after each request, and per 429 that cut whether it was a 70 % cut (a
+    new wall) rather than a step back below a wall met again.
+    """
+    draw = random.Random(seed)
+    limit = AdaptiveLimit(16)
+    limits: list[int] = []
+    seventy: list[bool] = []
+    for _ in range(requests):
+        if limit.limit > room + draw.randint(0, 2) and draw.random() < 0.3:
+            if limit.throttled():
+                seventy.append(not limit._hold)  # a step back below a wall holds there
+        else:
+            full(limit)
+        limits.append(limit.limit)
+    return limits, seventy
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_noisy_wall_costs_a_few_cuts_then_steps_and_the_limit_settles_at_the_room(
+    seed: int,
+) -> None:
+    """Where a busy machine blurs the level at which the account answers 429, the 70 % cuts
+    are the few of finding the wall; after that a 429 is a probe of the same wall, answered by
+    a step back below it, and the limit settles at the room, not below it."""
+    room = 6
+    limits, seventy = shared_account(seed, room, requests=5000)
+    assert len(seventy) > 20, "the wall was not probed again"
+    assert sum(seventy) <= 10, f"{sum(seventy)} of {len(seventy)} 429s cut to 70 %"
+    assert statistics.median(limits[1000:]) >= room
+    assert sum(limit < room for limit in limits[1000:]) <= 10, "settled below the room"
