@@ -327,7 +327,7 @@ def users_resource(catalog: Catalog, policy: PiiPolicy, parts: _Parts) -> DltRes
                 if changed:
                     yield [with_parsed_attributes(r) for r in changed]
                     yield from _fingerprint_rows(state)
-            if catalog.scans_all_users:
+            if catalog.listed_all_users(service_sid):
                 gone = changes.drop_vanished(state, service_sid, listed)
                 if gone:
                     yield _user_tombstones(service_sid, gone)
@@ -450,7 +450,7 @@ def user_conversations_resource(
                     yield _PAUSE
                     batches.load_id = _current_load_id()
                     committed = catalog.report.users_changed
-                if catalog.scans_all_users:
+                if catalog.listed_all_users(service_sid):
                     yield from capture.vanished_users(service_sid, listed)
                 catalog.done_with_users(service_sid)
         yield from batches.flush()
@@ -475,17 +475,24 @@ def _fetch_user(
     window and fingerprint them."""
     path = USER_CONVERSATIONS_PATH.format(service_sid=service_sid, user=user_sid)
     try:
-        fetched = [
-            record
+        # One row per conversation: paging can serve a row again on a later page (offset paging
+        # when a row is inserted ahead, keyset paging when it is updated between two requests);
+        # the copy served last is the API's latest word.
+        by_key = {
+            record["conversation_sid"]: record
             for page in client.iter_pages(
-                path, USER_CONVERSATIONS_KEY, {"PageSize": settings.page_size}
+                path,
+                USER_CONVERSATIONS_KEY,
+                {"PageSize": settings.page_size},
+                record_key="conversation_sid",
             )
             for record in page
-        ]
+        }
     except TwilioAPIError as exc:
         if exc.status == 404:
             return _UserFetch(service_sid, user_sid, [], found=False)
         raise
+    fetched = list(by_key.values())
     # The PII policy before the fingerprint: a policy change rewrites the partitions it changes.
     rows = settings.pii.apply("user_conversations", settings.window.select(fetched))
     digest = changes.fingerprint(rows, sort_key="conversation_sid")

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import orjson
 import requests
@@ -45,6 +45,7 @@ from urllib3.util import parse_url
 from .errors import (
     AuthenticationError,
     ConfigurationError,
+    PagingError,
     TwilioAPIError,
     TwilioConnectionError,
     TwilioConnectorError,
@@ -205,8 +206,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, host, port
 
 
-def _shown(url: str) -> str:
-    """Scheme, host, port and path of a URL for a message: no user info, no query, one line."""
+def _shown(url: str, query: bool = False) -> str:
+    """Scheme, host, port and path of a URL for a message: no user info, one line; the query
+    only with `query` (a page's `PageToken` tells two pages of a list apart)."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port
@@ -214,7 +216,63 @@ def _shown(url: str) -> str:
         return ascii(url[:120])
     netloc = f"[{host}]" if ":" in host else host
     shown = f"{parts.scheme}://{netloc}" + (f":{port}" if port else "") + parts.path
-    return shown if shown.isprintable() and shown.isascii() else ascii(shown[:120])
+    if query and parts.query:
+        shown += f"?{parts.query[:200]}"
+    return shown if shown.isprintable() and shown.isascii() else ascii(shown[:200])
+
+
+def _page_identity(url: str) -> tuple[str, ...]:
+    """What makes a page of a list the same page: its `PageToken` when it has one (Twilio's
+    position in the list; `Page` is only the client's count), else its path and query with the
+    parameters sorted and a missing `Page` read as the first, 0."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    tokens = [value for name, value in params if name == "PageToken"]
+    if tokens:
+        return ("PageToken", *tokens)
+    if not any(name == "Page" for name, _ in params):
+        params.append(("Page", "0"))
+    return (unquote(parts.path), *sorted(f"{name}={value}" for name, value in params))
+
+
+def _keyed(records: list[Any], key: str, url: str) -> list[dict[str, Any]]:
+    """The page's records, if each is an object with its key: a record without one could be
+    neither stored nor told apart from another (not retried: a server that sends it once sends
+    it again)."""
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict) or not isinstance(record.get(key), str) or not record[key]:
+            raise TwilioAPIError(
+                200, None, f"malformed page: record {number} has no {key!r}", _shown(url)
+            )
+    return records
+
+
+class _Trail:
+    """The pages one listing has read, so that a next page that leads back to one of them
+    (a server's paging loop) or off to another list stops the run with one line instead of
+    paging for ever. A set of short tuples: a Twilio list has at most a few dozen pages."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self._read: set[tuple[str, ...]] = set()
+
+    def read(self, url: str) -> None:
+        if self.first is None:
+            self.first = url
+        self._read.add(_page_identity(url))
+
+    def check(self, next_url: str, what: str) -> None:
+        first = self.first or next_url
+        listing = _shown(first)
+        if unquote(urlsplit(next_url).path) != unquote(urlsplit(first).path):
+            raise PagingError(
+                f"the list {listing} gave a {what} to another list: {_shown(next_url)}"
+            )
+        if _page_identity(next_url) in self._read:
+            raise PagingError(
+                f"the list {listing} loops: its {what} leads back to a page already read, "
+                f"{_shown(next_url, query=True)}"
+            )
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -281,6 +339,8 @@ def _decode(response: requests.Response, list_key: str | None) -> dict[str, Any]
         next_url = meta.get("next_page_url")
         if next_url is not None and not isinstance(next_url, str):
             raise _Malformed("meta.next_page_url is neither a string nor null")
+        if meta.get("key", list_key) != list_key:
+            raise _Malformed(f"meta.key names the list {meta['key']!r}, not {list_key!r}")
     return body
 
 
@@ -318,12 +378,18 @@ class TwilioClient:
     # -- public API -------------------------------------------------------------------------
 
     def iter_pages(
-        self, path: str, key: str, params: dict[str, Any] | None = None, first: bool = False
+        self,
+        path: str,
+        key: str,
+        params: dict[str, Any] | None = None,
+        first: bool = False,
+        record_key: str = "sid",
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield the records of each page of a list, following `meta.next_page_url` to the end.
 
         `first`: each page takes the next free slot of the concurrency limit before other
         requests (for a listing that gates the rest of the run, see `AdaptiveLimit.slot`).
+        `record_key`: the field that identifies a record; a record without it fails the run.
 
         Raises:
             AuthenticationError: On HTTP 401.
@@ -332,13 +398,16 @@ class TwilioClient:
             UnsafeUrlError: When a next page (or a redirect) points off the configured origin.
         """
         url, query, what = f"{self.base_url}{path}", params, "request URL"
+        trail = _Trail()
         while True:
             body, sent = self._get(url, query, key, what, first)
-            yield body[key]
+            trail.read(sent)
+            yield _keyed(body[key], record_key, sent)
             next_url = body["meta"].get("next_page_url")
             if not next_url:
                 return
             url = self._resolve_next(next_url, sent)
+            trail.check(url, "next_page_url")
             query, what = None, "next_page_url"  # Twilio's next_page_url carries the query
 
     def iter_v2010_pages(
@@ -349,13 +418,16 @@ class TwilioClient:
         the API's host (resolved against the URL of the page that carried it and pinned to the
         configured origin like every other URL), null on the last page."""
         url, query, what = f"{self.base_url}{path}", params, "request URL"
+        trail = _Trail()
         while True:
             body, sent = self._get(url, query, V2010_LIST + key, what)
-            yield body[key]
+            trail.read(sent)
+            yield _keyed(body[key], "sid", sent)
             next_uri = body.get("next_page_uri")
             if not next_uri:
                 return
             url = self._resolve_next(next_uri, sent, "next_page_uri")
+            trail.check(url, "next_page_uri")
             query, what = None, "next_page_uri"
 
     def get(self, path: str) -> dict[str, Any]:

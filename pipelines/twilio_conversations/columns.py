@@ -289,7 +289,9 @@ USERS_COLUMNS: TTableSchemaColumns = _described(
         "is_online": {"data_type": "bool"},
         "is_notifiable": {"data_type": "bool"},
         "date_created": _timestamp_hint(),
-        "date_updated": _timestamp_hint(),
+        # A user listed twice in one run (updated between two pages) is written twice in one
+        # load: the merge keeps the later version.
+        "date_updated": {**_timestamp_hint(), "dedup_sort": "desc"},
         "url": {"data_type": "text"},
         "links__user_conversations": {"data_type": "text"},
         DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},

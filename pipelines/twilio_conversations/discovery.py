@@ -10,8 +10,9 @@ of pages never waits for the main thread.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +37,8 @@ from .settings import (
 
 Record = dict[str, Any]
 
+_log = logging.getLogger("twilio_conversations")
+
 # The resources that read each service's user list: `users` and `user_conversations`.
 USERS_READERS = 2
 
@@ -53,8 +56,13 @@ def validate_service_sids(values: Sequence[str] | None) -> list[str]:
 
 
 def validate_user_refs(values: Sequence[str] | None) -> list[str]:
-    """Configured users: `US…` SIDs or identities (case-sensitive, up to 256 characters)."""
-    refs = _as_list(values, "user_sids")
+    """Configured users: `US…` SIDs or identities (case-sensitive, up to 256 characters).
+
+    An identity is sent as configured, outer spaces included (Twilio identities are arbitrary
+    strings: " padded " and "padded" are two users); a SID, which has a fixed pattern, is
+    trimmed. An identity with outer spaces is warned about, being easy to type by mistake.
+    """
+    refs = _as_list(values, "user_sids", trim=lambda ref: bool(USER_SID_PATTERN.match(ref)))
     for ref in refs:
         if not ref or len(ref) > MAX_IDENTITY_LENGTH:
             raise ConfigurationError(
@@ -64,6 +72,12 @@ def validate_user_refs(values: Sequence[str] | None) -> list[str]:
             raise ConfigurationError(
                 f"user_sids: {ref!r} looks like a SID but is not a User SID "
                 "(US followed by 32 lower-case hex digits)"
+            )
+        if ref != ref.strip():
+            _log.warning(
+                "user_sids: the identity %r has spaces at its start or end; it is sent as "
+                "configured, spaces included",
+                ref,
             )
     return refs
 
@@ -84,15 +98,24 @@ def validate_max_workers(max_workers: int) -> int:
     return max_workers
 
 
-def _as_list(values: Sequence[str] | str | None, setting: str) -> list[str]:
+def _as_list(
+    values: Sequence[str] | str | None,
+    setting: str,
+    trim: Callable[[str], bool] = lambda value: True,
+) -> list[str]:
+    """The configured values, each trimmed of outer spaces where `trim` says so of the trimmed
+    value, in order, without repeats."""
     if values is None:
         return []
     if isinstance(values, str):
         # A single value from an environment variable or a CLI flag: "IS1,IS2" or one SID.
         values = [v for v in values.split(",")]
-    cleaned = [str(v).strip() for v in values]
-    if any(not v for v in cleaned):
-        raise ConfigurationError(f"{setting} contains an empty value")
+    cleaned = []
+    for value in map(str, values):
+        trimmed = value.strip()
+        if not trimmed:
+            raise ConfigurationError(f"{setting} contains an empty value")
+        cleaned.append(trimmed if trim(trimmed) else value)
     return list(dict.fromkeys(cleaned))
 
 
@@ -285,6 +308,7 @@ class Catalog:
         self._users: dict[str, _SharedListing] = {}
         self._users_read_by: dict[str, int] = {}
         self._resolved_refs: set[str] = set()
+        self._vanished: set[str] = set()  # services not found (404) when their users were listed
 
     @property
     def scans_all_services(self) -> bool:
@@ -296,6 +320,12 @@ class Catalog:
         """A complete scan of users may conclude that an absent user was deleted."""
         return not self.user_refs
 
+    def listed_all_users(self, service_sid: str) -> bool:
+        """Whether the service's listing, now read to its end, was a complete scan of its users:
+        only then may a user it lacks be taken as deleted (not for a service that vanished
+        while it was listed)."""
+        return self.scans_all_users and service_sid not in self._vanished
+
     def services(self) -> list[Record]:
         with self._lock:
             if self._services is None:
@@ -306,6 +336,9 @@ class Catalog:
                     )
                     for record in page
                 ]
+                # A service served twice (a page that shifted) is one service: the copy
+                # served last is the API's latest word.
+                listed = list({record["sid"]: record for record in listed}.values())
                 if self.service_sids:
                     by_sid = {record["sid"]: record for record in listed}
                     missing = [sid for sid in self.service_sids if sid not in by_sid]
@@ -335,12 +368,7 @@ class Catalog:
                 pages: Iterable[list[Record]] = (
                     self._configured_users(service_sid)
                     if self.user_refs
-                    else self.client.iter_pages(
-                        USERS_PATH.format(service_sid=service_sid),
-                        USERS_KEY,
-                        {"PageSize": self.page_size},
-                        first=True,
-                    )
+                    else self._listed_users(service_sid)
                 )
                 # Ahead of the readers by what the workers can take while a page is on its way,
                 # and by a part's pause (LISTING_READ_AHEAD).
@@ -351,6 +379,27 @@ class Catalog:
                 )
                 self._users[service_sid] = listing
             return listing
+
+    def _listed_users(self, service_sid: str) -> Iterator[list[Record]]:
+        """The pages of the service's users; none more once the service is not found (404), as
+        when it was deleted after `/Services` listed it: skipped like a user that vanishes
+        between listing and reading, its rows kept until a run no longer lists it."""
+        try:
+            yield from self.client.iter_pages(
+                USERS_PATH.format(service_sid=service_sid),
+                USERS_KEY,
+                {"PageSize": self.page_size},
+                first=True,
+            )
+        except TwilioAPIError as exc:
+            if exc.status != 404:
+                raise
+            self._vanished.add(service_sid)
+            self.report.skip(
+                service_sid,
+                "Users",
+                "service not found (404) when its users were listed; its rows are kept",
+            )
 
     def done_with_users(self, service_sid: str) -> None:
         """One reader is done with the service's users; the last one lets the listing go.

@@ -23,6 +23,11 @@ class UnsafeUrlError(TwilioConnectorError):
     """The API pointed us at a host we must not send credentials to."""
 
 
+class PagingError(TwilioConnectorError):
+    """A list's pages do not chain to an end: a next page leads back to a page already read in
+    the same listing (it would page for ever), or to another list."""
+
+
 class TwilioAPIError(TwilioConnectorError):
     """An error response from the API that retries did not cure.
 

@@ -74,6 +74,11 @@ _USER_CONVERSATION_FIELDS: tuple[tuple[str, pa.DataType, tuple[str, ...]], ...] 
     for field in USER_CONVERSATION_FIELDS
 )
 _KNOWN_SOURCE_FIELDS = frozenset(path[0] for _, _, path in _USER_CONVERSATION_FIELDS)
+# The keys known inside each object that is flattened (`timers`, `links`).
+_KNOWN_NESTED_FIELDS = {
+    outer: frozenset(p[1] for _, _, p in _USER_CONVERSATION_FIELDS if len(p) == 2 and p[0] == outer)
+    for outer in dict.fromkeys(p[0] for _, _, p in _USER_CONVERSATION_FIELDS if len(p) == 2)
+}
 
 
 def _column_values(rows: Sequence[Mapping[str, Any]], path: tuple[str, ...]) -> list[Any]:
@@ -107,8 +112,9 @@ def user_conversations_table(
         table = _typed_table_fast(rows)
     except _CONVERSION_ERRORS:
         table = _typed_table_tolerant(rows)  # a value of another type: sort the values out
-    for name in _unknown_fields(rows):
-        array = _infer_column([row.get(name) for row in rows])
+    for path in _unknown_fields(rows):
+        array = _infer_column(_column_values(rows, path), timestamps=path[0] == "timers")
+        name = "__".join(path)  # a key new inside `timers` or `links` flattened as dlt would
         table = table.append_column(_variant_name(name, array.type, stored_types or {}), array)
     return _with_load_id(table, load_id)
 
@@ -214,20 +220,33 @@ def _with_load_id(table: pa.Table, load_id: str | None) -> pa.Table:
     return table.append_column("_dlt_load_id", pa.array([load_id] * table.num_rows, pa.string()))
 
 
-def _unknown_fields(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Top-level fields Twilio added after this code was written, in first-seen order."""
-    seen: dict[str, None] = {}
+def _unknown_fields(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """Fields Twilio added after this code was written, at the top level or inside `timers`
+    and `links` (as (object, key)), in first-seen order."""
+    seen: dict[tuple[str, ...], None] = {}
     for row in rows:
         if not _KNOWN_SOURCE_FIELDS.issuperset(row):  # the common case costs one C-level check
             for name in row:
                 if name not in _KNOWN_SOURCE_FIELDS:
-                    seen.setdefault(name, None)
+                    seen.setdefault((name,), None)
+        for outer, known in _KNOWN_NESTED_FIELDS.items():
+            inner = row.get(outer)
+            if isinstance(inner, dict) and not known.issuperset(inner):
+                for name in inner:
+                    if name not in known:
+                        seen.setdefault((outer, name), None)
     return list(seen)
 
 
-def _infer_column(values: list[Any]) -> pa.Array:
+def _infer_column(values: list[Any], timestamps: bool = False) -> pa.Array:
     # New fields are kept rather than dropped, so dlt evolves the schema (a new column) instead
     # of silently losing data; values arrow cannot type consistently are kept as JSON text.
+    # A new key of `timers` is a moment, as its siblings are, when its values read as one.
+    if timestamps:
+        try:
+            return _convert(values, UTC_TIMESTAMP)
+        except _CONVERSION_ERRORS:
+            pass
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
