@@ -7,7 +7,7 @@ import time
 
 import pytest
 import requests
-from twilio_emulator import DataSpec, Emulator, EmulatorConfig, FaultKind
+from twilio_emulator import DataSpec, Emulator, EmulatorConfig, FaultKind, RequestGate
 
 from .helpers import Starter, session_for
 
@@ -146,8 +146,30 @@ def test_latency_is_added_and_concurrency_still_scales(start: Starter) -> None:
     assert _get(emu).status_code == 200
     assert time.perf_counter() - started >= 0.2
 
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda _: _get(emu).status_code, range(8)))
-    assert statuses == [200] * 8
     # The latency is slept in each request's own thread: requests overlap instead of queueing.
-    assert emu.stats.snapshot().max_concurrent >= 2
+    # With a latency no request outlives, all 8 are seen in it at once (counted at the gate,
+    # none ended); stopping the emulator then ends them (it hangs up on requests in latency).
+    emu.latency_ms = 600_000
+    emu.stats.reset()
+    gate = emu.gate = RequestGate(open=True)  # counts arrivals only: they go on to the latency
+
+    def dropped(_: int) -> bool:
+        with session_for(emu) as session:
+            try:
+                session.get(f"{emu.base_url}/v1/Users", timeout=120)  # a guard against hangs
+            except requests.ConnectionError:
+                return True
+        return False
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = pool.map(dropped, range(8))
+        try:
+            assert gate.wait_for_arrivals(8, timeout=60), gate.arrivals  # a guard against hangs
+            during = emu.stats.snapshot()
+        finally:
+            emu.stop()
+        assert list(outcomes) == [True] * 8
+    assert during.total == 0 and during.max_concurrent == 8, during
+    # Each one ended by the stop, none served (its count may follow its client's hang-up).
+    assert emu.stats.wait_for(lambda stats: stats.total == 8, timeout=30)
+    assert emu.stats.snapshot().by_route == {"stopped": 8}

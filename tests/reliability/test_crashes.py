@@ -6,12 +6,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from twilio_emulator import RequestGate
 
 from .helpers import (
     CLI,
@@ -96,13 +96,39 @@ def test_first_run_after_a_crash_also_reads_the_api(
     recover_and_check(small, run_pipeline, change_after_crash=True)
 
 
+def is_user_conversations(path: str) -> bool:
+    """`/v1/Services/{sid}/Users/{sid}/Conversations`: a page of one user's conversations."""
+    return "/Users/" in path and path.endswith("/Conversations")
+
+
+class PassThenHold(RequestGate):
+    """Lets the first `passed` pages of users' conversations through and holds every later one
+    until `open`; `arrivals` counts them all, the passed ones included."""
+
+    def __init__(self, passed: int) -> None:
+        super().__init__(holds=is_user_conversations)
+        self._passed = passed
+
+    def hold(self, path: str = "") -> None:
+        if is_user_conversations(path):
+            with self._cond:
+                if self.arrivals < self._passed:
+                    self.arrivals += 1
+                    self._cond.notify_all()
+                    return
+        super().hold(path)
+
+
 def test_kill_9_during_extract_then_next_run_recovers(
     small: Any, run_pipeline: Any, tmp_path: Path
 ) -> None:
     run_pipeline(small, **FAST_RETRIES)
     change_some_data(small)
-    small.latency_ms = 40  # make extract take long enough to be caught in the middle
     small.stats.reset()
+    # Caught in the middle of the extract for certain: `passed` pages of users' conversations
+    # are served, every later one is held at the emulator until the run is dead.
+    passed = 6
+    gate = small.gate = PassThenHold(passed)
     process = subprocess.Popen(
         [*CLI, "run", "--progress", "none", "--max-workers", "2"],
         cwd=tmp_path,
@@ -111,17 +137,21 @@ def test_kill_9_during_extract_then_next_run_recovers(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while small.stats.snapshot().by_route.get("user_conversations", 0) < 6:
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
+        # The timeouts guard against a hang only. A held page has arrived, and the pages let
+        # through are answered (counted before the answer leaves).
+        assert gate.wait_for_arrivals(passed + 1, timeout=60), "the run never reached the gate"
+        assert small.stats.wait_for(
+            lambda stats: stats.by_route.get("user_conversations", 0) >= passed, timeout=60
+        )
+        assert process.poll() is None, "the run ended before it could be killed"
     finally:
-        assert process.wait(timeout=30) == -signal.SIGKILL
+        process.send_signal(signal.SIGKILL)  # nothing if it has ended
+    assert process.wait(timeout=30) == -signal.SIGKILL
     read = small.stats.snapshot().by_route.get("user_conversations", 0)
-    assert read < 24, "killed mid-extract: most users were not read yet"
-    small.latency_ms = 0
+    gate.open()  # the held requests are answered to a dead client
+    small.gate = None
+    users = sum(len(small.users(service["sid"])) for service in small.services())
+    assert read == passed < users, "killed mid-extract: only the pages let through were read"
     recover_and_check(small, run_pipeline, change_after_crash=True)
 
 

@@ -88,6 +88,26 @@ def test_the_listing_and_the_fetches_go_on_while_a_part_is_loaded(
     assert_exact_mirror(outcome.pipeline, emu)
 
 
+class HoldUsers(RequestGate):
+    """Holds the conversation lists of the users `held` until `open`, and that of the user
+    `early` until `release` is set (uncounted)."""
+
+    def __init__(self, held: set[str], early: str, release: threading.Event) -> None:
+        super().__init__(holds=lambda path: _user_of(path) in held)
+        self.early, self.release = early, release
+
+    def hold(self, path: str = "") -> None:
+        if _user_of(path) == self.early:
+            self.release.wait(timeout=120)  # a guard against hanging only
+            return
+        super().hold(path)
+
+
+def _user_of(path: str) -> str | None:
+    """The user SID of `/v1/Services/{sid}/Users/{sid}/Conversations`, else None."""
+    return path.split("/")[-2] if path.endswith("/Conversations") else None
+
+
 def test_what_is_decided_is_loaded_while_the_last_fetches_drain(
     start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,31 +115,53 @@ def test_what_is_decided_is_loaded_while_the_last_fetches_drain(
     at least 30 fetches stay unfinished on 4 workers (7 a worker) once every user is
     submitted: the users decided by then are loaded as a part of their own, as soon as they are
     no fewer than the fetches still running. Had the run waited for the drain, no load could start
-    while those lists are held (the wait below would time out)."""
-    emu = start_emulator(seed=9, services=1, users=120, conversations_per_user=1)
+    while those lists are held (the wait below would time out).
+
+    The drain's part is decided as a result is handed out once every user is submitted; so that
+    one always is, whatever the workers' pace against the listing's, the first user's list is
+    held until then too (workers that read every other user first would leave none). The held
+    users are the listing's whole last page: held earlier, they could take every slot of the
+    concurrency limit (one a worker) from the listing's last page."""
+    emu = start_emulator(seed=9, services=1, users=2 * PAGE + 30, conversations_per_user=1)
     service_sid = emu.services()[0]["sid"]
-    last = {user["sid"] for user in emu.users(service_sid)[-30:]}
-    gate = emu.gate = RequestGate(
-        holds=lambda path: path.endswith("/Conversations") and path.split("/")[-2] in last
-    )
+    listed = emu.users(service_sid)
+    last = {user["sid"] for user in listed[-30:]}
+    all_submitted = threading.Event()  # the run's users are all submitted: release the first
+
+    class SaysWhenAllSubmitted(twilio_conversations._Fetches):
+        """The run's `_Fetches`, unchanged, but for saying when its tasks have run out."""
+
+        @property
+        def all_submitted(self) -> bool:
+            return self._all_submitted
+
+        @all_submitted.setter
+        def all_submitted(self, value: bool) -> None:
+            self._all_submitted = value
+            if value:
+                all_submitted.set()
+
+    monkeypatch.setattr(twilio_conversations, "_Fetches", SaysWhenAllSubmitted)
+    gate = emu.gate = HoldUsers(last, early=listed[0]["sid"], release=all_submitted)
     spy = HoldFirstLoad(emu, lambda stats: True)  # notes what was served when a load began
     monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
     outcomes: list[Any] = []
     run = threading.Thread(target=lambda: outcomes.append(run_pipeline(emu, max_workers=4)))
     run.start()
     try:
-        loaded_while_held = spy.started.wait(timeout=30)  # a guard against hanging only
+        loaded_while_held = spy.started.wait(timeout=60)  # a guard against hanging only
     finally:
         gate.open()
+        all_submitted.set()  # releases the first user's list (`_Fetches` keeps its own flag)
         run.join(timeout=120)
     assert loaded_while_held, "no part was loaded while the last fetches were pending"
-    assert spy.seen.get("user_conversations", 0) <= 120 - len(last)  # the held ones were not
+    assert spy.seen.get("user_conversations", 0) <= len(listed) - len(last)  # held: not read
     (outcome,) = outcomes
     first, second = outcome.load_ids
     by_load: dict[str, set[str]] = {first: set(), second: set()}
     for row in loaded_rows(outcome.pipeline, "user_conversations", ["user_sid", "_dlt_load_id"]):
         by_load[row["_dlt_load_id"]].add(row["user_sid"])
-    users = {user["sid"] for user in emu.users(service_sid)}
+    users = {user["sid"] for user in listed}
     assert by_load[first] | by_load[second] == users  # every user has one conversation
     assert not by_load[first] & last, "a held user was decided before it was read"
     assert last <= by_load[second]

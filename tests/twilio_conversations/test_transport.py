@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -154,7 +153,9 @@ class _Misbehaving(BaseHTTPRequestHandler):
         elif self.path == "/truncated":
             self._reply(body[:10], {"Content-Length": str(len(body))}, close=True)
         elif self.path == "/stalls":
-            self._reply(body[:10], {"Content-Length": str(len(body))}, stall=1.0)
+            # Stalls until the fixture's teardown (60 s only guards against a hang): far longer
+            # than any read timeout the test sets, whatever the machine's speed.
+            self._reply(body[:10], {"Content-Length": str(len(body))}, stall=60.0)
         else:
             self._reply(body)
 
@@ -175,7 +176,7 @@ class _Misbehaving(BaseHTTPRequestHandler):
         self.wfile.write(body)
         self.wfile.flush()
         if stall:
-            time.sleep(stall)  # the server's behaviour under test, not synchronisation
+            self.server.stalled.wait(stall)  # type: ignore[attr-defined]  # set at teardown
         if close or stall:
             self.close_connection = True
 
@@ -188,9 +189,11 @@ def misbehaving() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
     server.daemon_threads = True
     server.seen = []  # type: ignore[attr-defined]
+    server.stalled = threading.Event()  # type: ignore[attr-defined]  # ends the stalls
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
+    server.stalled.set()  # type: ignore[attr-defined]
     server.shutdown()
     server.server_close()
 
@@ -216,17 +219,19 @@ def test_a_gzip_body_is_decoded(misbehaving: ThreadingHTTPServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "reason"),
+    ("path", "reason", "timeout"),
     [
-        ("/bad-gzip", "ContentDecodingError"),
-        ("/truncated", "ChunkedEncodingError"),
-        ("/stalls", "ConnectionError"),  # a read timeout mid-body
+        # A timeout no local answer comes near: the body's own fault decides the reason.
+        ("/bad-gzip", "ContentDecodingError", 10.0),
+        ("/truncated", "ChunkedEncodingError", 10.0),
+        # A read timeout mid-body: the headers come at once, the body stalls until teardown.
+        ("/stalls", "ConnectionError", 1.0),
     ],
 )
 def test_a_broken_body_is_retried_then_reported_in_one_line(
-    misbehaving: ThreadingHTTPServer, path: str, reason: str
+    misbehaving: ThreadingHTTPServer, path: str, reason: str, timeout: float
 ) -> None:
-    policy = RetryPolicy(max_attempts=2, backoff_factor=0.0, max_delay=0.0, timeout=0.3)
+    policy = RetryPolicy(max_attempts=2, backoff_factor=0.0, max_delay=0.0, timeout=timeout)
     client = TwilioClient(_base(misbehaving), AUTH, policy)
     with pytest.raises(TwilioConnectionError) as failure:
         list(client.iter_pages(path, "services"))
