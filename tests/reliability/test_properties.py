@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from twilio_conversations import changes
 from twilio_conversations.client import RetryPolicy, TwilioClient, validate_base_url
-from twilio_conversations.errors import ConfigurationError, TwilioConnectorError
+from twilio_conversations.errors import ConfigurationError, PagingError, TwilioConnectorError
 from twilio_conversations.records import (
     USER_CONVERSATION_KEY,
     USER_CONVERSATIONS_ARROW_SCHEMA,
@@ -261,9 +261,38 @@ def test_iter_pages_yields_every_record_once_in_order(
             }
             query = "PageSize=4" + (f"&{token}={i}" if i else "")
             mock.get(f"{BASE}{path}?{query}", json=body, complete_qs=True)
-        got = list(client.iter_pages(path, "conversations", {"PageSize": 4}))
+        got = list(
+            client.iter_pages(path, "conversations", {"PageSize": 4}, record_key="conversation_sid")
+        )
     assert got == pages
     assert mock.call_count == len(pages)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 6), st.data(), st.sampled_from(["PageToken", "Page"]))
+def test_a_next_page_that_leads_back_is_never_requested_again(
+    length: int, data: st.DataObject, token: str
+) -> None:
+    """Pages 0 .. length-1 in a chain whose last page leads back to any page already read
+    (its own URL included, and page 0 spelled with `Page=0` or without): the loop stops with a
+    PagingError once every page was read once, before any is requested twice."""
+    back = data.draw(st.integers(0, length - 1))
+    first_spelling = data.draw(st.sampled_from(["", "&Page=0"]))
+    client = TwilioClient(BASE, ("AC" + "a" * 32, "t"), FAST)
+    path = "/v1/Services/IS1/Users"
+
+    def url(i: int) -> str:
+        return f"{BASE}{path}?PageSize=4" + (f"&{token}={i}" if i else first_spelling)
+
+    with rm.Mocker() as mock:
+        for i in range(length):
+            following = url(i + 1) if i + 1 < length else url(back)
+            body = {"users": [{"sid": f"US{i}"}], "meta": {"next_page_url": following}}
+            query = "PageSize=4" + (f"&{token}={i}" if i else "")
+            mock.get(f"{BASE}{path}?{query}", json=body, complete_qs=True)
+        with pytest.raises(PagingError, match="loops"):
+            list(client.iter_pages(path, "users", {"PageSize": 4}))
+    assert mock.call_count == length
 
 
 broken_bodies = st.one_of(
