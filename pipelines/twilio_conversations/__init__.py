@@ -133,16 +133,15 @@ def twilio_conversations(
         request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
         request_timeout: Seconds to wait for a connection or a response.
         history: Also keep every version of each user conversation, with validity ranges, in
-            `user_conversations_history` (dlt `scd2`). Once the dataset has history it is kept
-            with or without this (drop the table to stop).
+            `user_conversations_history` (dlt `scd2`).
         pii: Per-column PII policy, `{"users.identity": "hash", ...}`: `keep` (the default),
             `hash` or `drop`, applied to every record before anything is written (`pii.py`).
         pii_hash_key: The secret key of `hash` (HMAC-SHA-256), at least 16 characters.
         run_report: Collects counters for the run summary; a fresh one when omitted.
 
     Returns:
-        The resources `services`, `users`, `user_conversations` and
-        `user_conversations_history` (which writes only in history mode).
+        The resources `services`, `users` and `user_conversations`, plus
+        `user_conversations_history` in history mode.
     """
     check_settings(SETTING_KEYS, WIDENING_KEYS)
     quiet_expected_dlt_warnings()
@@ -183,14 +182,14 @@ def twilio_conversations(
     # picks: test_users_never_reads_the_listing_ahead_of_user_conversations (it fails when
     # `users` reads the pages itself). Why it matters: docs/performance.md, "Where the time
     # goes", 14.
-    return [
+    resources = [
         services_resource(catalog, parts),
         current,
         users_resource(catalog, settings.pii, parts),
-        # Always there: it writes when `history` is on or the dataset already has history
-        # (`_keeps_history`), so a run that leaves the flag out cannot let history go stale.
-        user_conversations_history_resource(current, settings.history),
     ]
+    if history:
+        resources.append(user_conversations_history_resource(current))
+    return resources
 
 
 # Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them,
@@ -394,7 +393,7 @@ def user_conversations_resource(
     def run() -> Iterator[Any]:
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
-        new_history = settings.history and _first_time(HISTORY_TABLE)  # turned on just now
+        new_history = settings.history and _first_time(HISTORY_TABLE)
         state = fingerprints.open_fingerprints(
             "user_conversations", catalog.report.fingerprints_read
         )
@@ -652,15 +651,7 @@ _HISTORY: TScd2StrategyDict = {
 }
 
 
-def _keeps_history(configured: bool) -> bool:
-    """Whether this run writes history: when configured, and whenever the dataset has it
-    already. History is a property of the dataset, not of a run: a run without the flag that
-    skipped it would leave the versions of memberships it ended open for ever. To stop keeping
-    history, drop its table (README, "History")."""
-    return configured or not _first_time(HISTORY_TABLE)
-
-
-def user_conversations_history_resource(current: DltResource, configured: bool) -> DltResource:
+def user_conversations_history_resource(current: DltResource) -> DltResource:
     @dlt.transformer(
         name=HISTORY_TABLE,
         data_from=current,
@@ -674,8 +665,6 @@ def user_conversations_history_resource(current: DltResource, configured: bool) 
 
         if getattr(meta, "table_name", None) == fingerprints.TABLE:
             return  # the parent's bookkeeping rows, not conversations
-        if not _keeps_history(configured):
-            return
         yield with_row_hash(table)
 
     return user_conversations_history

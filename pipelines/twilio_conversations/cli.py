@@ -326,8 +326,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--history",
         action="store_true",
         default=None,
-        help="also keep every version of each user conversation (user_conversations_history); "
-        "once the dataset has history, every run keeps it",
+        help="also keep every version of each user conversation (user_conversations_history)",
     )
     parser.add_argument(
         "--lock-timeout",

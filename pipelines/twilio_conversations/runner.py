@@ -211,9 +211,7 @@ def run(
             if not report.unfinished:
                 break
         views = access.call(lambda: _refresh_views(pipeline))
-    # History is reported where the dataset keeps it (`_keeps_history`), written or not.
-    kept = pipeline.default_schema.data_table_names(seen_data_only=True)
-    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in kept else ())
+    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
     return RunOutcome(
         load_info=load_info,
         report=report,
@@ -479,13 +477,15 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
 
 def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:
     """Whether `user_conversations` may append: nothing of it is loaded yet (or all is dropped
-    first).
+    first). Not with history, whose `scd2` merge takes every row.
 
     Called after the state sync, so a pipeline whose local folder was lost has its fingerprints
     back. The destination table is asked too: a table that holds rows which this pipeline's
     state does not know (state lost with the destination kept, or rows written by something
     else) is merged into, never appended to, so it cannot get duplicate keys.
     """
+    if HISTORY_TABLE in source.resources.selected:
+        return False
     if full_refresh:
         return True
     if _has_fingerprints(pipeline, source.name):

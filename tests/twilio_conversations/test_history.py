@@ -9,18 +9,13 @@ without `date_updated`), and one run changes nothing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from changes_scenario import apply_every_change
 from mirror import (
     USER_CONVERSATION_KEY,
     assert_rows_equal,
-    assert_user_conversations_mirror,
     expected_user_conversations,
     loaded_table,
 )
@@ -128,100 +123,3 @@ def test_history_turned_on_later_starts_from_the_whole_current_state(
         "user_conversations": 0,
         HISTORY: 0,
     }
-
-
-def current_versions(pipeline: Any) -> Any:
-    return loaded_table(pipeline, HISTORY, USER_CONVERSATION_KEY, where="_dlt_valid_to IS NULL")[0]
-
-
-def test_history_is_kept_by_every_run_once_the_dataset_has_it(
-    emulator: Any, run_pipeline: Any
-) -> None:
-    """History is the dataset's, not a run's: a run without the flag (here a plain
-    `pipeline.run(twilio_conversations())`, as an orchestrator runs it) keeps it too, so the
-    current versions equal the mirror after every run and none is left open for a membership
-    that ended."""
-    from twilio_conversations import twilio_conversations
-    from twilio_conversations.credentials import TwilioCredentials
-
-    api = TwilioWrites(emulator)
-
-    def end_a_membership() -> None:
-        api.leave(*_a_membership(emulator))
-
-    def assert_current_is_the_mirror(pipeline: Any) -> None:
-        truth = expected_user_conversations(emulator.all_user_conversations())
-        assert_rows_equal(truth, current_versions(pipeline), HISTORY)
-
-    first = run_pipeline(emulator, history=True)
-    pipeline = first.pipeline
-    assert_current_is_the_mirror(pipeline)
-
-    end_a_membership()
-    credentials = TwilioCredentials()
-    credentials.account_sid, credentials.auth_token = emulator.account_sid, emulator.auth_token
-    pipeline.run(twilio_conversations(credentials=credentials, base_url=emulator.base_url))
-    assert_current_is_the_mirror(pipeline)
-
-    end_a_membership()
-    without_flag = run_pipeline(emulator)  # the CLI's runner, no flag either
-    assert without_flag.rows_written[HISTORY] > 0, "history was not written"
-    assert_current_is_the_mirror(pipeline)
-
-    end_a_membership()
-    run_pipeline(emulator, history=True)
-    assert_current_is_the_mirror(pipeline)
-
-
-def test_a_dataset_without_history_gets_no_history_table(emulator: Any, run_pipeline: Any) -> None:
-    outcome = run_pipeline(emulator)
-    assert HISTORY not in outcome.rows_written
-    with outcome.pipeline.sql_client() as client:
-        tables = {
-            row[0] for row in client.execute_sql("SELECT table_name FROM information_schema.tables")
-        }
-    assert HISTORY not in tables
-
-
-def test_history_is_turned_off_on_purpose_by_dropping_its_table(
-    emulator: Any, run_pipeline: Any, isolated_dlt: Any
-) -> None:
-    """The way README gives: dlt's own `pipeline drop` of the history table; later runs without
-    the flag then keep no history, and the mirror stays exact."""
-    first = run_pipeline(emulator, history=True)
-    dropped = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dlt"),
-            "-y",
-            "pipeline",
-            "--pipelines-dir",
-            str(isolated_dlt / "pipelines"),
-            "twilio_conversations",
-            "drop",
-            HISTORY,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DESTINATION__DUCKDB__CREDENTIALS": str(isolated_dlt / "test.duckdb")},
-    )
-    assert dropped.returncode == 0, dropped.stderr
-    TwilioWrites(emulator).leave(*_a_membership(emulator))
-    later = run_pipeline(emulator)
-    assert HISTORY not in later.rows_written
-    with first.pipeline.sql_client() as client:
-        tables = {
-            row[0] for row in client.execute_sql("SELECT table_name FROM information_schema.tables")
-        }
-    assert HISTORY not in tables
-    assert_user_conversations_mirror(later.pipeline, emulator.all_user_conversations())
-
-
-def _a_membership(emulator: Any) -> tuple[str, str, str]:
-    service = emulator.services()[0]["sid"]
-    user = next(
-        u["sid"]
-        for u in emulator.users(service)
-        if len(emulator.user_conversations(service, u["sid"])) >= 2
-    )
-    return service, user, emulator.user_conversations(service, user)[0]["conversation_sid"]
