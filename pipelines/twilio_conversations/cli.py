@@ -33,7 +33,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import SETTING_KEYS, twilio_conversations
 from .accounts import AccountsPlan, plan_accounts
-from .errors import ConfigurationError, NotFoundError, TwilioConnectorError
+from .errors import ConfigurationError, NotFoundError, TwilioConnectorError, causes
 from .progress import (
     RETRY_LOGGER,
     DltWarnings,
@@ -601,17 +601,8 @@ def _explain(exc: BaseException) -> tuple[int, str]:
 E = TypeVar("E", bound=BaseException)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def _find(exc: BaseException, kind: type[E]) -> E | None:
-    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
+    return next((e for e in causes(exc) if isinstance(e, kind)), None)
 
 
 def _unknown_destination(ref: str) -> str:
@@ -646,7 +637,7 @@ _EXTRAS = {
 
 def _missing_driver(exc: BaseException) -> str | None:
     """The line for a destination whose driver is not installed: which extra installs it."""
-    for error in _chain(exc):
+    for error in causes(exc):
         if isinstance(error, MissingDependencyException):
             for dependency in error.dependencies:
                 extra = _EXTRAS.get(dependency)
@@ -675,7 +666,7 @@ def _install_line(destination: str, extra: str, module: str | None = None) -> st
 def _root_cause(exc: BaseException) -> BaseException:
     """The connector's own error inside dlt's wrappers, else the innermost cause."""
     seen: list[BaseException] = []
-    for current in _chain(exc):
+    for current in causes(exc):
         if isinstance(current, TwilioConnectorError):
             return current
         seen.append(current)

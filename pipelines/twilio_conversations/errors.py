@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class TwilioConnectorError(Exception):
     """Base class: something the user must act on; `str()` is a complete one-line message."""
@@ -61,3 +63,14 @@ class DestinationLockedError(TwilioConnectorError):
 
 class ViewsNotRefreshedError(TwilioConnectorError):
     """The load succeeded but the analyst views could not be (re)created."""
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what caused it, and so on (`__cause__`, else `__context__`), each once: dlt
+    wraps the connector's and the drivers' errors in its own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import DestinationLockedError
+from .errors import DestinationLockedError, causes
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,11 @@ def lock_holder(exc: BaseException) -> str | None:
 
     dlt wraps the driver's error and sometimes keeps only its message, so messages are read.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in causes(exc):
         message = str(current)
         if _CONFLICT in message:
             match = _HOLDER.search(message)
             return match.group("holder") if match else "another process"
-        current = current.__cause__ or current.__context__
     return None
 
 

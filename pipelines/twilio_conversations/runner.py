@@ -26,7 +26,7 @@ from dlt.pipeline.progress import TCollectorArg
 
 from . import HISTORY_TABLE, fingerprints, twilio_conversations
 from .accounts import Account, AccountsPlan, plan_accounts
-from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
+from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError, causes
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
 from .fingerprints import read_fingerprints
 from .memory import release_free_memory
@@ -415,12 +415,7 @@ def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
 def _out_of_memory(exc: BaseException) -> bool:
     """Whether DuckDB's "Out of Memory Error" is behind `exc` (dlt keeps a failed job's
     message, not the exception, so look at the messages too)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if "Out of Memory Error" in str(cause):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+    return any("Out of Memory Error" in str(cause) for cause in causes(exc))
 
 
 @contextmanager
