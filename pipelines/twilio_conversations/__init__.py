@@ -8,15 +8,18 @@ the partitions that changed; see `changes.py` for why `date_updated` alone canno
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import logging
 import queue
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum, auto
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = ["RunReport", "TwilioCredentials", "twilio_conversations"]
 
 HISTORY_TABLE = "user_conversations_history"  # history mode's scd2 table
+_log = logging.getLogger("twilio_conversations")
 
 # Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
 # the run before any request (`check_settings`); other typos warn.
@@ -107,7 +111,7 @@ def twilio_conversations(
     request_max_attempts: int = DEFAULT_REQUEST_MAX_ATTEMPTS,
     request_max_retry_delay: float = DEFAULT_REQUEST_MAX_RETRY_DELAY,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    history: bool = False,
+    history: bool | None = None,
     pii: dict[str, Any] | None = None,
     pii_hash_key: TSecretStrValue | None = None,
     run_report: RunReport | None = None,
@@ -132,8 +136,9 @@ def twilio_conversations(
         request_max_attempts: Attempts per request before the run fails.
         request_max_retry_delay: Cap in seconds on one backoff wait (`Retry-After` included).
         request_timeout: Seconds to wait for a connection or a response.
-        history: Also keep every version of each user conversation, with validity ranges, in
-            `user_conversations_history` (dlt `scd2`).
+        history: Keep every version of each user conversation, with validity ranges, in
+            `user_conversations_history` (dlt `scd2`). Unset: as the dataset has it (kept once
+            a run turned it on); False: turned off on purpose, the table no longer kept current.
         pii: Per-column PII policy, `{"users.identity": "hash", ...}`: `keep` (the default),
             `hash` or `drop`, applied to every record before anything is written (`pii.py`).
         pii_hash_key: The secret key of `hash` (HMAC-SHA-256), at least 16 characters.
@@ -141,7 +146,7 @@ def twilio_conversations(
 
     Returns:
         The resources `services`, `users` and `user_conversations`, plus
-        `user_conversations_history` in history mode.
+        `user_conversations_history` in history mode (as a table of `user_conversations`).
     """
     check_settings(SETTING_KEYS, WIDENING_KEYS)
     quiet_expected_dlt_warnings()
@@ -156,7 +161,7 @@ def twilio_conversations(
             if date_updated is None
             else UpdatedWindow.from_incremental(date_updated, start_date, end_date, lookback_days)
         ),
-        history=bool(history),
+        history=history if history is None else bool(history),
         pii=parse_policy(pii, pii_hash_key),
     )
     client = TwilioClient(
@@ -187,8 +192,6 @@ def twilio_conversations(
         current,
         users_resource(catalog, settings.pii, parts),
     ]
-    if history:
-        resources.append(user_conversations_history_resource(current))
     return resources
 
 
@@ -210,7 +213,7 @@ class _Settings:
     page_size: int
     max_workers: int
     window: UpdatedWindow
-    history: bool = False
+    history: bool | None = None  # None: as the dataset has it (`_keeps_history`)
     pii: PiiPolicy = KEEP_ALL
 
 
@@ -386,14 +389,20 @@ def user_conversations_resource(
         write_disposition=_MERGE,
         columns=USER_CONVERSATIONS_COLUMNS,
     )
-    def user_conversations() -> Iterator[pa.Table]:
-        """Each scanned user's conversations; a changed user's rows are replaced as a whole."""
-        yield from parts.resume("user_conversations", run)
+    def user_conversations() -> Iterator[Any]:
+        """Each scanned user's conversations; a changed user's rows are replaced as a whole.
+        Where the dataset keeps history, each table also goes to `user_conversations_history`."""
+        history = _keeps_history(settings.history)
+        for item in parts.resume("user_conversations", run):
+            yield item
+            versions = _history_versions(item) if history else None
+            if versions is not None:
+                yield versions
 
     def run() -> Iterator[Any]:
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
-        new_history = settings.history and _first_time(HISTORY_TABLE)
+        new_history = settings.history is True and _first_time(HISTORY_TABLE)
         state = fingerprints.open_fingerprints(
             "user_conversations", catalog.report.fingerprints_read
         )
@@ -651,23 +660,39 @@ _HISTORY: TScd2StrategyDict = {
 }
 
 
-def user_conversations_history_resource(current: DltResource) -> DltResource:
-    @dlt.transformer(
-        name=HISTORY_TABLE,
-        data_from=current,
-        write_disposition=cast(Any, _HISTORY),  # dlt's transformer stub omits strategy dicts
-        columns=USER_CONVERSATIONS_COLUMNS,
-    )
-    def user_conversations_history(table: pa.Table, meta: Any = None) -> Iterator[pa.Table]:
-        """Every version of each user conversation: `_dlt_valid_from` / `_dlt_valid_to` (null =
-        current). Fed by the same changed partitions and tombstones as `user_conversations`."""
-        from .records import with_row_hash
+# The history table as a variant of `user_conversations`: the same rows, its own disposition.
+_HISTORY_HINTS = dlt.mark.make_hints(
+    table_name=HISTORY_TABLE,
+    write_disposition=_HISTORY,
+    columns=copy.deepcopy(USER_CONVERSATIONS_COLUMNS),  # dlt writes into the hints it is given
+)
 
-        if getattr(meta, "table_name", None) == fingerprints.TABLE:
-            return  # the parent's bookkeeping rows, not conversations
-        yield with_row_hash(table)
 
-    return user_conversations_history
+def _keeps_history(configured: bool | None) -> bool:
+    """Whether this run writes history: as configured, and where it is not configured, whenever
+    the dataset has it already. History is the dataset's, not a run's: a run without the flag
+    that skipped it would leave the versions of memberships it ended open for ever. Turned off
+    on purpose (`history = false`) where the dataset has it, a warning says so every run."""
+    has_history = not _first_time(HISTORY_TABLE)
+    if configured is False and has_history:
+        _log.warning(
+            "history = false: %s is no longer kept current (its versions stay as the last run "
+            "with history left them); unset `history` to keep it",
+            HISTORY_TABLE,
+        )
+    return has_history if configured is None else configured
+
+
+def _history_versions(item: Any) -> Any:
+    """`item`, a table of user conversations (changed rows or tombstones), as rows of the history
+    table (`_dlt_valid_from` / `_dlt_valid_to`, null = current); None for anything else (the
+    bookkeeping rows, a turn)."""
+    pyarrow = sys.modules.get("pyarrow")  # imported once a table was built
+    if pyarrow is None or not isinstance(item, pyarrow.Table):
+        return None
+    from .records import with_row_hash
+
+    return dlt.mark.with_hints(with_row_hash(item), _HISTORY_HINTS, create_table_variant=True)
 
 
 def _stored_column_types() -> dict[str, str]:

@@ -324,9 +324,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--history",
-        action="store_true",
+        action="store_const",
+        const=True,
         default=None,
-        help="also keep every version of each user conversation (user_conversations_history)",
+        help="also keep every version of each user conversation (user_conversations_history); "
+        "once the dataset has history, every run keeps it",
+    )
+    parser.add_argument(
+        "--no-history",
+        dest="history",
+        action="store_const",
+        const=False,
+        help="stop keeping user_conversations_history current (turned off on purpose)",
     )
     parser.add_argument(
         "--lock-timeout",

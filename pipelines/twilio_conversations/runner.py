@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -191,7 +192,6 @@ def run(
             # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the
             # time goes").
             source.resources["user_conversations"].apply_hints(write_disposition="append")
-        budget = FIRST_LOAD_DUCKDB_CONFIG if first_load else MERGE_DUCKDB_CONFIG
         row_counts: Counter[str] = Counter()
         load_ids: list[str] = []
         parts = 0
@@ -204,14 +204,20 @@ def run(
             release_free_memory()
             normalize_info = pipeline.normalize()
             release_free_memory()
-            load_info = access.call(lambda: _load(pipeline, budget))
-            row_counts.update(normalize_info.row_counts if normalize_info else {})
+            counts = normalize_info.row_counts if normalize_info else {}
+            # A first load appends, but history's scd2 merge takes every row it is sent.
+            appends = first_load and HISTORY_TABLE not in counts
+            budget = FIRST_LOAD_DUCKDB_CONFIG if appends else MERGE_DUCKDB_CONFIG
+            load_info = access.call(functools.partial(_load, pipeline, budget))
+            row_counts.update(counts)
             load_ids.extend(load_info.loads_ids if load_info else [])
             parts += 1
             if not report.unfinished:
                 break
         views = access.call(lambda: _refresh_views(pipeline))
-    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in source.resources.selected else ())
+    # History is reported wherever the dataset keeps it, written to or not.
+    kept = pipeline.default_schema.data_table_names(seen_data_only=True)
+    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in kept else ())
     return RunOutcome(
         load_info=load_info,
         report=report,
@@ -472,15 +478,13 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
 
 def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:
     """Whether `user_conversations` may append: nothing of it is loaded yet (or all is dropped
-    first). Not with history, whose `scd2` merge takes every row.
+    first).
 
     Called after the state sync, so a pipeline whose local folder was lost has its fingerprints
     back. The destination table is asked too: a table that holds rows which this pipeline's
     state does not know (state lost with the destination kept, or rows written by something
     else) is merged into, never appended to, so it cannot get duplicate keys.
     """
-    if HISTORY_TABLE in source.resources.selected:
-        return False
     if full_refresh:
         return True
     if _has_fingerprints(pipeline, source.name):

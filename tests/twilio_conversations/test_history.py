@@ -12,10 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from changes_scenario import apply_every_change
 from mirror import (
     USER_CONVERSATION_KEY,
     assert_rows_equal,
+    assert_user_conversations_mirror,
     expected_user_conversations,
     loaded_table,
 )
@@ -123,3 +125,83 @@ def test_history_turned_on_later_starts_from_the_whole_current_state(
         "user_conversations": 0,
         HISTORY: 0,
     }
+
+
+def current_versions(pipeline: Any) -> Any:
+    return loaded_table(pipeline, HISTORY, USER_CONVERSATION_KEY, where="_dlt_valid_to IS NULL")[0]
+
+
+def test_history_is_kept_by_every_run_once_the_dataset_has_it(
+    emulator: Any, run_pipeline: Any
+) -> None:
+    """History is the dataset's, not a run's: a run without the flag (here a plain
+    `pipeline.run(twilio_conversations())`, as an orchestrator runs it) keeps it too, so the
+    current versions equal the mirror after every run and none is left open for a membership
+    that ended."""
+    from twilio_conversations import twilio_conversations
+    from twilio_conversations.credentials import TwilioCredentials
+
+    api = TwilioWrites(emulator)
+
+    def end_a_membership() -> None:
+        api.leave(*_a_membership(emulator))
+
+    def assert_current_is_the_mirror(pipeline: Any) -> None:
+        truth = expected_user_conversations(emulator.all_user_conversations())
+        assert_rows_equal(truth, current_versions(pipeline), HISTORY)
+
+    first = run_pipeline(emulator, history=True)
+    pipeline = first.pipeline
+    assert_current_is_the_mirror(pipeline)
+
+    end_a_membership()
+    credentials = TwilioCredentials()
+    credentials.account_sid, credentials.auth_token = emulator.account_sid, emulator.auth_token
+    pipeline.run(twilio_conversations(credentials=credentials, base_url=emulator.base_url))
+    assert_current_is_the_mirror(pipeline)
+
+    end_a_membership()
+    without_flag = run_pipeline(emulator)  # the CLI's runner, no flag either
+    assert without_flag.rows_written[HISTORY] > 0, "history was not written"
+    assert_current_is_the_mirror(pipeline)
+
+    end_a_membership()
+    run_pipeline(emulator, history=True)
+    assert_current_is_the_mirror(pipeline)
+
+
+def test_a_dataset_without_history_gets_no_history_table(emulator: Any, run_pipeline: Any) -> None:
+    outcome = run_pipeline(emulator)
+    assert HISTORY not in outcome.rows_written
+    assert not has_history_table(outcome.pipeline)
+
+
+def test_history_turned_off_on_purpose_is_no_longer_written_and_says_so(
+    emulator: Any, run_pipeline: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`history = false` (or `--no-history`) is the one way to stop keeping history: the table
+    stays as the last history run left it, and every such run warns that it is not current."""
+    first = run_pipeline(emulator, history=True)
+    versions = count(first.pipeline)
+    TwilioWrites(emulator).leave(*_a_membership(emulator))
+    off = run_pipeline(emulator, history=False)
+    assert off.rows_written[HISTORY] == 0
+    assert count(first.pipeline) == versions
+    assert "history = false: user_conversations_history is no longer kept current" in caplog.text
+    assert_user_conversations_mirror(off.pipeline, emulator.all_user_conversations())
+
+
+def has_history_table(pipeline: Any) -> bool:
+    with pipeline.sql_client() as client:
+        tables = client.execute_sql("SELECT table_name FROM information_schema.tables")
+    return (HISTORY,) in {tuple(row) for row in tables}
+
+
+def _a_membership(emulator: Any) -> tuple[str, str, str]:
+    service = emulator.services()[0]["sid"]
+    user = next(
+        u["sid"]
+        for u in emulator.users(service)
+        if len(emulator.user_conversations(service, u["sid"])) >= 2
+    )
+    return service, user, emulator.user_conversations(service, user)[0]["conversation_sid"]
