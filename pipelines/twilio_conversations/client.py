@@ -250,7 +250,8 @@ def _keyed(records: list[Any], key: str, url: str) -> list[dict[str, Any]]:
 class _Trail:
     """The pages one listing has read, so that a next page that leads back to one of them
     (a server's paging loop) or off to another list stops the run with one line instead of
-    paging for ever. A set of short tuples: a Twilio list has at most a few dozen pages."""
+    paging for ever. One short tuple a page: a user's conversations are a few dozen pages at
+    most, a million users' listing 20,000 (a few megabytes)."""
 
     def __init__(self) -> None:
         self.first: str | None = None
