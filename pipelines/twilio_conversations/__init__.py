@@ -660,11 +660,15 @@ _HISTORY: TScd2StrategyDict = {
 }
 
 
-# The history table as a variant of `user_conversations`: the same rows, its own disposition.
+# The history table as a variant of `user_conversations`: the same rows, its own disposition,
+# and none of the resource's keys (a variant starts from them): versions are told apart by their
+# row hash, and `destination_scope` says which ones a load may retire.
 _HISTORY_HINTS = dlt.mark.make_hints(
     table_name=HISTORY_TABLE,
     write_disposition=_HISTORY,
     columns=copy.deepcopy(USER_CONVERSATIONS_COLUMNS),  # dlt writes into the hints it is given
+    primary_key=(),
+    merge_key=(),
 )
 
 
