@@ -27,7 +27,7 @@ from dlt.common.schema.utils import has_table_seen_data
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
-from . import changes, fingerprints
+from . import changes, fingerprints, first_load
 from .accounts import SETTING_KEYS as ACCOUNT_SETTING_KEYS
 from .client import RetryPolicy, TwilioClient
 from .columns import (
@@ -357,6 +357,28 @@ def _fingerprint_rows(state: changes.FingerprintState) -> Iterator[Any]:
         yield dlt.mark.with_table_name(table, fingerprints.TABLE)
 
 
+def _first_load() -> first_load.FirstLoad:
+    """Whether this run appends its user conversations (`first_load.py`), decided here where no
+    runner decided it before the extract (plain dlt)."""
+    try:
+        pipeline = dlt.current.pipeline()
+        state = dlt.current.resource_state()
+        dropped = dlt.current.load_package_state()["state"].get("dropped_tables", [])
+    except Exception:  # iterated outside a pipeline run: nothing to append to
+        return first_load.FirstLoad()
+    return first_load.decide(
+        pipeline,
+        known=fingerprints.MARKER in state or fingerprints.LEGACY_KEY in state,
+        emptied=any(table["name"] == "user_conversations" for table in dropped),
+    )
+
+
+def _is_table(item: Any) -> bool:
+    """Whether `item` is an arrow table of the resource's own table (not a marked item)."""
+    pyarrow = sys.modules.get("pyarrow")  # imported once a table was built
+    return pyarrow is not None and isinstance(item, pyarrow.Table)
+
+
 def _user_tombstones(service_sid: str, user_sids: Iterable[str]) -> list[dict[str, Any]]:
     """`users` rows that delete these users of a service."""
     return [
@@ -393,13 +415,18 @@ def user_conversations_resource(
         """Each scanned user's conversations; a changed user's rows are replaced as a whole.
         Where the dataset keeps history, each table also goes to `user_conversations_history`."""
         history = _keeps_history(settings.history)
-        for item in parts.resume("user_conversations", run):
-            yield item
+        decision = catalog.report.first_load or _first_load()
+        # A first load appends (`first_load.py`): the hint goes with the first table.
+        append = dlt.mark.make_hints(write_disposition="append") if decision.append else None
+        for item in parts.resume("user_conversations", functools.partial(run, decision)):
             versions = _history_versions(item) if history else None
+            if append is not None and _is_table(item):
+                item, append = dlt.mark.with_hints(item, append), None
+            yield item
             if versions is not None:
                 yield versions
 
-    def run() -> Iterator[Any]:
+    def run(decision: first_load.FirstLoad) -> Iterator[Any]:
         resource_state = dlt.current.resource_state()
         batches = _ArrowBatches(_current_load_id())
         new_history = settings.history is True and _first_time(HISTORY_TABLE)
@@ -471,10 +498,12 @@ def user_conversations_resource(
         if catalog.scans_all_services:
             yield from capture.vanished_services({s["sid"] for s in services})
         yield from _fingerprint_rows(state)
+        if decision.token:  # the scan is complete: the claim of the first load is finished
+            yield first_load.finished(decision.token)
         catalog.report.unresolved_users = catalog.unresolved_user_refs()
         capture.save_cursor()
 
-    return fingerprints.add_table(user_conversations)
+    return first_load.add_table(fingerprints.add_table(user_conversations))
 
 
 def _fetch_user(

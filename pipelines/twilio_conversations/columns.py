@@ -23,7 +23,12 @@ from typing import Any, NamedTuple
 
 import orjson
 from dlt.common.data_types.typing import TDataType
-from dlt.common.schema.typing import TColumnSchema, TTableSchemaColumns
+from dlt.common.schema.typing import (
+    TColumnSchema,
+    TTableSchemaColumns,
+    TWriteDispositionConfig,
+)
+from dlt.extract import DltResource
 
 from .settings import DELETED_COLUMN
 
@@ -354,3 +359,29 @@ def with_parsed_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
         if name in row and row[name] is None:
             del row[name]
     return row
+
+
+def add_table_variant(
+    resource: DltResource,
+    table_name: str,
+    write_disposition: TWriteDispositionConfig,
+    columns: TTableSchemaColumns,
+    primary_key: tuple[str, ...] = (),
+) -> DltResource:
+    """Make `table_name` a table of `resource` (rows reach it with `dlt.mark.with_table_name`)
+    with hints of its own only.
+
+    dlt starts a variant from a copy of the resource's hints: the first call empties the copied
+    columns (an empty `columns` replaces them), the second sets the table's; the resource's
+    merge key is cleared, the primary key and write disposition replaced.
+    """
+    resource.apply_hints(table_name=table_name, create_table_variant=True, columns={})
+    resource.apply_hints(
+        table_name=table_name,
+        create_table_variant=True,
+        write_disposition=write_disposition,
+        primary_key=list(primary_key),
+        merge_key=[],
+        columns=columns,
+    )
+    return resource

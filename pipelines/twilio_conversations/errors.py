@@ -57,6 +57,10 @@ class RunInProgressError(TwilioConnectorError):
     """Another run of the same pipeline holds its lock."""
 
 
+class FirstLoadInProgressError(RunInProgressError):
+    """Another pipeline's first load into the same dataset is unfinished (`first_load.py`)."""
+
+
 class DestinationLockedError(TwilioConnectorError):
     """The DuckDB file stayed held open by another process for longer than `lock_timeout`."""
 

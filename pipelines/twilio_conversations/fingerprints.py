@@ -35,6 +35,7 @@ from dlt.destinations.sql_client import WithSqlClient
 from dlt.sources import DltResource
 
 from .changes import FingerprintState
+from .columns import add_table_variant
 from .memory import release_free_memory
 from .settings import DELETED_COLUMN
 
@@ -507,19 +508,5 @@ def _by_scope(
 
 
 def add_table(resource: DltResource) -> DltResource:
-    """Make `TABLE` a table variant of `resource`, with the hints of its own only.
-
-    dlt starts a variant from a copy of the resource's hints: the first call empties the copied
-    columns (an empty `columns` replaces them), the second sets the table's; the resource's
-    merge key is cleared, the primary key and write disposition replaced.
-    """
-    resource.apply_hints(table_name=TABLE, create_table_variant=True, columns={})
-    resource.apply_hints(
-        table_name=TABLE,
-        create_table_variant=True,
-        write_disposition=WRITE_DISPOSITION,
-        primary_key=list(PRIMARY_KEY),
-        merge_key=[],
-        columns=COLUMNS,
-    )
-    return resource
+    """Make `TABLE` a table of `resource`, with the hints of its own only."""
+    return add_table_variant(resource, TABLE, WRITE_DISPOSITION, COLUMNS, PRIMARY_KEY)

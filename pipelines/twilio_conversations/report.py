@@ -13,6 +13,7 @@ from .throttle import AdaptiveLimit
 
 if TYPE_CHECKING:
     from .fingerprints import Held
+    from .first_load import FirstLoad
 
 
 @dataclass
@@ -43,6 +44,8 @@ class RunReport:
     users_held_peak: int = 0
     # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
     fingerprints_read: dict[str, dict[str, Held]] | None = None
+    # Set by the runner: whether this run appends, decided before the extract (`first_load.py`).
+    first_load: FirstLoad | None = None
     # How many users the scan is expected to reach, where something knows (progress lines say
     # "of N"); None: Twilio's lists carry no total.
     users_known: int | None = None

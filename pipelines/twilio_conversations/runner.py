@@ -19,13 +19,11 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
-from . import HISTORY_TABLE, fingerprints, twilio_conversations
+from . import HISTORY_TABLE, fingerprints, first_load, twilio_conversations
 from .accounts import Account, AccountsPlan, plan_accounts
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError, causes
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
@@ -182,16 +180,15 @@ def run(
         recovered = _finish_pending_packages(pipeline, access)
         if full_refresh:
             access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
-        first_load = access.call(lambda: _first_load(pipeline, source, full_refresh))
-        if not first_load and not full_refresh and _has_fingerprints(pipeline, source.name):
-            # Read here, where a DuckDB file held by another process is waited for, so the
-            # extract does not open the destination.
+        # Decided and read here, where a DuckDB file held by another process is waited for, so
+        # the extract does not open the destination.
+        known = not full_refresh and _has_fingerprints(pipeline, source.name)
+        decision = access.call(
+            lambda: first_load.decide(pipeline, known=known, emptied=full_refresh)
+        )
+        report.first_load = decision
+        if known:
             report.fingerprints_read = access.call(lambda: read_fingerprints(pipeline))
-        if first_load:
-            # Every row is new, so a plain append equals the merge and spares the destination
-            # the staging copy and the delete-insert (docs/performance.md, item 6 of "Where the
-            # time goes").
-            source.resources["user_conversations"].apply_hints(write_disposition="append")
         row_counts: Counter[str] = Counter()
         load_ids: list[str] = []
         parts = 0
@@ -206,7 +203,7 @@ def run(
             release_free_memory()
             counts = normalize_info.row_counts if normalize_info else {}
             # A first load appends, but history's scd2 merge takes every row it is sent.
-            appends = first_load and HISTORY_TABLE not in counts
+            appends = decision.append and HISTORY_TABLE not in counts
             budget = FIRST_LOAD_DUCKDB_CONFIG if appends else MERGE_DUCKDB_CONFIG
             load_info = access.call(functools.partial(_load, pipeline, budget))
             row_counts.update(counts)
@@ -474,38 +471,6 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
         destination.caps_params.clear()
         destination.caps_params.update(saved[1])
         connection.close()  # DuckDB checkpoints the load into the file here
-
-
-def _first_load(pipeline: dlt.Pipeline, source: DltSource, full_refresh: bool) -> bool:
-    """Whether `user_conversations` may append: nothing of it is loaded yet (or all is dropped
-    first).
-
-    Called after the state sync, so a pipeline whose local folder was lost has its fingerprints
-    back. The destination table is asked too: a table that holds rows which this pipeline's
-    state does not know (state lost with the destination kept, or rows written by something
-    else) is merged into, never appended to, so it cannot get duplicate keys.
-    """
-    if full_refresh:
-        return True
-    if _has_fingerprints(pipeline, source.name):
-        return False
-    return not _destination_has_rows(pipeline, "user_conversations")
-
-
-def _destination_has_rows(pipeline: dlt.Pipeline, table: str) -> bool:
-    """Whether the destination's `table` holds any row; True when that cannot be told (a merge
-    is always correct, an append only on an empty table)."""
-    try:
-        with pipeline.sql_client() as client:
-            qualified = client.make_qualified_table_name(table)
-            return bool(client.execute_sql(f"SELECT 1 FROM {qualified} LIMIT 1"))
-    except DatabaseUndefinedRelation:
-        return False
-    except Exception as exc:
-        if lock_holder(exc) is not None:
-            raise  # FileAccess waits for the file and asks again
-        logger.debug("could not tell whether %s holds rows: %s", table, exc)
-        return True
 
 
 def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:

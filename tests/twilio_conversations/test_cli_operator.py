@@ -260,7 +260,8 @@ def test_filesystem_runs_write_no_dlt_log_lines_and_say_once_that_they_append(
     assert first.stderr == ""
     appended = [line for line in first.stdout.splitlines() if "appended" in line]
     assert appended == [
-        "  appended       services, users: filesystem cannot merge, changed rows are added "
+        "  appended       services, user_conversations, users: filesystem cannot merge, "
+        "changed rows are added "
         "(docs/destinations.md)"
     ], first.stdout
     # Back to DuckDB: dlt warns that the destination differs from the state's; nothing shows.

@@ -239,3 +239,70 @@ def test_the_first_request_of_a_first_load_waits_for_neither_pyarrow_nor_a_clien
     assert seen == {"records imported": False, "sql clients in the extract": 0}, seen
     reader = reading(tmp_path / "twilio_conversations.duckdb", tmp_path / "reader")
     assert_user_conversations_mirror(reader, emulator.all_user_conversations())
+
+
+# -- which loads append ------------------------------------------------------------------------
+
+
+def disposition(pipeline: Any) -> str:
+    """How the last load that wrote user_conversations wrote it (the stored schema keeps it)."""
+    return str(pipeline.default_schema.tables["user_conversations"]["write_disposition"])
+
+
+def join_a_conversation(emu: Any) -> None:
+    """A change for the next run to write: a user joins a new conversation."""
+    service = emu.services()[0]["sid"]
+    user = emu.users(service)[0]["sid"]
+    emu.store.join(service, user, emu.store.create_conversation(service, friendly_name="new"))
+
+
+def test_first_loads_append_and_later_runs_merge_on_every_destination(
+    emulator: Any, run_pipeline: Any, destination: dict[str, Any]
+) -> None:
+    """A first load and a full refresh append (no staging copy); a later run merges. The claim
+    each takes is the destination's own, on DuckDB and PostgreSQL alike."""
+    truth = emulator.all_user_conversations()
+    first = run_pipeline(emulator, **destination)
+    assert disposition(first.pipeline) == "append"
+    assert_user_conversations_mirror(first.pipeline, truth)
+    join_a_conversation(emulator)
+    truth = emulator.all_user_conversations()
+    again = run_pipeline(emulator, **destination)
+    assert again.rows_written["user_conversations"] > 0
+    assert disposition(again.pipeline) == "merge"
+    refreshed = run_pipeline(emulator, full_refresh=True, **destination)
+    assert disposition(refreshed.pipeline) == "append"
+    assert refreshed.rows_written["user_conversations"] == len(truth)
+    assert_user_conversations_mirror(refreshed.pipeline, truth)
+
+
+def test_plain_dlt_appends_its_first_load_and_after_a_refresh(
+    emulator: Any, isolated_dlt: Path
+) -> None:
+    """`pipeline.run(twilio_conversations())`, no runner: the source takes the claim itself."""
+    from twilio_conversations import twilio_conversations
+    from twilio_conversations.credentials import TwilioCredentials
+
+    credentials = TwilioCredentials()
+    credentials.account_sid = emulator.account_sid
+    credentials.auth_token = emulator.auth_token
+    pipeline = dlt.pipeline(
+        "plain",
+        destination=dlt.destinations.duckdb(str(isolated_dlt / "plain.duckdb")),
+        dataset_name="twilio",
+        pipelines_dir=str(isolated_dlt / "pipelines"),
+    )
+    truth = emulator.all_user_conversations()
+
+    def source() -> Any:
+        return twilio_conversations(credentials=credentials, base_url=emulator.base_url)
+
+    pipeline.run(source())
+    assert disposition(pipeline) == "append"
+    join_a_conversation(emulator)
+    truth = emulator.all_user_conversations()
+    pipeline.run(source())
+    assert disposition(pipeline) == "merge"
+    pipeline.run(source(), refresh="drop_sources")
+    assert disposition(pipeline) == "append"
+    assert_user_conversations_mirror(pipeline, truth)
