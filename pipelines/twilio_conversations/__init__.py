@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.schema.typing import TMergeDispositionDict, TScd2StrategyDict
-from dlt.common.schema.utils import has_table_seen_data
 from dlt.common.typing import TSecretStrValue
 from dlt.sources import DltResource
 
@@ -671,7 +670,7 @@ def _first_time(table: str) -> bool:
         schema = dlt.current.source_schema()
     except Exception:  # iterated outside a pipeline run
         return False
-    return not has_table_seen_data(schema.tables.get(table, {}))
+    return table not in schema.data_table_names(seen_data_only=True, include_incomplete=True)
 
 
 # History: dlt `scd2` keyed by row hash. Only partitions (users) sent in this load may be retired,

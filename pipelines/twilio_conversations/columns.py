@@ -28,7 +28,7 @@ from dlt.common.schema.typing import (
     TTableSchemaColumns,
     TWriteDispositionConfig,
 )
-from dlt.extract import DltResource
+from dlt.sources import DltResource
 
 from .settings import DELETED_COLUMN
 

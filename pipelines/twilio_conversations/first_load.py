@@ -34,7 +34,7 @@ import dlt
 from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import SqlClientBase, WithSqlClient
-from dlt.extract import DltResource
+from dlt.sources import DltResource
 
 from .columns import add_table_variant
 from .errors import FirstLoadInProgressError
