@@ -62,8 +62,8 @@ def twilio_conversations_dag() -> None:
         log_progress_period=10.0,
     )
     pipeline = make_pipeline(DESTINATION, progress=None)
-    # One task for the whole source: its three resources share one walk of services and users
-    # (decomposing would list them once per resource and split the state they update together).
+    # One task for the whole source: its resources share one walk of services (decomposing
+    # would list them once per resource and split the state they update together).
     # The source is passed uncalled, so its configuration resolves when the task runs, not when
     # the scheduler parses this file.
     load = tasks.add_run(

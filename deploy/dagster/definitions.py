@@ -56,8 +56,8 @@ def twilio_conversations_assets(
     context: AssetExecutionContext, dlt: DagsterDltResource
 ) -> Iterator[Any]:
     # A fresh source per run: configuration resolves now, and the run's counters start at 0.
-    # Materializing a subset of the assets runs only those resources (each lists services and
-    # users itself, so any subset is correct).
+    # Materializing a subset of the assets runs only those resources (each lists the services
+    # itself, so any subset is correct; `user_conversations` loads the `users` table too).
     yield from dlt.run(
         context=context,
         dlt_source=twilio_conversations(),

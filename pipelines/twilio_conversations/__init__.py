@@ -34,6 +34,7 @@ from .columns import (
     USER_CONVERSATION_KEY,
     USER_CONVERSATIONS_COLUMNS,
     USERS_COLUMNS,
+    add_table_variant,
     with_parsed_attributes,
 )
 from .config_check import check_settings
@@ -177,21 +178,12 @@ def twilio_conversations(
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     parts = _Parts(report)
-    current = user_conversations_resource(catalog, settings, parts)
-    # dlt extracts on one thread, by default one yielded item from each resource in turn
-    # ("round robin"). `user_conversations` reads the shared user listing and fetches
-    # conversations as the pages arrive; `users` takes the pages it has read and hands its turn
-    # back when it has caught up, so it never reads the listing's chain of pages on its own
-    # while no fetch is submitted. test_pipeline.py pins the effect, whatever the order dlt
-    # picks: test_users_never_reads_the_listing_ahead_of_user_conversations (it fails when
-    # `users` reads the pages itself). Why it matters: docs/performance.md, "Where the time
-    # goes", 14.
-    resources = [
+    # `users` is a table of `user_conversations`, which reads each service's user listing once
+    # and writes the users as they are listed.
+    return [
         services_resource(catalog, parts),
-        current,
-        users_resource(catalog, settings.pii, parts),
+        user_conversations_resource(catalog, settings, parts),
     ]
-    return resources
 
 
 # Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them,
@@ -224,12 +216,11 @@ class _Parts:
 
     Each resource's run is one generator for the whole run (`resume` keeps it between the
     extracts): `user_conversations` yields `_PAUSE` once a part's users are decided and written,
-    which ends this extract's share of it; `users` pauses where it has caught up with the paused
-    listing. The caller (the runner) extracts, normalizes and loads again while `unfinished`,
-    so a crash keeps the parts already loaded; deletions are still decided only at the end of a
-    complete listing, in the last part. A part also ends once where a service's last fetches
-    drain, if that is worth it (`_worth_a_part_while_draining`). Without `users_per_load` (plain
-    dlt) there is one part.
+    which ends this extract's share of it. The caller (the runner) extracts, normalizes and
+    loads again while `unfinished`, so a crash keeps the parts already loaded; deletions are
+    still decided only at the end of a complete listing, in the last part. A part also ends
+    once where a service's last fetches drain, if that is worth it
+    (`_worth_a_part_while_draining`). Without `users_per_load` (plain dlt) there is one part.
     """
 
     def __init__(self, report: RunReport) -> None:
@@ -237,7 +228,6 @@ class _Parts:
         self._runs: dict[str, Iterator[Any]] = {}
         self._finished: set[str] = set()
         self._load_id: str | None = None
-        self.leader_paused = False  # `user_conversations` ended this extract's part
 
     @property
     def size(self) -> int | None:
@@ -248,7 +238,7 @@ class _Parts:
         time)."""
         load_id = _current_load_id()
         if load_id != self._load_id:  # a new extract: a new part
-            self._load_id, self.leader_paused = load_id, False
+            self._load_id = load_id
         if name in self._finished:
             return
         run = self._runs.setdefault(name, start())
@@ -290,57 +280,6 @@ def services_resource(catalog: Catalog, parts: _Parts) -> DltResource:
         yield from _fingerprint_rows(state)
 
     return fingerprints.add_table(services)
-
-
-def users_resource(catalog: Catalog, policy: PiiPolicy, parts: _Parts) -> DltResource:
-    @dlt.resource(
-        name="users",
-        primary_key="sid",
-        write_disposition=_MERGE,
-        columns=USERS_COLUMNS,
-    )
-    def users() -> Iterator[list[dict[str, Any]] | None]:
-        """Users of each scanned service, written when they change; deleted users removed."""
-        yield from parts.resume("users", run)
-
-    def run() -> Iterator[Any]:
-        if _first_time("users"):
-            yield dlt.mark.materialize_table_schema()
-        state = fingerprints.open_fingerprints("users", catalog.report.fingerprints_read)
-        services = catalog.services()
-        for service in services:
-            service_sid = service["sid"]
-            listed = fingerprints.listed(state, service_sid)
-            for batch in catalog.arrived_users(service_sid):
-                if batch is None:
-                    if parts.leader_paused:  # caught up with a listing paused for this part
-                        yield from _fingerprint_rows(state)
-                        yield _PAUSE
-                        continue
-                    # `user_conversations` is reading the next page: `None` (an item dlt drops)
-                    # ends this resource's turn, so dlt goes back to it meanwhile.
-                    yield None
-                    continue
-                for record in batch:
-                    listed.add(record["sid"])
-                # The PII policy before the fingerprint: a policy change rewrites the users.
-                rows = policy.apply("users", batch)
-                changed = changes.changed_records(state, service_sid, rows)
-                if changed:
-                    yield [with_parsed_attributes(r) for r in changed]
-                    yield from _fingerprint_rows(state)
-            if catalog.listed_all_users(service_sid):
-                gone = changes.drop_vanished(state, service_sid, listed)
-                if gone:
-                    yield _user_tombstones(service_sid, gone)
-            catalog.done_with_users(service_sid)
-        if catalog.scans_all_services:
-            seen = {s["sid"] for s in services}
-            for service_sid, gone in changes.drop_vanished_scopes(state, seen).items():
-                yield _user_tombstones(service_sid, gone)
-        yield from _fingerprint_rows(state)
-
-    return fingerprints.add_table(users)
 
 
 def _fingerprint_rows(state: changes.FingerprintState) -> Iterator[Any]:
@@ -415,6 +354,7 @@ def user_conversations_resource(
         Where the dataset keeps history, each table also goes to `user_conversations_history`."""
         history = _keeps_history(settings.history)
         decision = catalog.report.first_load or _first_load()
+        _users_file_format_as_the_resource_s()
         # A first load appends (`first_load.py`): the hint goes with the first table.
         append = dlt.mark.make_hints(write_disposition="append") if decision.append else None
         for item in parts.resume("user_conversations", functools.partial(run, decision)):
@@ -446,12 +386,21 @@ def user_conversations_resource(
             rewrite_all=new_history,
         )
         first_time = _first_time("user_conversations") or new_history
+        users_state = resource_state.setdefault("users", {})
+        # Where a pipeline made when `users` was a resource of its own noted its fingerprints.
+        users_state.update(dlt.current.source_state().get("resources", {}).pop("users", {}))
+        users = _ListedUsers(
+            fingerprints.open_fingerprints("users", catalog.report.fingerprints_read, users_state),
+            settings.pii,
+        )
+        if _first_time("users"):
+            yield dlt.mark.with_table_name(dlt.mark.materialize_table_schema(), "users")
         services = catalog.services()
         with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
             for service in services:
                 service_sid = service["sid"]
                 listed = fingerprints.listed(state, service_sid)
-                tasks = _user_tasks(catalog, service_sid, listed)
+                tasks = _user_tasks(catalog, service_sid, listed, users)
                 # One stream of fetches for the whole listing, across the parts: the fetches
                 # already submitted go on while a part is normalized and loaded.
                 fetches = _Fetches(
@@ -464,9 +413,7 @@ def user_conversations_resource(
                     if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
                         yield from _fingerprint_rows(state)
                     if done % settings.page_size == 0:
-                        # A turn for `users` (dlt takes one item per resource in turn): it
-                        # takes the listing's pages this loop passed, so they can go.
-                        yield None
+                        yield from users.changed(service_sid)
                     decided = catalog.report.users_changed - committed
                     if not parts.size or not decided:
                         continue  # nothing to commit: a load would cost time and keep nothing
@@ -480,14 +427,16 @@ def user_conversations_resource(
                     # A part's users are decided: their rows and fingerprints go in this load.
                     yield from batches.flush()
                     yield from _fingerprint_rows(state)
+                    yield from users.changed(service_sid)
+                    yield from _fingerprint_rows(users.state)
                     capture.save_cursor()
-                    parts.leader_paused = True
                     yield _PAUSE
                     batches.load_id = _current_load_id()
                     committed = catalog.report.users_changed
+                yield from users.changed(service_sid)
                 if catalog.listed_all_users(service_sid):
                     yield from capture.vanished_users(service_sid, listed)
-                catalog.done_with_users(service_sid)
+                    yield from users.vanished(service_sid)
         yield from batches.flush()
         if first_time and not batches.made:
             # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
@@ -496,12 +445,15 @@ def user_conversations_resource(
             yield batches.table([])
         if catalog.scans_all_services:
             yield from capture.vanished_services({s["sid"] for s in services})
+            yield from users.vanished_services({s["sid"] for s in services})
         yield from _fingerprint_rows(state)
+        yield from _fingerprint_rows(users.state)
         if decision.token:  # the scan is complete: the claim of the first load is finished
             yield first_load.finished(decision.token)
         catalog.report.unresolved_users = catalog.unresolved_user_refs()
         capture.save_cursor()
 
+    add_table_variant(user_conversations, "users", _MERGE, USERS_COLUMNS, ("sid",))
     return first_load.add_table(fingerprints.add_table(user_conversations))
 
 
@@ -747,17 +699,69 @@ def _current_load_id() -> str | None:
         return None
 
 
+def _users_file_format_as_the_resource_s() -> None:
+    """Give the `users` table the file format of the resource's own table: dlt sets a run's
+    `loader_file_format` on that one only, and `users` rows would take the destination's
+    default (insert statements, jsonl) instead of parquet."""
+    try:
+        resource = dlt.current.resource()
+    except Exception:  # iterated outside a pipeline run
+        return
+    file_format = resource.compute_table_schema().get("file_format")
+    if file_format:
+        resource.apply_hints(table_name="users", create_table_variant=True, file_format=file_format)
+
+
 def _user_tasks(
-    catalog: Catalog, service_sid: str, listed: fingerprints.Listed
+    catalog: Catalog, service_sid: str, listed: fingerprints.Listed, users: _ListedUsers
 ) -> Iterator[tuple[str, str]]:
-    """(service, user) for each user of the listing, adding each SID to `listed`.
+    """(service, user) for each user of the listing, adding each SID to `listed` and each
+    record to the `users` to write.
 
     Pulled as workers free up, so the listing's next page is read while the first users'
     conversations are being fetched.
     """
     for user in catalog.iter_users(service_sid):
         listed.add(user["sid"])
+        users.arrived.append(user)
         yield service_sid, user["sid"]
+
+
+class _ListedUsers:
+    """The `users` table, written from the listings `user_conversations` reads: each user as
+    listed, when changed; users a complete listing no longer has are removed."""
+
+    def __init__(self, state: changes.FingerprintState, policy: PiiPolicy) -> None:
+        self.state = state
+        self.policy = policy
+        self.arrived: list[dict[str, Any]] = []  # listed since the last `changed`
+        self._listed: dict[str, fingerprints.Listed] = {}
+
+    def changed(self, service_sid: str) -> Iterator[Any]:
+        """`users` rows of the users listed since the last call that changed."""
+        batch, self.arrived = self.arrived, []
+        if not batch:
+            return
+        listed = self._listed.setdefault(service_sid, fingerprints.listed(self.state, service_sid))
+        for record in batch:
+            listed.add(record["sid"])
+        # The PII policy before the fingerprint: a policy change rewrites the users.
+        rows = self.policy.apply("users", batch)
+        changed = changes.changed_records(self.state, service_sid, rows)
+        if changed:
+            yield dlt.mark.with_table_name([with_parsed_attributes(r) for r in changed], "users")
+
+    def vanished(self, service_sid: str) -> Iterator[Any]:
+        """Tombstones for the users of the service its complete listing no longer has."""
+        listed = self._listed.pop(service_sid, None) or fingerprints.listed(self.state, service_sid)
+        gone = changes.drop_vanished(self.state, service_sid, listed)
+        if gone:
+            yield dlt.mark.with_table_name(_user_tombstones(service_sid, gone), "users")
+
+    def vanished_services(self, seen: set[str]) -> Iterator[Any]:
+        """Tombstones for every user of the services a complete scan no longer saw."""
+        for service_sid, gone in changes.drop_vanished_scopes(self.state, seen).items():
+            yield dlt.mark.with_table_name(_user_tombstones(service_sid, gone), "users")
 
 
 class _Fetches:

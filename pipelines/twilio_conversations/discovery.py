@@ -1,11 +1,10 @@
 """Which services and users a run scans: everything the credentials see, or what is configured.
 
-Listings are memoised per run so the `users` and `user_conversations` resources share one walk
-of each service's users instead of paying for it twice. The walk is shared page by page and read
-by a thread of its own: a reader gets each user as soon as its page has arrived, so
-`user_conversations` fetches the first users' conversations while the rest of the listing is
-still being read (one page at a time, `users / page_size` round trips in a row), and the chain
-of pages never waits for the main thread.
+Each service's user listing is read once, by `user_conversations`, which writes the `users` rows
+as they are listed. A thread of its own reads the listing's pages ahead of it (`_Listing`), so
+the first users' conversations are fetched while the rest of the listing is still being read
+(one page at a time, `users / page_size` round trips in a row), and the chain of pages never
+waits for the main thread.
 """
 
 from __future__ import annotations
@@ -38,9 +37,6 @@ from .settings import (
 Record = dict[str, Any]
 
 _log = logging.getLogger("twilio_conversations")
-
-# The resources that read each service's user list: `users` and `user_conversations`.
-USERS_READERS = 2
 
 
 def validate_service_sids(values: Sequence[str] | None) -> list[str]:
@@ -124,153 +120,66 @@ def user_path(service_sid: str, user: str) -> str:
     return USER_PATH.format(service_sid=service_sid, user=quote(user, safe=""))
 
 
-class _SharedListing:
-    """One service's user listing, read by several readers, each page requested once.
+class _Listing:
+    """One service's user listing, read ahead of its reader by a thread of its own.
 
-    The listing is a chain of page tokens, the one part of a run that cannot overlap itself,
-    so a thread of its own reads it page after page (`_read_ahead_pages`), up to `read_ahead`
-    records ahead of the readers, whatever the readers are doing meanwhile.
-
-    A *leader* (`read`, used by `user_conversations`) waits for the pages it needs, and the
-    read-ahead follows the leaders. A *follower* (`arrived`, used by `users`) takes whatever has
-    arrived and, when it has caught up while a leader is open, hands its turn back instead of
-    waiting: dlt extracts resources on one thread, so a follower waiting for the rest of the
-    listing would hold up every conversation fetch the leader would have submitted meanwhile
-    (docs/performance.md, "Where the time goes", 14). With no leader open, a follower waits
-    and leads the read-ahead itself. A failed page fails every reader that reaches it, so none
-    can mistake a partial listing for the whole (which would count the users not yet listed as
-    deleted).
+    The listing is a chain of page tokens, the one part of a run that cannot overlap itself, so
+    a thread reads it page after page (`_read_ahead_pages`), up to `read_ahead` records ahead of
+    the reader, whatever the reader is doing meanwhile (submitting fetches, or paused while a
+    part is loaded). A failed page fails the reader when it reaches it, so a partial listing is
+    never mistaken for the whole (which would count the users not yet listed as deleted).
     """
 
-    def __init__(
-        self, pages: Iterable[list[Record]], read_ahead: int, chunk: int, readers: int
-    ) -> None:
+    def __init__(self, pages: Iterable[list[Record]], read_ahead: int, chunk: int) -> None:
         self._pages = iter(pages)
         self._read_ahead = read_ahead
-        self._chunk = chunk
-        self._readers = readers  # readers expected: records go once each of them passed
+        self._chunk = chunk  # records the reader takes at a time, so the read-ahead sees it go
         self._cond = threading.Condition()
-        self._records: list[Record] = []  # the listing from record `_base` on
-        self._base = 0
-        self._left = 0  # readers that finished
+        self._records: list[Record] = []  # listed, not yet taken by the reader
         self.peak = 0  # the most records held at once
         self._complete = False
         self._error: BaseException | None = None
-        # Records taken by each open reader, leaders and followers apart.
-        self._leaders: dict[object, int] = {}
-        self._followers: dict[object, int] = {}
-        self._reading = False  # the read-ahead thread is running
 
     def read(self) -> Iterator[Record]:
         """Every record, waiting for each page as needed."""
-        reader = object()
+        threading.Thread(target=self._read_ahead_pages, name="twilio-listing", daemon=True).start()
         try:
-            index = 0
-            while True:
-                batch = self._take(self._leaders, reader, index)
-                if batch is None:
-                    return  # the listing is complete
-                index += len(batch)
-                yield from batch
-        finally:
-            self._leave(self._leaders, reader)
-
-    def arrived(self) -> Iterator[list[Record] | None]:
-        """Every record, in batches of what has arrived since the last one.
-
-        `None` means "caught up while a leader is open": the caller should let the leader run
-        (the leader either takes the next page or finishes the listing, so `None`s never
-        outlast it).
-        """
-        reader = object()
-        try:
-            index = 0
             while True:
                 with self._cond:
-                    caught_up = index == self._end and not self._complete
-                    hand_back = caught_up and bool(self._leaders)
-                if hand_back:
-                    yield None
-                    continue
-                batch = self._take(self._followers, reader, index)
-                if batch is None:
-                    return
-                index += len(batch)
-                yield batch
+                    while not self._records and not self._complete and self._error is None:
+                        self._cond.wait()
+                    batch = self._records[: self._chunk]
+                    del self._records[: self._chunk]
+                    self._cond.notify_all()  # the read-ahead may wait for the reader
+                    if not batch:
+                        if self._error is not None:
+                            raise self._error
+                        return  # the listing is complete
+                yield from batch
         finally:
-            self._leave(self._followers, reader)
-
-    def _take(self, readers: dict[object, int], reader: object, index: int) -> list[Record] | None:
-        """The records from `index` on, waiting for the next page if there are none yet; None:
-        the listing is complete. A leader takes `chunk` at most, so the read-ahead sees its
-        progress; a follower all that arrived, since it gets one turn to the leader's many."""
-        with self._cond:
-            readers[reader] = index
-            self._cond.notify_all()  # the read-ahead may be waiting for readers to catch up
-            if not self._reading and not self._complete and self._error is None:
-                self._reading = True
-                threading.Thread(
-                    target=self._read_ahead_pages, name="twilio-listing", daemon=True
-                ).start()
-            self._trim()
-            while index == self._end and not self._complete and self._error is None:
-                self._cond.wait()
-            if index < self._end:
-                start = index - self._base
-                end = start + self._chunk if readers is self._leaders else None
-                return self._records[start:end]
-            if self._error is not None:
-                raise self._error
-            return None
-
-    @property
-    def _end(self) -> int:
-        """Records listed so far."""
-        return self._base + len(self._records)
-
-    def _trim(self) -> None:
-        """Let go of the records every expected reader has taken (none while a reader has yet
-        to come: it reads from the first). A million users' records would be 1.7 GB."""
-        if len(self._leaders) + len(self._followers) + self._left < self._readers:
-            return
-        low = min([*self._leaders.values(), *self._followers.values()], default=self._end)
-        if low - self._base >= 4 * self._chunk:  # in steps, not record by record
-            del self._records[: low - self._base]
-            self._base = low
-
-    def _leave(self, readers: dict[object, int], reader: object) -> None:
-        with self._cond:
-            if readers.pop(reader, None) is not None:
-                self._left += 1
-            self._cond.notify_all()
-
-    def _lead(self) -> int | None:
-        """How far the read-ahead follows: the furthest leader, else the furthest follower;
-        None when no reader is open."""
-        readers = self._leaders or self._followers
-        return max(readers.values()) if readers else None
+            with self._cond:
+                self._complete = True  # the reader left: the read-ahead stops
+                self._cond.notify_all()
 
     def _read_ahead_pages(self) -> None:
-        """Read pages while the lead (`_lead`) is fewer than `read_ahead` records behind; stop at
-        the end, at an error, or when every reader has left (a reader that comes starts it
-        again)."""
+        """Read pages while fewer than `read_ahead` records wait for the reader; stop at the
+        end, at an error, or when the reader has left."""
         while True:
             with self._cond:
-                while (lead := self._lead()) is not None and (self._end - lead >= self._read_ahead):
+                while len(self._records) >= self._read_ahead and not self._complete:
                     self._cond.wait()
-                if lead is None:
-                    self._reading = False
+                if self._complete:
                     return
             try:
                 page = next(self._pages, None)
-            except BaseException as exc:  # handed to every reader that reaches this page
+            except BaseException as exc:  # handed to the reader when it reaches this page
                 with self._cond:
-                    self._error, self._reading = exc, False
+                    self._error = exc
                     self._cond.notify_all()
                 return
             with self._cond:
                 if page is None:
-                    self._complete, self._reading = True, False
+                    self._complete = True
                 else:
                     self._records.extend(page)
                     self.peak = max(self.peak, len(self._records))
@@ -305,8 +214,6 @@ class Catalog:
         self.report = report
         self._lock = threading.RLock()
         self._services: list[Record] | None = None
-        self._users: dict[str, _SharedListing] = {}
-        self._users_read_by: dict[str, int] = {}
         self._resolved_refs: set[str] = set()
         self._vanished: set[str] = set()  # services not found (404) when their users were listed
 
@@ -354,31 +261,19 @@ class Catalog:
 
     def iter_users(self, service_sid: str) -> Iterator[Record]:
         """The scanned users of the service, each as soon as its page has arrived."""
-        return self._listing(service_sid).read()
-
-    def arrived_users(self, service_sid: str) -> Iterator[list[Record] | None]:
-        """The scanned users of the service in batches as they arrive, `None` when caught up
-        while an `iter_users` reader is open (see `_SharedListing.arrived`)."""
-        return self._listing(service_sid).arrived()
-
-    def _listing(self, service_sid: str) -> _SharedListing:
-        with self._lock:
-            listing = self._users.get(service_sid)
-            if listing is None:
-                pages: Iterable[list[Record]] = (
-                    self._configured_users(service_sid)
-                    if self.user_refs
-                    else self._listed_users(service_sid)
-                )
-                # Ahead of the readers by what the workers can take while a page is on its way,
-                # and by a part's pause (LISTING_READ_AHEAD).
-                workers_take = 2 * self.page_size + 4 * self.client.concurrency.ceiling
-                read_ahead = max(workers_take, LISTING_READ_AHEAD)
-                listing = _SharedListing(
-                    pages, read_ahead, chunk=self.page_size, readers=USERS_READERS
-                )
-                self._users[service_sid] = listing
-            return listing
+        pages: Iterable[list[Record]] = (
+            self._configured_users(service_sid)
+            if self.user_refs
+            else self._listed_users(service_sid)
+        )
+        # Ahead of the reader by what the workers can take while a page is on its way, and by a
+        # part's pause (LISTING_READ_AHEAD).
+        workers_take = 2 * self.page_size + 4 * self.client.concurrency.ceiling
+        listing = _Listing(pages, max(workers_take, LISTING_READ_AHEAD), chunk=self.page_size)
+        try:
+            yield from listing.read()
+        finally:
+            self.report.users_held_peak = max(self.report.users_held_peak, listing.peak)
 
     def _listed_users(self, service_sid: str) -> Iterator[list[Record]]:
         """The pages of the service's users; none more once the service is not found (404), as
@@ -400,23 +295,6 @@ class Catalog:
                 "Users",
                 "service not found (404) when its users were listed; its rows are kept",
             )
-
-    def done_with_users(self, service_sid: str) -> None:
-        """One reader is done with the service's users; the last one lets the listing go.
-
-        Otherwise the whole listing (Python objects for every user; docs/performance.md,
-        "Figures behind the code's choices") stays alive until the run ends, on top of DuckDB's
-        memory during the load. With one of the readers deselected the listing simply lives
-        until the run ends.
-        """
-        with self._lock:
-            done = self._users_read_by.get(service_sid, 0) + 1
-            self._users_read_by[service_sid] = done
-            listing = self._users.get(service_sid)
-            if listing is not None:
-                self.report.users_held_peak = max(self.report.users_held_peak, listing.peak)
-            if done >= USERS_READERS:
-                self._users.pop(service_sid, None)
 
     def unresolved_user_refs(self) -> list[str]:
         """Configured users found in no scanned service (call after every service's users)."""

@@ -407,17 +407,20 @@ class _Listed:
 
 
 def open_fingerprints(
-    resource: str, read: dict[str, dict[str, Held]] | None = None
+    resource: str,
+    read: dict[str, dict[str, Held]] | None = None,
+    state: dict[str, Any] | None = None,
 ) -> FingerprintState:
     """The fingerprints of `resource` for this run, read where they live (see the module doc).
 
-    Call inside the resource, where `dlt.current` names the pipeline and its state. `read`:
+    Call inside the resource, where `dlt.current` names the pipeline and its state; `state`:
+    where in the resource state they are noted (the resource's own by default). `read`:
     what `read_fingerprints` returned before the extract (the runner reads them while it may
     wait for a DuckDB file another process holds); without it they are read here. A destination
     that cannot be read back (no SQL client: a custom `@dlt.destination`, a vector store) keeps
     them in the resource state, as before this table: a plain dict there, written whole.
     """
-    state = dlt.current.resource_state()
+    state = dlt.current.resource_state() if state is None else state
     pipeline = dlt.current.pipeline()
     if not _readable(pipeline):
         kept: FingerprintState = state.setdefault(LEGACY_KEY, {})

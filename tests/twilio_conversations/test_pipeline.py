@@ -178,18 +178,18 @@ def test_user_vanishing_between_listing_and_reading_is_skipped(
     assert_user_conversations_mirror(outcome.pipeline, emulator.all_user_conversations())
 
 
-def test_users_never_reads_the_listing_ahead_of_user_conversations(
+def test_the_listing_never_runs_far_ahead_of_the_conversation_fetches(
     start_emulator: Any, run_pipeline: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """dlt extracts on one thread; if `users` waited for the user listing's pages itself, no
-    conversation fetch would be submitted meanwhile (at 100 ms a page, seconds of idle workers).
+    """The user listing is read by a thread of its own, ahead of the fetches by a bounded
+    amount: users are never listed while no conversation fetch is submitted (at 100 ms a page,
+    seconds of idle workers), nor held in memory far ahead of them.
 
-    The listing runs ahead of the fetches by a bounded amount (at most 2 pages and 4 users per
-    worker ahead of the users taken, which are at most 4 per worker ahead of those finished,
-    with what covers a part's pause, `LISTING_READ_AHEAD` and `FETCH_AHEAD_PER_WORKER`, set to
-    0 and 4 here), so before page p + 1 is requested at least
-    page_size * p - 2 * page_size - 8 * workers - 1 conversation requests were sent. A `users`
-    that waits for the pages while no fetch is submitted breaks that bound."""
+    At most 2 pages and 4 users per worker ahead of the users taken, which are at most 4 per
+    worker ahead of those finished, with what covers a part's pause, `LISTING_READ_AHEAD` and
+    `FETCH_AHEAD_PER_WORKER`, set to 0 and 4 here; so before page p + 1 is requested at least
+    page_size * p - 2 * page_size - 8 * workers - 1 conversation requests were sent. The `users`
+    rows, written from the same listing, are the API's."""
     from urllib.parse import urlsplit
 
     import twilio_conversations
@@ -206,8 +206,7 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
         return original(self, request, **kwargs)
 
     monkeypatch.setattr(transport.ApiSession, "send", recording)
-    # A batch every few users, as a large account has one every ~150 (5,000 rows): each batch
-    # is a turn of `user_conversations`, after which dlt gives `users` its turn.
+    # A batch every few users, as a large account has one every ~150 (5,000 rows).
     monkeypatch.setattr(twilio_conversations, "ARROW_BATCH_ROWS", 4)
     monkeypatch.setattr(discovery, "LISTING_READ_AHEAD", 0)
     monkeypatch.setattr(twilio_conversations, "FETCH_AHEAD_PER_WORKER", 4)
@@ -223,7 +222,7 @@ def test_users_never_reads_the_listing_ahead_of_user_conversations(
             before = sum(1 for path in sent[:position] if path.endswith("/Conversations"))
             assert before >= page_size * (page - 2) - 8 * workers - 1, (
                 f"{run}: listing page {page + 1} was read after only {before} conversation "
-                "requests: `users` read it while no fetch was submitted"
+                "requests: the listing ran ahead of the fetches"
             )
         assert outcome.report.users_scanned == len(emu.users(service))
         assert_users_mirror(outcome.pipeline, truth_users(emu))

@@ -410,18 +410,18 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     assert "US3" not in started, "a task still queued when the failure arrived was run"
 
 
-# -- the shared user listing -------------------------------------------------------------------
+# -- the user listing, read ahead ----------------------------------------------------------------
 
 
 class _Pages:
     """A listing of `pages` pages of two users each, recording each page asked for and, at each
-    ask, how many users the test's leader had taken by then."""
+    ask, how many users the test's reader had taken by then."""
 
     def __init__(self, pages: int, fail_at: int | None = None) -> None:
         self.asked = 0
         self.pages = pages
         self.fail_at = fail_at
-        self.taken = 0  # set by the test as its leader takes users
+        self.taken = 0  # set by the test as its reader takes users
         self.taken_at_ask: list[int] = []
 
     def __iter__(self) -> Any:
@@ -433,82 +433,37 @@ class _Pages:
             yield [{"sid": f"US{number}a"}, {"sid": f"US{number}b"}]
 
 
-def _listing(pages: _Pages, read_ahead: int = 4, readers: int = 2) -> Any:
-    from twilio_conversations.discovery import _SharedListing
+def _listing(pages: _Pages, read_ahead: int = 4) -> Any:
+    from twilio_conversations.discovery import _Listing
 
-    return _SharedListing(pages, read_ahead=read_ahead, chunk=2, readers=readers)
+    return _Listing(pages, read_ahead=read_ahead, chunk=2)
 
 
 def _sids(pages: int) -> list[str]:
     return [f"US{n}{x}" for n in range(pages) for x in "ab"]
 
 
-def test_every_reader_gets_every_user_once_in_order_and_each_page_is_asked_once() -> None:
+def test_the_reader_gets_every_user_once_in_order_and_each_page_is_asked_once() -> None:
     pages = _Pages(5)
-    listing = _listing(pages)
-    leader, follower = listing.read(), listing.arrived()
-    seen_leader = [next(leader)["sid"], next(leader)["sid"], next(leader)["sid"]]
-    seen_follower: list[str] = []
-    for batch in follower:  # hands back (None) whenever it catches up with the open leader
-        if batch is None:
-            seen_leader.append(next(leader)["sid"])
-        else:
-            seen_follower += [u["sid"] for u in batch]
-    seen_leader += [u["sid"] for u in leader]
-    assert seen_leader == seen_follower == _sids(5)
+    assert [u["sid"] for u in _listing(pages).read()] == _sids(5)
     assert pages.asked == 5
 
 
-def test_the_listing_reads_ahead_of_the_leader_by_a_bounded_amount() -> None:
+def test_the_listing_reads_ahead_of_the_reader_by_a_bounded_amount() -> None:
     pages = _Pages(30)
-    leader = _listing(pages, read_ahead=4).read()
-    for user in leader:
+    reader = _listing(pages, read_ahead=4).read()
+    for user in reader:
         pages.taken += 1
         assert user["sid"] == _sids(30)[pages.taken - 1]
-    # Page p (2 users each) is asked for only while the leader is fewer than 4 users behind
-    # what has arrived, and the leader's progress is seen a chunk (2 users) at a time.
+    # Page p (2 users each) is asked for only while the reader is fewer than 4 users behind
+    # what has arrived, and the reader's progress is seen a chunk (2 users) at a time.
     for page, taken in enumerate(pages.taken_at_ask):
-        assert 2 * page - taken < 4 + 2, f"page {page} asked with the leader at {taken}"
+        assert 2 * page - taken < 4 + 2, f"page {page} asked with the reader at {taken}"
 
 
-def test_records_go_once_every_expected_reader_took_them_and_not_before() -> None:
-    pages = _Pages(40)
-    listing = _listing(pages, readers=2)
-    leader = listing.read()
-    alone = [next(leader)["sid"] for _ in range(60)]
-    assert listing.peak >= 60, "the second reader is yet to come: everything is kept"
-    follower = listing.arrived()
-    taken = [u["sid"] for u in next(follower) or []]
-    peak_before = listing.peak
-    for user in leader:  # the follower takes its turn every few users, as dlt hands it one
-        alone.append(user["sid"])
-        if len(alone) % 4 == 0:
-            taken += [u["sid"] for u in next(follower) or []]
-    taken += [u["sid"] for batch in follower if batch for u in batch]
-    assert alone == taken == _sids(40)
-    # Never more than what was kept for the follower, the read-ahead (4) and a chunk (2): of
-    # the 80 users, the first went before the last arrived.
-    assert listing.peak <= peak_before + 4 + 2 < 80
-
-
-def test_a_follower_without_a_leader_reads_the_listing_itself() -> None:
-    pages = _Pages(3)
-    batches = list(_listing(pages).arrived())
-    assert None not in batches
-    assert [u["sid"] for batch in batches for u in batch] == _sids(3)
-
-
-def test_a_failed_page_fails_every_reader_and_never_ends_a_listing_early() -> None:
-    listing = _listing(_Pages(3, fail_at=1))
-    first, second = listing.read(), listing.read()
-    assert [next(first)["sid"], next(first)["sid"]] == ["US0a", "US0b"]
+def test_a_failed_page_fails_the_reader_and_never_ends_a_listing_early() -> None:
+    reader = _listing(_Pages(3, fail_at=1)).read()
+    # What arrived, then the failure, not a short "complete" list.
+    assert [next(reader)["sid"], next(reader)["sid"]] == ["US0a", "US0b"]
     with pytest.raises(RuntimeError, match="page 1 failed"):
-        next(first)
-    # The other reader gets what arrived, then the same failure, not a short "complete" list.
-    assert [next(second)["sid"], next(second)["sid"]] == ["US0a", "US0b"]
-    with pytest.raises(RuntimeError, match="page 1 failed"):
-        next(second)
-    follower = listing.arrived()
-    assert [u["sid"] for u in next(follower) or []] == ["US0a", "US0b"]
-    with pytest.raises(RuntimeError, match="page 1 failed"):
-        next(follower)
+        next(reader)
