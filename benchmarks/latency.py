@@ -51,6 +51,7 @@ from .harness import (
     run_dlt_minimum,
 )
 from .run import OURS_CLI, OURS_TABLE, RESULTS, machine
+from .scale import code_of
 
 MAX_CONVERSATIONS = 70  # the mix: up to two pages of 50 per user
 
@@ -88,7 +89,7 @@ def cases(latencies: Sequence[int], users: Sequence[int], workers: Sequence[int]
     return out
 
 
-def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
+def run_case(case: Case, work: Path, log_dir: Path, compare: Path | None = None) -> dict[str, Any]:
     workload = Workload(
         f"lat{case.latency_ms}-{case.users}", case.users, None, latency_ms=case.latency_ms
     )
@@ -121,6 +122,19 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         ours = run_child("ours", cmd, env, cwd, emu)
         ours.extra = parse_summary(ours.stdout)
         check_rows("ours", cwd / "ours.duckdb", OURS_TABLE, rows)
+        other = None
+        if compare is not None:  # the same run with another commit's code, on the same account
+            cwd = fresh_dir(work / "compare")
+            env = contender_env(
+                emu,
+                cwd,
+                DESTINATION__DUCKDB__CREDENTIALS=str(cwd / "ours.duckdb"),
+                SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS=str(case.workers),
+                PYTHONPATH=str(compare),
+            )
+            cmd = [PYTHON, "-m", "twilio_conversations.cli", "run", "--destination", "duckdb"]
+            other = run_child("compare", [*cmd, "--progress", "none"], env, cwd, emu)
+            check_rows("compare", cwd / "ours.duckdb", OURS_TABLE, rows)
 
     requests = int(floor.extra["requests"])  # the minimum: no retries
     listing = 1 + math.ceil(case.users / 50)  # /v1/Services, then the chain of user pages
@@ -144,12 +158,14 @@ def run_case(case: Case, work: Path, log_dir: Path) -> dict[str, Any]:
         "least_dlt_ratio": (floor.wall_s + minimum.wall_s) / ideal,
         "ours_ratio": ours.wall_s / ideal,
         "throttled": throttled,
+        "compare_s": other.wall_s if other else None,
     }
     _log(
         f"{case.label}: ideal {ideal:.1f} s, floor {floor.wall_s:.1f} s "
         f"({floor.wall_s / ideal:.2f}), dlt minimum {minimum.wall_s:.1f} s, "
         f"ours {ours.wall_s:.1f} s ({ours.wall_s / ideal:.2f}), "
         f"{throttled:.1%} throttled"
+        + (f"; compare {other.wall_s:.1f} s ({other.wall_s / ideal:.2f})" if other else "")
     )
     return result
 
@@ -194,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", default="8,32,64,128", help="max_workers values")
     parser.add_argument("--quick", action="store_true", help="two small cases")
     parser.add_argument("--output", default="latency", help="results/OUTPUT.md and .json")
+    parser.add_argument("--compare", default=None, help="also run the code of this git commit")
     args = parser.parse_args(argv)
     if args.quick:
         selected = [Case(50, 200, 8, 100), Case(50, 200, 16, 100, other_traffic=90)]
@@ -205,12 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     work = fresh_dir(RESULTS / f"work-{args.output}")
     log_dir = fresh_dir(work / "logs")
+    compare = code_of(args.compare, work / "compare-code") if args.compare else None
     os.chdir(REPO)
     started = time.perf_counter()
     results = []
     try:
         for case in selected:
-            results.append(run_case(case, work, log_dir))
+            results.append(run_case(case, work, log_dir, compare))
     except BenchmarkError as exc:
         print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
         return 1

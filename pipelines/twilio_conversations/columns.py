@@ -25,12 +25,17 @@ import orjson
 from dlt.common.data_types.typing import TDataType
 from dlt.common.schema.typing import (
     TColumnSchema,
+    TMergeDispositionDict,
     TTableSchemaColumns,
     TWriteDispositionConfig,
 )
 from dlt.sources import DltResource
 
 from .settings import DELETED_COLUMN
+
+# Merging on the partition key replaces a changed user's rows wholesale (delete-insert), so rows
+# the API no longer lists disappear, while users not sent in this load stay untouched.
+MERGE: TMergeDispositionDict = {"disposition": "merge", "strategy": "delete-insert"}
 
 USER_CONVERSATION_KEY = ("chat_service_sid", "user_sid", "conversation_sid")
 

@@ -34,6 +34,7 @@ from dlt.destinations.exceptions import DatabaseUndefinedRelation
 from dlt.destinations.sql_client import WithSqlClient
 from dlt.sources import DltResource
 
+from . import current
 from .changes import FingerprintState
 from .columns import add_table_variant
 from .memory import release_free_memory
@@ -513,3 +514,16 @@ def _by_scope(
 def add_table(resource: DltResource) -> DltResource:
     """Make `TABLE` a table of `resource`, with the hints of its own only."""
     return add_table_variant(resource, TABLE, WRITE_DISPOSITION, COLUMNS, PRIMARY_KEY)
+
+
+def rows_to_load(state: FingerprintState) -> Iterator[Any]:
+    """The fingerprints changed since the last call, as rows of their table, in this load
+    (none where they are kept in the resource state)."""
+    if not isinstance(state, Fingerprints):
+        return
+    rows = state.rows()
+    if rows:
+        from .records import fingerprints_table
+
+        table = fingerprints_table(rows, current.load_id())
+        yield dlt.mark.with_table_name(table, TABLE)

@@ -7,8 +7,9 @@ import copy
 from typing import Any
 
 import pytest
-from twilio_conversations import _ArrowBatches, _decide, _Outcome, _UserFetch, changes
+from twilio_conversations import changes
 from twilio_conversations.settings import ARROW_BATCH_ROWS
+from twilio_conversations.user_conversations import _ArrowBatches, _decide, _Outcome, _UserFetch
 
 IS, IS2 = "IS" + "0" * 32, "IS" + "2" * 32
 US1, US2, US3 = ("US" + str(i) * 32 for i in (1, 2, 3))

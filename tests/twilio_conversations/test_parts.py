@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import twilio_conversations
 from dlt.pipeline import trace as dlt_trace
 from mirror import loaded_rows
 from reliability.helpers import assert_exact_mirror
+from twilio_conversations import user_conversations
 from twilio_conversations.settings import DRAIN_ROUNDS
 from twilio_emulator import RequestGate
 
@@ -75,7 +75,7 @@ def test_the_listing_and_the_fetches_go_on_while_a_part_is_loaded(
     spy = HoldFirstLoad(emu, read_on)
     monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
     # Parts by size only: the part cut where the last fetches drain is the tests' below.
-    monkeypatch.setattr(twilio_conversations, "DRAIN_ROUNDS", USERS)
+    monkeypatch.setattr(user_conversations, "DRAIN_ROUNDS", USERS)
 
     outcome = run_pipeline(emu, max_workers=WORKERS)
 
@@ -130,7 +130,7 @@ def test_what_is_decided_is_loaded_while_the_last_fetches_drain(
     last = {user["sid"] for user in listed[-30:]}
     all_submitted = threading.Event()  # the run's users are all submitted: release the first
 
-    class SaysWhenAllSubmitted(twilio_conversations._Fetches):
+    class SaysWhenAllSubmitted(user_conversations._Fetches):
         """The run's `_Fetches`, unchanged, but for saying when its tasks have run out."""
 
         @property
@@ -143,7 +143,7 @@ def test_what_is_decided_is_loaded_while_the_last_fetches_drain(
             if value:
                 all_submitted.set()
 
-    monkeypatch.setattr(twilio_conversations, "_Fetches", SaysWhenAllSubmitted)
+    monkeypatch.setattr(user_conversations, "_Fetches", SaysWhenAllSubmitted)
     gate = emu.gate = HoldUsers(last, early=listed[0]["sid"], release=all_submitted)
     spy = HoldFirstLoad(emu, lambda stats: True)  # notes what was served when a load began
     monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])

@@ -192,8 +192,7 @@ def test_the_listing_never_runs_far_ahead_of_the_conversation_fetches(
     rows, written from the same listing, are the API's."""
     from urllib.parse import urlsplit
 
-    import twilio_conversations
-    from twilio_conversations import discovery, transport
+    from twilio_conversations import discovery, transport, user_conversations
 
     emu = start_emulator(seed=5, services=1, users=60, max_conversations=3)
     service = emu.services()[0]["sid"]
@@ -207,9 +206,9 @@ def test_the_listing_never_runs_far_ahead_of_the_conversation_fetches(
 
     monkeypatch.setattr(transport.ApiSession, "send", recording)
     # A batch every few users, as a large account has one every ~150 (5,000 rows).
-    monkeypatch.setattr(twilio_conversations, "ARROW_BATCH_ROWS", 4)
+    monkeypatch.setattr(user_conversations, "ARROW_BATCH_ROWS", 4)
     monkeypatch.setattr(discovery, "LISTING_READ_AHEAD", 0)
-    monkeypatch.setattr(twilio_conversations, "FETCH_AHEAD_PER_WORKER", 4)
+    monkeypatch.setattr(user_conversations, "FETCH_AHEAD_PER_WORKER", 4)
     for run in ("first load", "re-run"):
         sent.clear()
         if run == "re-run":  # new users, listed among the others: `users` has rows to write

@@ -253,8 +253,8 @@ def test_a_part_is_cut_where_the_drain_outlasts_its_cost_and_the_decided_are_the
 ) -> None:
     from types import SimpleNamespace
 
-    from twilio_conversations import _worth_a_part_while_draining
     from twilio_conversations.settings import DRAIN_ROUNDS
+    from twilio_conversations.user_conversations import _worth_a_part_while_draining
 
     assert DRAIN_ROUNDS == 5  # the cases above are read against it
     fetches = SimpleNamespace(all_submitted=all_submitted, running=running)
@@ -266,7 +266,7 @@ def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from twilio_conversations import _Fetches
+    from twilio_conversations.user_conversations import _Fetches
 
     gates = {f"US{i}": threading.Event() for i in range(3)}
     futures: list[Future[Any]] = []
@@ -303,7 +303,7 @@ def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from twilio_conversations import _Fetches
+    from twilio_conversations.user_conversations import _Fetches
 
     lock = threading.Lock()
     submitted = 0
@@ -335,7 +335,7 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
     import threading
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from twilio_conversations import _Fetches
+    from twilio_conversations.user_conversations import _Fetches
 
     release, queued = threading.Event(), threading.Event()
     futures: list[Future[Any]] = []
@@ -373,7 +373,7 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from twilio_conversations import _Fetches
+    from twilio_conversations.user_conversations import _Fetches
 
     release, fourth = threading.Event(), threading.Event()
     lock = threading.Lock()
