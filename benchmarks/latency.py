@@ -111,30 +111,27 @@ def run_case(case: Case, work: Path, log_dir: Path, compare: Path | None = None)
 
         minimum = run_dlt_minimum(emu, work / "dlt_minimum")
 
-        cwd = fresh_dir(work / "ours")
-        env = contender_env(
-            emu,
-            cwd,
-            DESTINATION__DUCKDB__CREDENTIALS=str(cwd / "ours.duckdb"),
-            SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS=str(case.workers),
-        )
-        cmd = [OURS_CLI, "run", "--destination", "duckdb", "--progress", "none"]
-        ours = run_child("ours", cmd, env, cwd, emu)
+        def load(name: str, cmd: list[str], **env: str) -> Any:
+            """The connector's first load (`cmd`) into a DuckDB file of its own; every row."""
+            cwd = fresh_dir(work / name)
+            database = cwd / "ours.duckdb"
+            env = {
+                "DESTINATION__DUCKDB__CREDENTIALS": str(database),
+                "SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS": str(case.workers),
+                **env,
+            }
+            args = ["run", "--destination", "duckdb", "--progress", "none"]
+            done = run_child(name, [*cmd, *args], contender_env(emu, cwd, **env), cwd, emu)
+            check_rows(name, database, OURS_TABLE, rows)
+            return done
+
+        ours = load("ours", [OURS_CLI])
         ours.extra = parse_summary(ours.stdout)
-        check_rows("ours", cwd / "ours.duckdb", OURS_TABLE, rows)
+        # The same run with another commit's code, on the same account.
         other = None
-        if compare is not None:  # the same run with another commit's code, on the same account
-            cwd = fresh_dir(work / "compare")
-            env = contender_env(
-                emu,
-                cwd,
-                DESTINATION__DUCKDB__CREDENTIALS=str(cwd / "ours.duckdb"),
-                SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS=str(case.workers),
-                PYTHONPATH=str(compare),
-            )
-            cmd = [PYTHON, "-m", "twilio_conversations.cli", "run", "--destination", "duckdb"]
-            other = run_child("compare", [*cmd, "--progress", "none"], env, cwd, emu)
-            check_rows("compare", cwd / "ours.duckdb", OURS_TABLE, rows)
+        if compare is not None:
+            cli = [PYTHON, "-m", "twilio_conversations.cli"]
+            other = load("compare", cli, PYTHONPATH=str(compare))
 
     requests = int(floor.extra["requests"])  # the minimum: no retries
     listing = 1 + math.ceil(case.users / 50)  # /v1/Services, then the chain of user pages

@@ -62,6 +62,11 @@ def twilio_conversations_dag() -> None:
         log_progress_period=10.0,
     )
     pipeline = make_pipeline(DESTINATION, progress=None)
+    # Every task runs in a fresh folder, one at a time (max_active_runs=1): the same holder of
+    # the first-load claim for all of them, so a retry finishes a first load that died.
+    os.environ.setdefault(
+        "SOURCES__TWILIO_CONVERSATIONS__FIRST_LOAD_HOLDER", "airflow:twilio_conversations"
+    )
     # One task for the whole source: its resources share one walk of services (decomposing
     # would list them once per resource and split the state they update together).
     # The source is passed uncalled, so its configuration resolves when the task runs, not when

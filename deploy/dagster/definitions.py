@@ -58,9 +58,11 @@ def twilio_conversations_assets(
     # A fresh source per run: configuration resolves now, and the run's counters start at 0.
     # Materializing a subset of the assets runs only those resources (each lists the services
     # itself, so any subset is correct; `user_conversations` loads the `users` table too).
+    # One run at a time (the job's concurrency key) on workers that may keep nothing: the same
+    # holder of the first-load claim for every run, so a retry finishes a first load that died.
     yield from dlt.run(
         context=context,
-        dlt_source=twilio_conversations(),
+        dlt_source=twilio_conversations(first_load_holder="dagster:twilio_conversations"),
         loader_file_format=preferred_loader_file_format(PIPELINE),
     )
 

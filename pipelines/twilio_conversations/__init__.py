@@ -1,9 +1,8 @@
 """dlt source for Twilio Conversations: services, users and each user's conversations.
 
 The seed endpoint is `GET /v1/Services/{ChatServiceSid}/Users/{UserSid}/Conversations`, reached by
-discovery (`/v1/Services` -> `/v1/Services/{IS}/Users` -> each user's list) or by configured SIDs.
-Every run reads every scanned user's list (the API has no server-side filter) and writes only
-the partitions that changed; see `changes.py` for why `date_updated` alone cannot say that.
+discovery (`/v1/Services` -> `/v1/Services/{IS}/Users` -> each user's list) or by configured SIDs
+(`user_conversations.py`). Each module's job: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -86,6 +85,7 @@ def twilio_conversations(
     history: bool | None = None,
     pii: dict[str, Any] | None = None,
     pii_hash_key: TSecretStrValue | None = None,
+    first_load_holder: str | None = None,
     run_report: RunReport | None = None,
 ) -> Sequence[DltResource]:
     """Twilio Conversations services, users and user conversations.
@@ -114,6 +114,10 @@ def twilio_conversations(
         pii: Per-column PII policy, `{"users.identity": "hash", ...}`: `keep` (the default),
             `hash` or `drop`, applied to every record before anything is written (`pii.py`).
         pii_hash_key: The secret key of `hash` (HMAC-SHA-256), at least 16 characters.
+        first_load_holder: Who the dataset's first-load claim belongs to (`first_load.py`);
+            by default this pipeline's name, folder and host. Runs that give the same one are
+            one writer: set it where an orchestrator runs one at a time on workers that keep
+            nothing between runs, so that the retry of a first load that died finishes it.
         run_report: Collects counters for the run summary; a fresh one when omitted.
 
     Returns:
@@ -135,6 +139,7 @@ def twilio_conversations(
         ),
         history=history if history is None else bool(history),
         pii=parse_policy(pii, pii_hash_key),
+        first_load_holder=first_load_holder,
     )
     client = TwilioClient(
         base_url,

@@ -9,8 +9,9 @@ and two appends would store every row twice, for good.
 
 So the dataset holds one claim, a row of `CLAIM_TABLE` taken atomically by the destination
 (`INSERT ... ON CONFLICT DO NOTHING` on a one-row primary key, in the same statement whoever
-races): only the pipeline (name, folder, host) that holds it appends. While it is unfinished,
-any other pipeline's run refuses with one line (`FirstLoadInProgressError`) instead of writing:
+races): only the pipeline (name, folder, host; or the `first_load_holder` it is given) that
+holds it appends. While it is unfinished, any other pipeline's run refuses with one line
+(`FirstLoadInProgressError`) instead of writing:
 a merge beside those appends could still duplicate a user the appends reach later. The holder's
 run that completes a scan finishes the claim with a row of `FINISHED_TABLE` in its last load
 package; the claim counts as finished once that package is recorded in `_dlt_loads` (after every
@@ -64,16 +65,19 @@ class _Claim:
     finished: bool
 
 
-def decide(pipeline: dlt.Pipeline, *, known: bool, emptied: bool = False) -> FirstLoad:
+def decide(
+    pipeline: dlt.Pipeline, *, known: bool, emptied: bool = False, holder: str | None = None
+) -> FirstLoad:
     """Take or check the dataset's claim and say whether this run appends.
 
     `known`: the pipeline's state says its rows are loaded (a later run: it merges). `emptied`:
     this run drops the table first (a full refresh: it appends whoever held the claim).
+    `holder`: who this run claims as; by default the pipeline's name, folder and host.
     Raises `FirstLoadInProgressError` while another pipeline's first load holds the claim.
     """
     if not _can_claim(pipeline):
         return FirstLoad()
-    me = _holder(pipeline)
+    me = f"holder {holder!r}" if holder else _holder(pipeline)
     try:
         with pipeline.sql_client() as client:
             claim = _read_claim(client)

@@ -183,8 +183,11 @@ def run(
         # Decided and read here, where a DuckDB file held by another process is waited for, so
         # the extract does not open the destination.
         known = not full_refresh and _has_fingerprints(pipeline, source.name)
+        holder = (source_kwargs or {}).get("first_load_holder") or dlt.config.get(
+            f"sources.{SOURCE_SECTION}.first_load_holder", str
+        )
         decision = access.call(
-            lambda: first_load.decide(pipeline, known=known, emptied=full_refresh)
+            lambda: first_load.decide(pipeline, known=known, emptied=full_refresh, holder=holder)
         )
         report.first_load = decision
         if known:

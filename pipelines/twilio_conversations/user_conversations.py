@@ -61,9 +61,10 @@ class Settings:
     window: UpdatedWindow
     history: bool | None = None  # None: as the dataset has it (`history.keeps_history`)
     pii: PiiPolicy = KEEP_ALL
+    first_load_holder: str | None = None  # None: the pipeline's name, folder and host
 
 
-def _first_load() -> first_load.FirstLoad:
+def _first_load(holder: str | None) -> first_load.FirstLoad:
     """Whether this run appends its user conversations (`first_load.py`), decided here where no
     runner decided it before the extract (plain dlt)."""
     try:
@@ -76,6 +77,7 @@ def _first_load() -> first_load.FirstLoad:
         pipeline,
         known=fingerprints.MARKER in state or fingerprints.LEGACY_KEY in state,
         emptied=any(table["name"] == "user_conversations" for table in dropped),
+        holder=holder,
     )
 
 
@@ -119,7 +121,7 @@ def user_conversations_resource(catalog: Catalog, settings: Settings, parts: Par
         """Each scanned user's conversations; a changed user's rows are replaced as a whole.
         Where the dataset keeps history, each table also goes to `user_conversations_history`."""
         history = keeps_history(settings.history)
-        decision = catalog.report.first_load or _first_load()
+        decision = catalog.report.first_load or _first_load(settings.first_load_holder)
         _users_file_format_as_the_resource_s()
         # A first load appends (`first_load.py`): the hint goes with the first table.
         append = dlt.mark.make_hints(write_disposition="append") if decision.append else None

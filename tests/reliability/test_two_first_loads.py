@@ -185,3 +185,25 @@ def test_a_first_load_that_died_holds_the_dataset_until_its_pipeline_runs_again(
     rows, distinct = keys(tmp_path)
     assert rows == distinct == len(emu.all_user_conversations())
     assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
+
+
+@pytest.mark.parametrize(
+    ("how", "crash"), [("cli", "after-part-1"), ("plain_dlt", "load-complete")]
+)
+def test_a_retry_with_the_same_first_load_holder_finishes_a_first_load_that_died(
+    start_emulator: Any, tmp_path: Path, how: str, crash: str
+) -> None:
+    """Workers that keep nothing between runs (Airflow gives each task a fresh folder): the
+    first load dies, and its retry, in another folder with the same `first_load_holder`, is the
+    same writer: it finishes the load instead of refusing, every key once."""
+    emu = start_emulator(seed=7, services=2, users=30, max_conversations=5)
+    holder = {"SOURCES__TWILIO_CONVERSATIONS__FIRST_LOAD_HOLDER": "orchestrator:twilio"}
+    parts = {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": "10"}
+    code, stderr = finish(start(emu, tmp_path, "a", how, crash, **holder, **parts))
+    assert code == -9 and (tmp_path / "crashed-at").read_text() == crash, stderr
+
+    code, stderr = finish(start(emu, tmp_path, "b", how, **holder))
+    assert code == 0, stderr
+    rows, distinct = keys(tmp_path)
+    assert rows == distinct == len(emu.all_user_conversations())
+    assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
