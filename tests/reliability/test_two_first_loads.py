@@ -116,6 +116,22 @@ def assert_refused(code: int, stderr: str, how: str, holder: Path) -> None:
     assert str(holder) in stderr, "the line names the pipeline folder holding the first load"
 
 
+def die(emu: Any, tmp_path: Path, how: str, crash: str, **env: str) -> None:
+    """A first load from folder `a` killed at `crash`, in parts of 10 users (the CLI's crash
+    comes after the first of six)."""
+    parts = {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": "10"}
+    code, stderr = finish(start(emu, tmp_path, "a", how, crash, **parts, **env))
+    assert code == -9 and (tmp_path / "crashed-at").read_text() == crash, stderr
+
+
+def assert_loaded_the_mirror(emu: Any, tmp_path: Path, code: int, stderr: str) -> None:
+    """The run succeeded, and the file holds every key once and every row the API's."""
+    assert code == 0, stderr
+    rows, distinct = keys(tmp_path)
+    assert rows == distinct == len(emu.all_user_conversations())
+    assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
+
+
 @pytest.mark.parametrize("how", ["cli", "plain_dlt"])
 def test_two_first_loads_at_once_store_every_row_once(
     start_emulator: Any, tmp_path: Path, how: str
@@ -146,11 +162,7 @@ def test_two_first_loads_at_once_store_every_row_once(
     rows, distinct = keys(tmp_path)
     assert rows == distinct == len(emu.all_user_conversations())
 
-    code, stderr = finish(start(emu, tmp_path, loser_folder, how))
-    assert code == 0, stderr
-    rows, distinct = keys(tmp_path)
-    assert rows == distinct == len(emu.all_user_conversations())
-    assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
+    assert_loaded_the_mirror(emu, tmp_path, *finish(start(emu, tmp_path, loser_folder, how)))
 
 
 @pytest.mark.parametrize(
@@ -164,10 +176,7 @@ def test_a_first_load_that_died_holds_the_dataset_until_its_pipeline_runs_again(
     than merge beside appends still to come; once the dead one's pipeline has run again, it
     merges."""
     emu = start_emulator(seed=7, services=2, users=30, max_conversations=5)
-    # The CLI in parts of 10 users: the crash comes after the first of six.
-    dead = start(emu, tmp_path, "a", how, crash, SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD="10")
-    code, stderr = finish(dead)
-    assert code == -9 and (tmp_path / "crashed-at").read_text() == crash, stderr
+    die(emu, tmp_path, how, crash)
     rows, distinct = keys(tmp_path)
     assert 0 < rows == distinct
     if how == "cli":
@@ -180,11 +189,7 @@ def test_a_first_load_that_died_holds_the_dataset_until_its_pipeline_runs_again(
 
     code, stderr = finish(start(emu, tmp_path, "a", how))
     assert code == 0, stderr
-    code, stderr = finish(start(emu, tmp_path, "b", how))
-    assert code == 0, stderr
-    rows, distinct = keys(tmp_path)
-    assert rows == distinct == len(emu.all_user_conversations())
-    assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
+    assert_loaded_the_mirror(emu, tmp_path, *finish(start(emu, tmp_path, "b", how)))
 
 
 @pytest.mark.parametrize(
@@ -198,12 +203,5 @@ def test_a_retry_with_the_same_first_load_holder_finishes_a_first_load_that_died
     same writer: it finishes the load instead of refusing, every key once."""
     emu = start_emulator(seed=7, services=2, users=30, max_conversations=5)
     holder = {"SOURCES__TWILIO_CONVERSATIONS__FIRST_LOAD_HOLDER": "orchestrator:twilio"}
-    parts = {"SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD": "10"}
-    code, stderr = finish(start(emu, tmp_path, "a", how, crash, **holder, **parts))
-    assert code == -9 and (tmp_path / "crashed-at").read_text() == crash, stderr
-
-    code, stderr = finish(start(emu, tmp_path, "b", how, **holder))
-    assert code == 0, stderr
-    rows, distinct = keys(tmp_path)
-    assert rows == distinct == len(emu.all_user_conversations())
-    assert_exact_mirror(reading(tmp_path / "test.duckdb", tmp_path / "reader"), emu)
+    die(emu, tmp_path, how, crash, **holder)
+    assert_loaded_the_mirror(emu, tmp_path, *finish(start(emu, tmp_path, "b", how, **holder)))
