@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dlt
 from twilio_conversations import twilio_conversations
-from twilio_conversations.runner import preferred_loader_file_format
+from twilio_conversations.loading import preferred_loader_file_format
 from twilio_conversations.views import create_views
 
 

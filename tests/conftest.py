@@ -181,3 +181,14 @@ def destination(request: pytest.FixtureRequest, isolated_dlt: Path) -> dict[str,
     url = request.getfixturevalue("postgres_server")
     dataset = "t_" + hashlib.blake2b(str(isolated_dlt).encode(), digest_size=6).hexdigest()
     return {"destination": dlt.destinations.postgres(url), "dataset": dataset}
+
+
+@pytest.fixture
+def settings_at_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """DuckDB's memory_limit and threads as each load step starts (`duckdb_settings.py`)."""
+    from dlt.pipeline import trace as dlt_trace
+    from duckdb_settings import DuckDbSettingsAtLoad
+
+    spy = DuckDbSettingsAtLoad()
+    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
+    yield spy

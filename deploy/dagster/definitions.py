@@ -1,6 +1,7 @@
-"""Dagster definitions: the twilio_conversations pipeline as dlt assets, every 30 minutes, and
-the analyst views over them (`user_conversation_summary`, `service_summary`,
-`stale_conversations`) as assets downstream of the tables.
+"""Dagster definitions: the twilio_conversations pipeline as assets, loaded in parts by the
+connector's `load_in_parts` every 30 minutes, and the analyst views over them
+(`user_conversation_summary`, `service_summary`, `stale_conversations`) as assets downstream of
+the tables.
 
 Install: `pip install -c constraints.txt ".[dagster,postgres]"`, then `dagster dev -f
 deploy/dagster/definitions.py` (or point a code location at this module). Configuration and
@@ -8,22 +9,19 @@ secrets are dlt's, read when a run starts: environment variables (TWILIO_API_KEY
 TWILIO_API_SECRET, DESTINATION__POSTGRES__CREDENTIALS, SOURCES__TWILIO_CONVERSATIONS__...) or
 `.dlt/` in the working directory of the code location.
 
-dagster-dlt drops the pipeline's local state before each run and dlt restores it from the
-destination, so use a warehouse destination. tests/deploy/test_orchestrators.py loads these
-definitions and materializes the assets against the emulator.
+`load_in_parts` restores the pipeline state from the destination when the worker's copy is
+missing or older, so use a warehouse destination. A long run is loaded in parts
+(`users_per_load`): a run that dies late keeps the parts it loaded. tests/deploy/
+test_orchestrators.py loads these definitions and materializes the assets against the emulator.
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation at runtime.
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import dagster as dg
-from dagster import AssetExecutionContext
-from dagster_dlt import DagsterDltResource, dlt_assets
-from twilio_conversations import twilio_conversations
-from twilio_conversations.credentials import TwilioCredentials
-from twilio_conversations.runner import make_pipeline, preferred_loader_file_format
+from twilio_conversations import load_in_parts
+from twilio_conversations.runner import make_pipeline
 from twilio_conversations.views import VIEWS, create_views
 
 #: Any dlt destination name; its credentials come from dlt's configuration (see above).
@@ -31,40 +29,35 @@ DESTINATION = os.environ.get("TWILIO_CONVERSATIONS_DESTINATION", "postgres")
 SCHEDULE = "*/30 * * * *"
 
 PIPELINE = make_pipeline(DESTINATION, progress="log")
+# One asset per resource (`user_conversations` loads the `users` table too), named as
+# dagster-dlt names them.
+ASSETS = {
+    resource: dg.AssetKey(f"dlt_twilio_conversations_{resource}")
+    for resource in ("services", "user_conversations")
+}
 
 
-def _spec_source() -> Any:
-    """The source as dagster-dlt needs it to name the assets when the code location loads.
-
-    Calling the source resolves its credentials, and the real ones may exist only on the run
-    workers, so this copy gets a well-formed placeholder. It makes no request: each run builds
-    a fresh source from the real configuration (see `twilio_conversations_assets`).
-    """
-    placeholder = TwilioCredentials()
-    placeholder.account_sid = "AC" + "0" * 32
-    placeholder.auth_token = "asset-specs-only"
-    return twilio_conversations(credentials=placeholder)
-
-
-@dlt_assets(
-    dlt_source=_spec_source(),
-    dlt_pipeline=PIPELINE,
+@dg.multi_asset(
+    specs=[dg.AssetSpec(key, group_name="twilio") for key in ASSETS.values()],
     name="twilio_conversations",
-    group_name="twilio",
+    can_subset=True,
 )
 def twilio_conversations_assets(
-    context: AssetExecutionContext, dlt: DagsterDltResource
-) -> Iterator[Any]:
-    # A fresh source per run: configuration resolves now, and the run's counters start at 0.
+    context: dg.AssetExecutionContext,
+) -> Iterator[dg.MaterializeResult]:
+    # The source is made inside, per run: configuration resolves now, on the run worker.
     # Materializing a subset of the assets runs only those resources (each lists the services
-    # itself, so any subset is correct; `user_conversations` loads the `users` table too).
+    # itself, so any subset is correct).
+    selected = [name for name, key in ASSETS.items() if key in context.selected_asset_keys]
     # One run at a time (the job's concurrency key) on workers that may keep nothing: the same
     # holder of the first-load claim for every run, so a retry finishes a first load that died.
-    yield from dlt.run(
-        context=context,
-        dlt_source=twilio_conversations(first_load_holder="dagster:twilio_conversations"),
-        loader_file_format=preferred_loader_file_format(PIPELINE),
+    loaded = load_in_parts(
+        PIPELINE, resources=selected, first_load_holder="dagster:twilio_conversations"
     )
+    for name in selected:
+        yield dg.MaterializeResult(
+            asset_key=ASSETS[name], metadata={"rows_loaded": loaded.row_counts.get(name, 0)}
+        )
 
 
 @dg.multi_asset(
@@ -101,5 +94,4 @@ defs = dg.Definitions(
             default_status=dg.DefaultScheduleStatus.RUNNING,
         )
     ],
-    resources={"dlt": DagsterDltResource()},
 )

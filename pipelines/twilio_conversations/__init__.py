@@ -31,6 +31,7 @@ from .discovery import (
 )
 from .dlt_logs import quiet_expected_dlt_warnings
 from .history import HISTORY_TABLE
+from .loading import Loaded, load_in_parts
 from .parts import Parts
 from .pii import parse_policy
 from .report import RunReport
@@ -43,10 +44,18 @@ from .settings import (
     DEFAULT_REQUEST_TIMEOUT,
     DELETED_COLUMN,
 )
-from .user_conversations import Settings, user_conversations_resource
+from .user_conversations import Scan, Settings, user_conversations_resource
 from .window import UpdatedWindow
 
-__all__ = ["HISTORY_TABLE", "RunReport", "TwilioCredentials", "twilio_conversations"]
+__all__ = [
+    "HISTORY_TABLE",
+    "Loaded",
+    "Parts",
+    "RunReport",
+    "TwilioCredentials",
+    "load_in_parts",
+    "twilio_conversations",
+]
 
 
 # Mistyped keys that would widen a run to more data than the user asked for: such a typo fails
@@ -87,6 +96,7 @@ def twilio_conversations(
     pii_hash_key: TSecretStrValue | None = None,
     first_load_holder: str | None = None,
     run_report: RunReport | None = None,
+    parts: Parts | None = None,
 ) -> Sequence[DltResource]:
     """Twilio Conversations services, users and user conversations.
 
@@ -119,6 +129,8 @@ def twilio_conversations(
             one writer: set it where an orchestrator runs one at a time on workers that keep
             nothing between runs, so that the retry of a first load that died finishes it.
         run_report: Collects counters for the run summary; a fresh one when omitted.
+        parts: Where the run is loaded in parts, how (`load_in_parts` gives it); one part when
+            omitted.
 
     Returns:
         The resources `services`, `users` and `user_conversations`, plus
@@ -154,19 +166,23 @@ def twilio_conversations(
     )
     report.concurrency = client.concurrency
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
-    parts = Parts(report)
     # `users` is a table of `user_conversations`, which reads each service's user listing once
     # and writes the users as they are listed.
     return [
-        services_resource(catalog, parts),
-        user_conversations_resource(catalog, settings, parts),
+        services_resource(catalog),
+        user_conversations_resource(Scan(catalog, settings, parts or Parts())),
     ]
 
 
-# Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them,
-# `run_report` is the caller's) and the runner's own `lock_timeout` and `users_per_load`.
+# Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them;
+# `run_report` and `parts` are the caller's) and `load_in_parts`' `lock_timeout` and
+# `users_per_load`.
 SETTING_KEYS = (
-    *(name for name in inspect.signature(twilio_conversations).parameters if name != "run_report"),
+    *(
+        name
+        for name in inspect.signature(twilio_conversations).parameters
+        if name not in ("run_report", "parts")
+    ),
     "lock_timeout",
     "users_per_load",
     # several accounts in one run (`accounts.py`), read by the runner
@@ -174,7 +190,9 @@ SETTING_KEYS = (
 )
 
 
-def services_resource(catalog: Catalog, parts: Parts) -> DltResource:
+def services_resource(catalog: Catalog) -> DltResource:
+    written = False  # in the run's first part; a run loaded in parts extracts the source again
+
     @dlt.resource(
         name="services",
         primary_key="sid",
@@ -183,9 +201,10 @@ def services_resource(catalog: Catalog, parts: Parts) -> DltResource:
     )
     def services() -> Iterator[list[dict[str, Any]]]:
         """Conversation Services (`IS…`), written when they change."""
-        yield from parts.resume("services", run)
-
-    def run() -> Iterator[Any]:
+        nonlocal written
+        if written:
+            return
+        written = True
         if current.first_time("services"):
             yield dlt.mark.materialize_table_schema()
         state = fingerprints.open_fingerprints("services", catalog.report.fingerprints_read)

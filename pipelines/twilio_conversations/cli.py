@@ -525,7 +525,7 @@ def _demo_command(args: argparse.Namespace, session: _Session) -> int:
 DEMO_SETTINGS: dict[str, Any] = {
     name: parameter.default
     for name, parameter in inspect.signature(twilio_conversations).parameters.items()
-    if name not in ("credentials", "base_url", "run_report")
+    if name not in ("credentials", "base_url", "run_report", "parts")
 }
 
 

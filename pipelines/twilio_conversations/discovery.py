@@ -140,26 +140,28 @@ class _Listing:
         self._complete = False
         self._error: BaseException | None = None
 
-    def read(self) -> Iterator[Record]:
-        """Every record, waiting for each page as needed."""
+    def start(self) -> _Listing:
         threading.Thread(target=self._read_ahead_pages, name="twilio-listing", daemon=True).start()
-        try:
-            while True:
-                with self._cond:
-                    while not self._records and not self._complete and self._error is None:
-                        self._cond.wait()
-                    batch = self._records[: self._chunk]
-                    del self._records[: self._chunk]
-                    self._cond.notify_all()  # the read-ahead may wait for the reader
-                    if not batch:
-                        if self._error is not None:
-                            raise self._error
-                        return  # the listing is complete
-                yield from batch
-        finally:
-            with self._cond:
-                self._complete = True  # the reader left: the read-ahead stops
-                self._cond.notify_all()
+        return self
+
+    def take(self) -> list[Record]:
+        """The next records (up to `chunk`), waiting for a page as needed; [] once the listing
+        is complete. A page that failed raises here, once the records before it are taken."""
+        with self._cond:
+            while not self._records and not self._complete and self._error is None:
+                self._cond.wait()
+            batch = self._records[: self._chunk]
+            del self._records[: self._chunk]
+            self._cond.notify_all()  # the read-ahead may wait for the reader
+            if not batch and self._error is not None:
+                raise self._error
+            return batch
+
+    def close(self) -> None:
+        """Stop reading ahead (the reader is done, or gave up)."""
+        with self._cond:
+            self._complete = True
+            self._cond.notify_all()
 
     def _read_ahead_pages(self) -> None:
         """Read pages while fewer than `read_ahead` records wait for the reader; stop at the
@@ -259,8 +261,8 @@ class Catalog:
                 self.report.services_scanned = len(listed)
             return self._services
 
-    def iter_users(self, service_sid: str) -> Iterator[Record]:
-        """The scanned users of the service, each as soon as its page has arrived."""
+    def listing(self, service_sid: str) -> _Listing:
+        """The scanned users of the service, each page read as soon as it can be; `close` it."""
         pages: Iterable[list[Record]] = (
             self._configured_users(service_sid)
             if self.user_refs
@@ -269,11 +271,8 @@ class Catalog:
         # Ahead of the reader by what the workers can take while a page is on its way, and by a
         # part's pause (LISTING_READ_AHEAD).
         workers_take = 2 * self.page_size + 4 * self.client.concurrency.ceiling
-        listing = _Listing(pages, max(workers_take, LISTING_READ_AHEAD), chunk=self.page_size)
-        try:
-            yield from listing.read()
-        finally:
-            self.report.users_held_peak = max(self.report.users_held_peak, listing.peak)
+        read_ahead = max(workers_take, LISTING_READ_AHEAD)
+        return _Listing(pages, read_ahead, chunk=self.page_size).start()
 
     def _listed_users(self, service_sid: str) -> Iterator[list[Record]]:
         """The pages of the service's users; none more once the service is not found (404), as

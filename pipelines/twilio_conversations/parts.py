@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
-from .report import RunReport
-
-PAUSE = object()  # yielded by a resource's run at the end of a part (see `Parts`)
+from collections.abc import Callable
 
 
 class Parts:
-    """A run loaded in several load packages ("parts") of about `report.users_per_load` users.
+    """How a run of the source is cut into load packages: made by the caller that loads it in
+    parts (`loading.load_in_parts`) and given to the source (`parts=`).
 
-    Each resource's run is one generator for the whole run (`resume` keeps it between the
-    extracts): `user_conversations` yields `PAUSE` once a part's users are decided and written,
-    which ends this extract's share of it. The caller (the runner) extracts, normalizes and
-    loads again while `unfinished`, so a crash keeps the parts already loaded; deletions are
-    still decided only at the end of a complete listing, in the last part. A part also ends
-    once where a service's last fetches drain, if that is worth it
-    (`user_conversations._worth_a_part_while_draining`). Without `users_per_load` (plain dlt)
-    there is one part.
+    Each extract of the source is one part: `user_conversations` ends it once `size` more users
+    are decided and written (`user_conversations.Scan`), and the caller normalizes and loads it
+    before extracting the next, so a crash keeps the parts already loaded. `complete` says the
+    scan reached its end, in the last part. Without a size (plain `pipeline.run`) the run is one
+    part.
     """
 
-    def __init__(self, report: RunReport) -> None:
-        self.report = report
-        self._runs: dict[str, Iterator[Any]] = {}
-        self._finished: set[str] = set()
+    def __init__(self, size: int | None = None) -> None:
+        self.size = size
+        self.complete = False
+        self._on_close: list[Callable[[], None]] = []
 
-    @property
-    def size(self) -> int | None:
-        return self.report.users_per_load
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
 
-    def resume(self, name: str, start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
-        """This extract's part of the run of resource `name` (started by `start` the first
-        time)."""
-        if name in self._finished:
-            return
-        run = self._runs.setdefault(name, start())
-        try:
-            for item in run:
-                if item is PAUSE:
-                    return
-                yield item
-            self._finished.add(name)
-            self._runs.pop(name, None)
-        finally:
-            self.report.unfinished = bool(self._runs)
+    def close(self) -> None:
+        """Stop what the scan has in flight (its listing, its fetches), where the caller stops
+        before the scan is complete (a part failed to load)."""
+        for callback in self._on_close:
+            callback()

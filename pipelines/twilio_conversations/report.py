@@ -36,10 +36,6 @@ class RunReport:
     skipped: list[SkippedUser] = field(default_factory=list)
     unresolved_users: list[str] = field(default_factory=list)
     concurrency: AdaptiveLimit | None = None
-    # Set by the runner: load every this many users (None: the run is one load package).
-    users_per_load: int | None = None
-    # Set by the source: a part of the run is loaded, the rest still to extract.
-    unfinished: bool = False
     # The most listed users held in memory at once (a listing lets go of what its readers took).
     users_held_peak: int = 0
     # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).

@@ -3,42 +3,42 @@
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.destination import TDestinationReferenceArg
 from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
-from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.pipeline.progress import TCollectorArg
 
 from . import HISTORY_TABLE, fingerprints, first_load, twilio_conversations
 from .accounts import Account, AccountsPlan, plan_accounts
-from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError, causes
-from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess, lock_holder
+from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
+from .file_lock import FileAccess, lock_holder
 from .fingerprints import read_fingerprints
-from .memory import release_free_memory
+from .loading import (
+    SOURCE_SECTION,
+    duckdb_path,
+    finish_pending_packages,
+    load_parts,
+    lock_timeout_setting,
+    restore_state,
+    users_per_load_setting,
+)
+from .parts import Parts
 from .report import RunReport
 from .views import create_views, drop_views
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "twilio_conversations"
-SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
-# Users per load package: a crash loses at most one part's writes, and each part costs one
-# normalize and load (docs/performance.md, "Bookkeeping at scale").
-DEFAULT_USERS_PER_LOAD = 10_000
 DUCKDB_FILE = "twilio_conversations.duckdb"
 # The demo is a pipeline of its own, with its own state and its own file, named as dlt names a
 # pipeline's DuckDB file (so `dlt.attach(DEMO_PIPELINE_NAME)` finds it): running it, in any
@@ -51,20 +51,6 @@ DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 # analysts' SQL).
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
-# DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
-# (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
-# most of the RAM, a thread per core) nothing forces its buffers out during a big INSERT; in a
-# small budget it writes each finished row group to the file and moves on, and one thread keeps
-# row groups in flight from multiplying with the cores. Figures: docs/performance.md, "Memory of
-# a big first load". A configured `destination.duckdb.credentials.global_config` is used instead
-# of either budget.
-FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads": 1}
-# The same for a merging load (a later run, history mode): with DuckDB's defaults its buffer pool
-# keeps what the merge read of the million-row tables, hundreds of MB for a part that changed a
-# hundred rows. A merge needs memory in proportion to the rows it replaces, so a big one runs
-# out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
-# second or so. Figures: docs/performance.md, "1,000,000 users".
-MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
 
 
 @dataclass
@@ -134,19 +120,6 @@ def _duckdb_in_working_dir(destination: TDestinationReferenceArg) -> TDestinatio
     return dlt.destinations.duckdb(os.path.abspath(DUCKDB_FILE))
 
 
-def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
-    """Parquet where the destination takes it, else its own default.
-
-    Our arrow tables reach parquet without a per-row pass, several times faster than the
-    default insert_values into DuckDB and PostgreSQL (through the ADBC driver of the `postgres`
-    extra); figures in docs/performance.md, "Figures behind the code's choices".
-    """
-    capabilities = pipeline.destination.capabilities()
-    if "parquet" in capabilities.supported_loader_file_formats:
-        return "parquet"
-    return None
-
-
 def run(
     pipeline: dlt.Pipeline,
     *,
@@ -164,20 +137,17 @@ def run(
     extract.) The steps are dlt's own (`sync_destination`, `extract`, `normalize`, `load`), run
     one by one so that only those that open the destination wait for a DuckDB file another
     process holds (`lock_timeout` seconds; see `file_lock.py`). A long run is loaded in parts
-    of `users_per_load` users, each its own load package (`_Parts` in __init__.py), so a crash
-    keeps what the parts before it loaded.
+    of `users_per_load` users, each its own load package (`loading.load_parts`, as
+    `load_in_parts` loads it), so a crash keeps what the parts before it loaded.
     """
-    report = RunReport(users_per_load=_users_per_load(users_per_load))
+    report = RunReport()
+    parts = Parts(users_per_load_setting(users_per_load))
     started = time.perf_counter()
-    source = twilio_conversations(run_report=report, **dict(source_kwargs or {}))
-    file_format = preferred_loader_file_format(pipeline)
-    access = FileAccess(_duckdb_path(pipeline), _lock_timeout(lock_timeout))
+    source = twilio_conversations(run_report=report, parts=parts, **dict(source_kwargs or {}))
+    access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
     with exclusive(pipeline.pipeline_name, pipeline.pipelines_dir):
-        if pipeline.config.restore_from_destination and not pipeline.dev_mode:
-            # As dlt's `run` does first: the state comes back from the destination when the
-            # local copy is missing or older.
-            access.call(pipeline.sync_destination)
-        recovered = _finish_pending_packages(pipeline, access)
+        restore_state(pipeline, access)
+        recovered = finish_pending_packages(pipeline, access)
         if full_refresh:
             access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
         # Decided and read here, where a DuckDB file held by another process is waited for, so
@@ -186,43 +156,27 @@ def run(
         holder = (source_kwargs or {}).get("first_load_holder") or dlt.config.get(
             f"sources.{SOURCE_SECTION}.first_load_holder", str
         )
-        decision = access.call(
+        report.first_load = access.call(
             lambda: first_load.decide(pipeline, known=known, emptied=full_refresh, holder=holder)
         )
-        report.first_load = decision
         if known:
             report.fingerprints_read = access.call(lambda: read_fingerprints(pipeline))
-        row_counts: Counter[str] = Counter()
-        load_ids: list[str] = []
-        parts = 0
-        while True:  # one load package per part of the run (`_Parts` in __init__.py)
-            pipeline.extract(
-                source,
-                refresh="drop_sources" if full_refresh and not parts else None,
-                loader_file_format=file_format,
-            )
-            release_free_memory()
-            normalize_info = pipeline.normalize()
-            release_free_memory()
-            counts = normalize_info.row_counts if normalize_info else {}
-            # A first load appends, but history's scd2 merge takes every row it is sent.
-            appends = decision.append and HISTORY_TABLE not in counts
-            budget = FIRST_LOAD_DUCKDB_CONFIG if appends else MERGE_DUCKDB_CONFIG
-            load_info = access.call(functools.partial(_load, pipeline, budget))
-            row_counts.update(counts)
-            load_ids.extend(load_info.loads_ids if load_info else [])
-            parts += 1
-            if not report.unfinished:
-                break
+        loaded = load_parts(
+            pipeline,
+            source,
+            parts,
+            access,
+            refresh="drop_sources" if full_refresh else None,
+        )
         views = access.call(lambda: _refresh_views(pipeline))
     # History is reported wherever the dataset keeps it, written to or not.
     kept = pipeline.default_schema.data_table_names(seen_data_only=True)
     tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in kept else ())
     return RunOutcome(
-        load_info=load_info,
+        load_info=loaded.load_infos[-1] if loaded.load_infos else None,
         report=report,
-        load_ids=load_ids,
-        rows_written={table: row_counts.get(table, 0) for table in tables},
+        load_ids=loaded.load_ids,
+        rows_written={table: loaded.row_counts.get(table, 0) for table in tables},
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
@@ -315,49 +269,6 @@ def run_account(name: str, destination: TDestinationReferenceArg = "duckdb") -> 
     return {"account": name, "dataset": result.dataset, **result.outcome.rows_written}
 
 
-def _users_per_load(given: int | None) -> int | None:
-    """`users_per_load` as given, else from `[sources.twilio_conversations]`, else the default;
-    0 loads the whole run in one package."""
-    if given is None:
-        given = dlt.config.get(f"sources.{SOURCE_SECTION}.users_per_load", int)
-    if given is None:
-        return DEFAULT_USERS_PER_LOAD
-    if not isinstance(given, int) or isinstance(given, bool) or given < 0:
-        raise ConfigurationError(f"users_per_load must be a whole number, 0 or more; got {given!r}")
-    return given or None
-
-
-def _lock_timeout(given: float | None) -> float:
-    """`lock_timeout` as given, else from `[sources.twilio_conversations]`, else the default."""
-    if given is None:
-        given = dlt.config.get(f"sources.{SOURCE_SECTION}.lock_timeout", float)
-    if given is None:
-        return DEFAULT_LOCK_TIMEOUT
-    if given < 0:
-        raise ConfigurationError(f"lock_timeout must be 0 or more seconds, got {given}")
-    return float(given)
-
-
-def _duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials | None:
-    """The resolved credentials of a DuckDB pipeline, or None (another destination, or a
-    configuration that does not resolve: the run reports what is wrong with it)."""
-    if not isinstance(pipeline.destination, dlt.destinations.duckdb):
-        return None
-    try:
-        credentials = pipeline.destination_client().config.credentials
-    except ConfigurationException:
-        return None
-    return credentials if isinstance(credentials, DuckDbCredentials) else None
-
-
-def _duckdb_path(pipeline: dlt.Pipeline) -> str | None:
-    """The local DuckDB file the pipeline loads into, or None (another destination, memory)."""
-    database = getattr(_duckdb_credentials(pipeline), "database", None)
-    if not isinstance(database, str) or database in ("", ":memory:"):
-        return None
-    return database
-
-
 # Run locks this thread holds: a run inside `exclusive` does not lock again. (Per thread: two
 # threads of one process running one pipeline still meet the lock.)
 _held = threading.local()
@@ -398,84 +309,6 @@ def exclusive(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
-    """`pipeline.load()`; into DuckDB, with the database opened once for the whole load and the
-    `budget` of DuckDB settings (`_duckdb_for_the_load`).
-
-    Should DuckDB run out of memory all the same (the merge of a first load's users does from
-    about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
-    finished with the configured settings.
-    """
-    with _duckdb_for_the_load(pipeline, budget):
-        try:
-            return pipeline.load()
-        except PipelineStepFailed as exc:
-            if not _out_of_memory(exc):
-                raise
-            logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
-    # the package is normalized and partly loaded: loading it again finishes it (completed jobs
-    # stay)
-    return pipeline.load()
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether DuckDB's "Out of Memory Error" is behind `exc` (dlt keeps a failed job's
-    message, not the exception, so look at the messages too)."""
-    return any("Out of Memory Error" in str(cause) for cause in causes(exc))
-
-
-@contextmanager
-def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Iterator[None]:
-    """For one load into the pipeline's DuckDB file: the file opened here, once, for all of the
-    load's jobs, and the `budget` of settings with one job at a time; afterwards the file is
-    closed and the destination's settings are as they were.
-
-    Left to dlt, each load job opens the file and closes it again (a first load has eight jobs,
-    each open and close some 25 ms; docs/performance.md, "The file opened once a load"), and
-    between two jobs another process can take the file. A `global_config` the user configured
-    replaces the budget. Nothing changes where the destination is not DuckDB or its credentials
-    do not resolve (the run reports why), are an object or an open connection (the caller's to
-    configure), or name `statements` (DuckDB would run them again for every job).
-    """
-    resolved = _duckdb_credentials(pipeline)
-    given = pipeline.destination.config_params.get("credentials")
-    if (
-        resolved is None
-        or not (given is None or isinstance(given, str | Mapping))
-        or resolved.statements
-        or resolved.read_only
-    ):
-        yield
-        return
-    import duckdb
-
-    destination = pipeline.destination
-    saved = dict(destination.config_params), dict(destination.caps_params)
-    configured = resolved.global_config
-    connection = duckdb.connect(resolved.database)
-    try:
-        # Where dlt's own run(credentials=...) puts them.
-        destination.config_params["credentials"] = DuckDbCredentials(
-            connection,
-            extensions=resolved.extensions,
-            global_config=configured if configured is not None else dict(budget),
-            pragmas=resolved.pragmas,
-            local_config=resolved.local_config,
-            session_timezone=resolved.session_timezone,
-        )
-        if configured is None:
-            # One load job at a time: each concurrent INSERT keeps its own row groups in
-            # flight. (`load.parallelism_strategy`, if configured, still wins.)
-            destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
-        yield
-    finally:
-        destination.config_params.clear()
-        destination.config_params.update(saved[0])
-        destination.caps_params.clear()
-        destination.caps_params.update(saved[1])
-        connection.close()  # DuckDB checkpoints the load into the file here
-
-
 def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
     """Whether this pipeline's state says its fingerprints are loaded (in `_fingerprints`, or in
     the state itself for a pipeline made before that table)."""
@@ -485,24 +318,6 @@ def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
         or resources.get(table, {}).get(fingerprints.LEGACY_KEY)
         for table in TABLES
     )
-
-
-def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
-    """Normalize and load what a crashed run left behind; return how many packages that was.
-
-    Loaded in the merge budget: a leftover is most often a part of a later run, merging into
-    tables that may hold a million users' rows, and the budget bounds a first load's append as
-    well; one too big for it is finished with the defaults, as any load (`_load`).
-    """
-    if not pipeline.has_pending_data:
-        return 0
-    pending = len(pipeline.list_extracted_load_packages()) + len(
-        pipeline.list_normalized_load_packages()
-    )
-    if pipeline.list_extracted_load_packages():
-        pipeline.normalize()
-    access.call(lambda: _load(pipeline, MERGE_DUCKDB_CONFIG))
-    return pending
 
 
 def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import queue
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -30,10 +30,10 @@ from .columns import (
     add_table_variant,
     with_parsed_attributes,
 )
-from .discovery import Catalog
+from .discovery import Catalog, _Listing
 from .errors import TwilioAPIError
 from .history import HISTORY_TABLE, history_versions, keeps_history
-from .parts import PAUSE, Parts
+from .parts import Parts
 from .pii import KEEP_ALL, PiiPolicy
 from .report import RunReport
 from .settings import (
@@ -107,9 +107,7 @@ class _UserFetch:
     newest: str | None = None  # the latest date_updated among the rows
 
 
-def user_conversations_resource(catalog: Catalog, settings: Settings, parts: Parts) -> DltResource:
-    fetch = functools.partial(_fetch_user, catalog.client, settings)
-
+def user_conversations_resource(scan: Scan) -> DltResource:
     @dlt.resource(
         name="user_conversations",
         primary_key=USER_CONVERSATION_KEY,
@@ -119,110 +117,204 @@ def user_conversations_resource(catalog: Catalog, settings: Settings, parts: Par
     )
     def user_conversations() -> Iterator[Any]:
         """Each scanned user's conversations; a changed user's rows are replaced as a whole.
-        Where the dataset keeps history, each table also goes to `user_conversations_history`."""
-        history = keeps_history(settings.history)
-        decision = catalog.report.first_load or _first_load(settings.first_load_holder)
+        Where the dataset keeps history, each table also goes to `user_conversations_history`.
+        One part of the scan (`Scan.part`): all of it, unless the run is loaded in parts."""
         _users_file_format_as_the_resource_s()
-        # A first load appends (`first_load.py`): the hint goes with the first table.
-        append = dlt.mark.make_hints(write_disposition="append") if decision.append else None
-        for item in parts.resume("user_conversations", functools.partial(run, decision)):
-            versions = history_versions(item) if history else None
-            if append is not None and _is_table(item):
-                item, append = dlt.mark.with_hints(item, append), None
+        yield from scan.part()
+
+    add_table_variant(user_conversations, "users", MERGE, USERS_COLUMNS, ("sid",))
+    return first_load.add_table(fingerprints.add_table(user_conversations))
+
+
+class Scan:
+    """One run's scan of the scanned users: each one read, judged by change capture and written
+    (with the `users` rows and the bookkeeping), in parts of `parts.size` users.
+
+    Each extract runs `part`, a fresh generator that goes on from where the last part stopped:
+    what the scan has read so far is kept here as plain data (the fingerprints, the users listed,
+    the service being listed with its fetches in flight). The fetches submitted go on while a
+    part is normalized and loaded. Deletions are decided at the end of a complete listing, and
+    the scan's last part says so in `parts.complete`.
+    """
+
+    def __init__(self, catalog: Catalog, settings: Settings, parts: Parts) -> None:
+        self.catalog, self.settings, self.parts = catalog, settings, parts
+        self.report = catalog.report
+        self._opened = False
+        self._services: list[dict[str, Any]] = []
+        self._next_service = 0  # index of the next service to list
+        self._service: _ServiceScan | None = None  # the service being listed
+        self._pool: ThreadPoolExecutor | None = None
+        # Decided in the first part, for the whole scan (`_open`).
+        self._append: Any = None  # dlt's append hint, until the first table of a first load
+        self._history = False
+        self._token: str | None = None
+        self._first_time = False
+        self._state: changes.FingerprintState
+        self._batches: _ArrowBatches
+        self._capture: _UserChanges
+        self._users: _ListedUsers
+        parts.on_close(self.close)
+
+    def part(self) -> Iterator[Any]:
+        """This extract's part of the scan; the rest of it where the scan is not loaded in
+        parts."""
+        if self.parts.complete:
+            return
+        try:
+            if not self._opened:
+                yield from self._open()
+            self._batches.load_id = current.load_id()
+            committed = self.report.users_changed
+            while self._service is not None or self._start_next_service():
+                service = self._service
+                assert service is not None
+                while (result := service.fetches.next()) is not None:
+                    yield from self._wrote(self._capture.user(result))
+                    if fingerprints.pending(self._state) >= ARROW_BATCH_ROWS:
+                        yield from self._wrote(fingerprints.rows_to_load(self._state))
+                    if service.fetches.done % self.settings.page_size == 0:
+                        yield from self._wrote(self._users.changed(service.sid))
+                    decided = self.report.users_changed - committed
+                    if decided and self._part_ends(service, decided):
+                        # A part's users are decided: their rows and fingerprints go in this load.
+                        yield from self._wrote(self._end_of_part(service.sid))
+                        return
+                yield from self._wrote(self._end_of_service(service))
+            yield from self._wrote(self._end_of_scan())
+        except BaseException:
+            self.close()
+            raise
+
+    def _wrote(self, items: Iterable[Any]) -> Iterator[Any]:
+        """`items`, each followed by its history versions where the dataset keeps history, the
+        first table of a first load with dlt's append hint."""
+        for item in items:
+            versions = history_versions(item) if self._history else None
+            if self._append is not None and _is_table(item):
+                item, self._append = dlt.mark.with_hints(item, self._append), None
             yield item
             if versions is not None:
                 yield versions
 
-    def run(decision: first_load.FirstLoad) -> Iterator[Any]:
+    def _open(self) -> Iterator[Any]:
+        """The scan's start, in its first part: what the destination holds, and the decisions
+        that hold for the whole scan."""
+        settings, report = self.settings, self.report
+        decision = report.first_load or _first_load(settings.first_load_holder)
+        self._token = decision.token
+        # A first load appends (`first_load.py`): the hint goes with the first table.
+        self._append = dlt.mark.make_hints(write_disposition="append") if decision.append else None
+        self._history = keeps_history(settings.history)
         resource_state = dlt.current.resource_state()
-        batches = _ArrowBatches(current.load_id())
         new_history = settings.history is True and current.first_time(HISTORY_TABLE)
-        state = fingerprints.open_fingerprints(
-            "user_conversations", catalog.report.fingerprints_read
-        )
-        if state and catalog.scans_all_users and catalog.scans_all_services:
+        self._state = fingerprints.open_fingerprints("user_conversations", report.fingerprints_read)
+        if self._state and self.catalog.scans_all_users and self.catalog.scans_all_services:
             # Twilio's lists carry no totals: the users the destination holds are the best
             # guess of how many this scan reaches (progress lines say "of N").
-            catalog.report.users_known = sum(len(users) for users in state.values())
-        capture = _UserChanges(
-            state,
-            catalog.report,
-            batches,
+            report.users_known = sum(len(users) for users in self._state.values())
+        self._batches = _ArrowBatches(current.load_id())
+        self._capture = _UserChanges(
+            self._state,
+            report,
+            self._batches,
             newest=resource_state.get("date_updated_cursor"),
             # History turned on for a pipeline that already mirrors the API: its first history
             # load records every current row, not only those that changed since the last run.
             rewrite_all=new_history,
         )
-        first_time = current.first_time("user_conversations") or new_history
+        self._first_time = current.first_time("user_conversations") or new_history
         users_state = resource_state.setdefault("users", {})
         # Where a pipeline made when `users` was a resource of its own noted its fingerprints.
         users_state.update(dlt.current.source_state().get("resources", {}).pop("users", {}))
-        users = _ListedUsers(
-            fingerprints.open_fingerprints("users", catalog.report.fingerprints_read, users_state),
+        self._users = _ListedUsers(
+            fingerprints.open_fingerprints("users", report.fingerprints_read, users_state),
             settings.pii,
         )
         if current.first_time("users"):
             yield dlt.mark.with_table_name(dlt.mark.materialize_table_schema(), "users")
-        services = catalog.services()
-        with ThreadPoolExecutor(settings.max_workers, "twilio-user") as pool:
-            for service in services:
-                service_sid = service["sid"]
-                listed = fingerprints.listed(state, service_sid)
-                tasks = _user_tasks(catalog, service_sid, listed, users)
-                # One stream of fetches for the whole listing, across the parts: the fetches
-                # already submitted go on while a part is normalized and loaded.
-                fetches = _Fetches(
-                    pool, fetch, tasks, settings.max_workers * FETCH_AHEAD_PER_WORKER
-                )
-                committed = catalog.report.users_changed
-                drained = False  # a part was cut for this service's drain
-                for done, result in enumerate(fetches, 1):
-                    yield from capture.user(result)
-                    if fingerprints.pending(state) >= ARROW_BATCH_ROWS:
-                        yield from fingerprints.rows_to_load(state)
-                    if done % settings.page_size == 0:
-                        yield from users.changed(service_sid)
-                    decided = catalog.report.users_changed - committed
-                    if not parts.size or not decided:
-                        continue  # nothing to commit: a load would cost time and keep nothing
-                    # A part every `parts.size` users, and once where the last fetches drain.
-                    at_drain = not drained and _worth_a_part_while_draining(
-                        decided, fetches, settings.max_workers
-                    )
-                    if done % parts.size and not at_drain:
-                        continue
-                    drained = drained or at_drain
-                    # A part's users are decided: their rows and fingerprints go in this load.
-                    yield from batches.flush()
-                    yield from fingerprints.rows_to_load(state)
-                    yield from users.changed(service_sid)
-                    yield from fingerprints.rows_to_load(users.state)
-                    capture.save_cursor()
-                    yield PAUSE
-                    batches.load_id = current.load_id()
-                    committed = catalog.report.users_changed
-                yield from users.changed(service_sid)
-                if catalog.listed_all_users(service_sid):
-                    yield from capture.vanished_users(service_sid, listed)
-                    yield from users.vanished(service_sid)
-        yield from batches.flush()
-        if first_time and not batches.made:
+        self._services = self.catalog.services()
+        self._pool = ThreadPoolExecutor(settings.max_workers, "twilio-user")
+        self._opened = True
+
+    def _start_next_service(self) -> bool:
+        """Start listing the next service and fetching its users; False once none is left."""
+        if self._next_service >= len(self._services):
+            return False
+        service_sid = self._services[self._next_service]["sid"]
+        self._next_service += 1
+        assert self._pool is not None
+        fetch = functools.partial(_fetch_user, self.catalog.client, self.settings)
+        self._service = _ServiceScan(
+            service_sid,
+            self.catalog.listing(service_sid),
+            fingerprints.listed(self._state, service_sid),
+            self._users,
+            self._pool,
+            fetch,
+            self.settings.max_workers * FETCH_AHEAD_PER_WORKER,
+        )
+        return True
+
+    def _part_ends(self, service: _ServiceScan, decided: int) -> bool:
+        """Whether the part ends here, with `decided` users decided since it began: every
+        `parts.size` users, and once a service where the last fetches drain, if that is worth
+        it (`_worth_a_part_while_draining`)."""
+        size = self.parts.size
+        if not size:
+            return False  # one part: a load would cost time and keep nothing
+        at_drain = not service.drained and _worth_a_part_while_draining(
+            decided, service.fetches, self.settings.max_workers
+        )
+        service.drained = service.drained or at_drain
+        return at_drain or service.fetches.done % size == 0
+
+    def _end_of_part(self, service_sid: str) -> Iterator[Any]:
+        yield from self._batches.flush()
+        yield from fingerprints.rows_to_load(self._state)
+        yield from self._users.changed(service_sid)
+        yield from fingerprints.rows_to_load(self._users.state)
+        self._capture.save_cursor()
+
+    def _end_of_service(self, service: _ServiceScan) -> Iterator[Any]:
+        """The service's listing is complete: the users it no longer has are removed."""
+        self._service = None
+        self.report.users_held_peak = max(self.report.users_held_peak, service.listing.peak)
+        service.close()
+        yield from self._users.changed(service.sid)
+        if self.catalog.listed_all_users(service.sid):
+            yield from self._capture.vanished_users(service.sid, service.listed)
+            yield from self._users.vanished(service.sid)
+
+    def _end_of_scan(self) -> Iterator[Any]:
+        """Every service is listed: what no service has any more is removed, and the scan is
+        complete."""
+        self.close()
+        yield from self._batches.flush()
+        if self._first_time and not self._batches.made:
             # An empty arrow table, not dlt's marker: the marker takes dlt's dict path, whose
             # `_dlt_id NOT NULL` column the arrow rows that follow do not carry. At the end,
             # not first: the pyarrow import it needs would delay the first request.
-            yield batches.table([])
-        if catalog.scans_all_services:
-            yield from capture.vanished_services({s["sid"] for s in services})
-            yield from users.vanished_services({s["sid"] for s in services})
-        yield from fingerprints.rows_to_load(state)
-        yield from fingerprints.rows_to_load(users.state)
-        if decision.token:  # the scan is complete: the claim of the first load is finished
-            yield first_load.finished(decision.token)
-        catalog.report.unresolved_users = catalog.unresolved_user_refs()
-        capture.save_cursor()
+            yield self._batches.table([])
+        if self.catalog.scans_all_services:
+            seen = {s["sid"] for s in self._services}
+            yield from self._capture.vanished_services(seen)
+            yield from self._users.vanished_services(seen)
+        yield from fingerprints.rows_to_load(self._state)
+        yield from fingerprints.rows_to_load(self._users.state)
+        if self._token:  # the scan is complete: the claim of the first load is finished
+            yield first_load.finished(self._token)
+        self.report.unresolved_users = self.catalog.unresolved_user_refs()
+        self._capture.save_cursor()
+        self.parts.complete = True
 
-    add_table_variant(user_conversations, "users", MERGE, USERS_COLUMNS, ("sid",))
-    return first_load.add_table(fingerprints.add_table(user_conversations))
+    def close(self) -> None:
+        """Stop the listing and the fetches in flight (the scan ended, or failed)."""
+        if self._service is not None:
+            self._service.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def _fetch_user(
@@ -390,19 +482,42 @@ def _users_file_format_as_the_resource_s() -> None:
         resource.apply_hints(table_name="users", create_table_variant=True, file_format=file_format)
 
 
-def _user_tasks(
-    catalog: Catalog, service_sid: str, listed: fingerprints.Listed, users: _ListedUsers
-) -> Iterator[tuple[str, str]]:
-    """(service, user) for each user of the listing, adding each SID to `listed` and each
-    record to the `users` to write.
+class _ServiceScan:
+    """One service being scanned: its listing, read ahead by a thread of its own, and the
+    fetches of the users it lists. Each SID listed is added to `listed`, each record to the
+    `users` to write."""
 
-    Pulled as workers free up, so the listing's next page is read while the first users'
-    conversations are being fetched.
-    """
-    for user in catalog.iter_users(service_sid):
-        listed.add(user["sid"])
-        users.arrived.append(user)
-        yield service_sid, user["sid"]
+    def __init__(
+        self,
+        sid: str,
+        listing: _Listing,
+        listed: fingerprints.Listed,
+        users: _ListedUsers,
+        pool: ThreadPoolExecutor,
+        fetch: Any,
+        max_in_flight: int,
+    ) -> None:
+        self.sid, self.listing, self.listed, self.users = sid, listing, listed, users
+        self.fetches = _Fetches(pool, fetch, self._next_task, max_in_flight)
+        self.drained = False  # a part was cut where this service's last fetches drain
+        self._taken: list[dict[str, Any]] = []
+
+    def _next_task(self) -> tuple[str, str] | None:
+        """(service, user) for the listing's next user; None at its end. Pulled as workers
+        free up, so the listing's next page is read while the first users' conversations are
+        being fetched."""
+        if not self._taken:
+            self._taken = self.listing.take()[::-1]
+            if not self._taken:
+                return None
+        user = self._taken.pop()
+        self.listed.add(user["sid"])
+        self.users.arrived.append(user)
+        return self.sid, user["sid"]
+
+    def close(self) -> None:
+        self.listing.close()
+        self.fetches.cancel()
 
 
 class _ListedUsers:
@@ -443,12 +558,12 @@ class _ListedUsers:
 
 
 class _Fetches:
-    """`fn(*task)` for each task, run in `pool` with at most `max_in_flight` pending; iterating
-    yields the results as they finish.
+    """`fn(*task)` for each task `next_task` gives until it gives None, run in `pool` with at
+    most `max_in_flight` pending; `next` hands out the results as they finish.
 
-    Each finished result is yielded as soon as the next task has been submitted, not when the
-    bound is reached: the bound fills only when the tasks outrun the fetches or the caller is
-    away (a part's pause).
+    Each finished result is handed out as soon as the next task has been submitted, not when
+    the bound is reached: the bound fills only when the tasks outrun the fetches or the caller
+    is away (a part's pause).
 
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
@@ -463,38 +578,51 @@ class _Fetches:
         self,
         pool: ThreadPoolExecutor,
         fn: Any,
-        tasks: Iterator[tuple[str, str]],
+        next_task: Callable[[], tuple[str, str] | None],
         max_in_flight: int,
     ) -> None:
-        self._pool, self._fn, self._tasks, self._max_in_flight = pool, fn, tasks, max_in_flight
+        self._pool, self._fn, self._next_task = pool, fn, next_task
+        self._max_in_flight = max_in_flight
         self._pending: set[Future[_UserFetch]] = set()  # submitted, not handed out yet
         self._finished: queue.SimpleQueue[Future[_UserFetch]] = queue.SimpleQueue()
         self.all_submitted = False
+        self.done = 0  # results handed out
 
     @property
     def running(self) -> int:
         return len(self._pending) - self._finished.qsize()
 
-    def __iter__(self) -> Iterator[_UserFetch]:
-        finished, pending = self._finished, self._pending
-        try:
-            for task in self._tasks:
-                future = self._pool.submit(self._fn, *task)
-                pending.add(future)
-                future.add_done_callback(finished.put)
-                while len(pending) >= self._max_in_flight or not finished.empty():
-                    yield self._next_result()
-            self.all_submitted = True
-            while pending:
-                yield self._next_result()
-        finally:
-            for future in pending:
-                future.cancel()
-
-    def _next_result(self) -> _UserFetch:
+    def next(self) -> _UserFetch | None:
+        """The next finished fetch, having submitted tasks while there is room and none has
+        finished; None once every task's result was handed out."""
+        while not self.all_submitted and self._finished.empty():
+            if len(self._pending) >= self._max_in_flight:
+                break
+            task = self._next_task()
+            if task is None:
+                self.all_submitted = True
+                break
+            future = self._pool.submit(self._fn, *task)
+            self._pending.add(future)
+            future.add_done_callback(self._finished.put)
+        if not self._pending:
+            return None
         future = self._finished.get()
         self._pending.discard(future)
-        return future.result()
+        self.done += 1
+        try:
+            return future.result()
+        except BaseException:
+            self.cancel()  # the run fails: the fetches not started yet are not worth making
+            raise
+
+    def __iter__(self) -> Iterator[_UserFetch]:
+        return iter(self.next, None)
+
+    def cancel(self) -> None:
+        """Cancel the fetches not started yet."""
+        for future in self._pending:
+            future.cancel()
 
 
 def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) -> bool:

@@ -1,6 +1,8 @@
-"""Run the CLI, but SIGKILL the process at one chosen point of dlt's normalize or load step.
+"""Run the CLI, or plain dlt's `load_in_parts`, but SIGKILL the process at one chosen point of
+dlt's normalize or load step.
 
     python crash_at.py <point> run [cli args...]
+    python crash_at.py <point> load_in_parts
 
 A hook cannot be placed from outside a process at a precise point of a step that takes
 milliseconds, so this wrapper installs it inside and then kills its own process with SIGKILL:
@@ -88,6 +90,13 @@ def install(point: str) -> None:
 
 if __name__ == "__main__":
     install(sys.argv[1])
+    if sys.argv[2] == "load_in_parts":  # a plain dlt pipeline, configured the dlt way
+        import dlt
+        from twilio_conversations import load_in_parts
+
+        pipeline = dlt.pipeline("twilio_conversations", destination="duckdb", dataset_name="twilio")
+        load_in_parts(pipeline)
+        sys.exit(0)
     from twilio_conversations.cli import main
 
     sys.exit(main(sys.argv[2:]))

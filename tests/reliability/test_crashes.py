@@ -234,19 +234,23 @@ def loaded_users(database: Path) -> set[str]:
     return {user for (user,) in rows}
 
 
+@pytest.mark.parametrize(
+    "driver", [["run", "--progress", "none"], ["load_in_parts"]], ids=["cli", "plain-dlt"]
+)
 def test_kill_9_at_90_percent_keeps_the_parts_loaded_and_the_next_run_does_the_rest(
-    start_emulator: Any, tmp_path: Path, run_pipeline: Any
+    start_emulator: Any, tmp_path: Path, run_pipeline: Any, driver: list[str]
 ) -> None:
-    """1,000 users in parts of 100: SIGKILL right after the 9th part is loaded. Its 900 users'
-    rows are in the destination (the first 900 whose fetch finished: fetches go on across the
-    parts, so a few of the listing's first 900 may be in the last part); the next run writes
-    only the other 100 users' rows and leaves an exact mirror."""
+    """1,000 users in parts of 100, by the CLI or by plain dlt's `load_in_parts`: SIGKILL right
+    after the 9th part is loaded. Its 900 users' rows are in the destination (the first 900
+    whose fetch finished: fetches go on across the parts, so a few of the listing's first 900
+    may be in the last part); the next run writes only the other 100 users' rows and leaves an
+    exact mirror."""
     emu = start_emulator(seed=5, services=1, users=1000, conversations_per_user=1)
     service = emu.services()[0]["sid"]
     listing = [u["sid"] for u in emu.users(service)]
     marker = tmp_path / "crashed-at"
     result = subprocess.run(
-        [CLI[0], str(HERE / "crash_at.py"), "after-part-9", "run", "--progress", "none"],
+        [CLI[0], str(HERE / "crash_at.py"), "after-part-9", *driver],
         cwd=tmp_path,
         env=cli_env(
             emu,

@@ -432,7 +432,7 @@ def test_the_shipped_config_states_the_defaults_the_code_uses() -> None:
 
     from twilio_conversations import twilio_conversations
     from twilio_conversations.file_lock import DEFAULT_LOCK_TIMEOUT
-    from twilio_conversations.runner import DEFAULT_USERS_PER_LOAD
+    from twilio_conversations.loading import DEFAULT_USERS_PER_LOAD
 
     with open(REPO / ".dlt" / "config.toml", "rb") as f:
         shipped = tomllib.load(f)["sources"]["twilio_conversations"]

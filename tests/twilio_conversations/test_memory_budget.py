@@ -8,63 +8,18 @@ asks DuckDB for its settings; no timing or memory figure is asserted.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
 from dlt.pipeline import trace as dlt_trace
+from duckdb_settings import DEFAULTS, DuckDbSettingsAtLoad, duckdb_settings
 from mirror import assert_user_conversations_mirror
-from twilio_conversations import runner
+from twilio_conversations import loading
 
-BUDGET = dict(runner.FIRST_LOAD_DUCKDB_CONFIG)
-MERGE_BUDGET = dict(runner.MERGE_DUCKDB_CONFIG)
-
-
-class DuckDbSettingsAtLoad:
-    """A dlt tracking module: records DuckDB's memory_limit and threads as each load starts."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, int]] = []
-
-    def on_start_trace(self, trace: Any, step: str, pipeline: Any) -> None:
-        pass
-
-    def on_start_trace_step(self, trace: Any, step: str, pipeline: Any) -> None:
-        if step == "load":
-            with pipeline.sql_client() as client:
-                rows = client.execute_sql(
-                    "select current_setting('memory_limit'), current_setting('threads')"
-                )
-            self.seen.append((str(rows[0][0]), int(rows[0][1])))
-
-    def on_end_trace_step(self, *args: Any) -> None:
-        pass
-
-    def on_end_trace(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def settings_at_load(monkeypatch: pytest.MonkeyPatch) -> Iterator[DuckDbSettingsAtLoad]:
-    spy = DuckDbSettingsAtLoad()
-    monkeypatch.setattr(dlt_trace, "TRACKING_MODULES", [*dlt_trace.TRACKING_MODULES, spy])
-    yield spy
-
-
-def duckdb_settings(config: dict[str, Any]) -> tuple[str, int]:
-    """What DuckDB reports for `config` applied to a fresh in-memory database."""
-    import duckdb
-
-    with duckdb.connect(config={k: str(v) for k, v in config.items()}) as con:
-        memory_limit, threads = con.execute(
-            "select current_setting('memory_limit'), current_setting('threads')"
-        ).fetchall()[0]
-    return str(memory_limit), int(threads)
-
-
-DEFAULTS = duckdb_settings({})
+BUDGET = dict(loading.FIRST_LOAD_DUCKDB_CONFIG)
+MERGE_BUDGET = dict(loading.MERGE_DUCKDB_CONFIG)
 
 
 @pytest.mark.parametrize("configured", ["factory", "environment"])
@@ -165,7 +120,7 @@ def test_load_out_of_memory_in_the_budget_is_finished_with_defaults(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A budget too small for any insert stands in for a first load too big for 64 MB.
-    monkeypatch.setattr(runner, "FIRST_LOAD_DUCKDB_CONFIG", {"memory_limit": "1MB", "threads": 1})
+    monkeypatch.setattr(loading, "FIRST_LOAD_DUCKDB_CONFIG", {"memory_limit": "1MB", "threads": 1})
     truth = emulator.all_user_conversations()
     first = run_pipeline(emulator)
     assert "ran out of its memory budget" in caplog.text
@@ -191,7 +146,7 @@ def test_merge_out_of_memory_in_the_budget_is_finished_with_defaults(
             emulator.store.update_conversation(
                 service, row["conversation_sid"], friendly_name=f"renamed for {user['sid']}"
             )
-    monkeypatch.setattr(runner, "MERGE_DUCKDB_CONFIG", {"memory_limit": "1MB"})
+    monkeypatch.setattr(loading, "MERGE_DUCKDB_CONFIG", {"memory_limit": "1MB"})
     truth = emulator.all_user_conversations()
     second = run_pipeline(emulator)
     assert "ran out of its memory budget" in caplog.text

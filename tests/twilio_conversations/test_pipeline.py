@@ -161,17 +161,17 @@ def test_user_vanishing_between_listing_and_reading_is_skipped(
     victim = max(
         emulator.users(service), key=lambda u: len(emulator.user_conversations(service, u["sid"]))
     )
-    original = discovery.Catalog.iter_users
+    original = discovery._Listing.take
 
-    def list_then_delete(self: Any, service_sid: str) -> Any:
-        for user in original(self, service_sid):
-            if user["sid"] == victim["sid"] and any(
-                u["sid"] == victim["sid"] for u in emulator.users(service)
-            ):
-                emulator.store.delete_user(service, victim["sid"])  # gone once listed
-            yield user
+    def list_then_delete(self: Any) -> Any:
+        batch = original(self)
+        if any(user["sid"] == victim["sid"] for user in batch) and any(
+            u["sid"] == victim["sid"] for u in emulator.users(service)
+        ):
+            emulator.store.delete_user(service, victim["sid"])  # gone once listed
+        return batch
 
-    monkeypatch.setattr(discovery.Catalog, "iter_users", list_then_delete)
+    monkeypatch.setattr(discovery._Listing, "take", list_then_delete)
     outcome = run_pipeline(emulator)
     assert [(s.service_sid, s.user) for s in outcome.report.skipped] == [(service, victim["sid"])]
     assert "404" in outcome.report.skipped[0].reason

@@ -261,6 +261,11 @@ def test_a_part_is_cut_where_the_drain_outlasts_its_cost_and_the_decided_are_the
     assert _worth_a_part_while_draining(decided, fetches, workers) is cut  # type: ignore[arg-type]
 
 
+def _next(tasks: Any) -> Any:
+    """The tasks of an iterator, one a call, None at its end (as `_Fetches` takes them)."""
+    return lambda: next(tasks, None)
+
+
 def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
     """`running` counts the fetches not finished yet; one finished and not handed out is done."""
     import threading
@@ -281,7 +286,7 @@ def test_fetches_count_those_still_running_once_all_are_submitted() -> None:
 
     with ThreadPoolExecutor(3) as real:
         try:
-            fetches = _Fetches(_Recording(real, futures), fetch, tasks(), max_in_flight=8)  # type: ignore[arg-type]
+            fetches = _Fetches(_Recording(real, futures), fetch, _next(tasks()), max_in_flight=8)  # type: ignore[arg-type]
             results = iter(fetches)
             assert next(results) == "US0"
             assert (fetches.all_submitted, fetches.running) == (True, 2)
@@ -320,7 +325,7 @@ def test_bounded_parallel_yields_every_result_with_a_bounded_queue() -> None:
 
     with ThreadPoolExecutor(4) as pool:
         results = []
-        for result in _Fetches(pool, lambda s, u: (s, u), tasks(), max_in_flight=8):
+        for result in _Fetches(pool, lambda s, u: (s, u), _next(tasks()), max_in_flight=8):
             with lock:
                 consumed += 1
             results.append(result)
@@ -359,7 +364,7 @@ def test_bounded_parallel_hands_out_a_finished_result_at_the_next_task() -> None
             yield ("IS", f"US{i}")
 
     with ThreadPoolExecutor(2) as real:
-        for result in _Fetches(_Recording(real, futures), fetch, tasks(), max_in_flight=8):  # type: ignore[arg-type]
+        for result in _Fetches(_Recording(real, futures), fetch, _next(tasks()), max_in_flight=8):  # type: ignore[arg-type]
             handed_out.append(result)
     assert sorted(handed_out) == [f"US{i}" for i in range(5)]
     assert "US0" in seen_when_asked[1], f"US0 was held back: {seen_when_asked}"
@@ -399,7 +404,7 @@ def test_bounded_parallel_raises_the_first_failure_and_cancels_the_rest() -> Non
     try:
         with ThreadPoolExecutor(2) as pool:
             with pytest.raises(RuntimeError, match="boom"):
-                for _ in _Fetches(pool, fetch, tasks(), max_in_flight=4):
+                for _ in _Fetches(pool, fetch, _next(tasks()), max_in_flight=4):
                     pass  # pragma: no cover - only US0 can finish, and it fails
             release.set()  # only now can any worker take another task
     finally:
@@ -436,7 +441,13 @@ class _Pages:
 def _listing(pages: _Pages, read_ahead: int = 4) -> Any:
     from twilio_conversations.discovery import _Listing
 
-    return _Listing(pages, read_ahead=read_ahead, chunk=2)
+    return _Listing(pages, read_ahead=read_ahead, chunk=2).start()
+
+
+def _read(listing: Any) -> Any:
+    """Every record, as the scan takes them."""
+    while batch := listing.take():
+        yield from batch
 
 
 def _sids(pages: int) -> list[str]:
@@ -445,13 +456,13 @@ def _sids(pages: int) -> list[str]:
 
 def test_the_reader_gets_every_user_once_in_order_and_each_page_is_asked_once() -> None:
     pages = _Pages(5)
-    assert [u["sid"] for u in _listing(pages).read()] == _sids(5)
+    assert [u["sid"] for u in _read(_listing(pages))] == _sids(5)
     assert pages.asked == 5
 
 
 def test_the_listing_reads_ahead_of_the_reader_by_a_bounded_amount() -> None:
     pages = _Pages(30)
-    reader = _listing(pages, read_ahead=4).read()
+    reader = _read(_listing(pages, read_ahead=4))
     for user in reader:
         pages.taken += 1
         assert user["sid"] == _sids(30)[pages.taken - 1]
@@ -462,7 +473,7 @@ def test_the_listing_reads_ahead_of_the_reader_by_a_bounded_amount() -> None:
 
 
 def test_a_failed_page_fails_the_reader_and_never_ends_a_listing_early() -> None:
-    reader = _listing(_Pages(3, fail_at=1)).read()
+    reader = _read(_listing(_Pages(3, fail_at=1)))
     # What arrived, then the failure, not a short "complete" list.
     assert [next(reader)["sid"], next(reader)["sid"]] == ["US0a", "US0b"]
     with pytest.raises(RuntimeError, match="page 1 failed"):

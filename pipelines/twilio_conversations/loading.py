@@ -1,0 +1,306 @@
+"""Loading a run in parts, with DuckDB's memory budget: `load_in_parts`, the public call that the
+CLI's runner, the Airflow and Dagster recipes and any dlt user make alike.
+
+`pipeline.run(twilio_conversations())` loads the same rows as one load package. `load_in_parts`
+loads a long run as several, one every `users_per_load` users, so a run that dies late keeps
+what its parts loaded; and into DuckDB it loads each part in a small memory budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dlt
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.pipeline import LoadInfo
+from dlt.common.typing import TRefreshMode
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.pipeline.exceptions import PipelineStepFailed
+from dlt.sources import DltSource
+
+from .errors import ConfigurationError, causes
+from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess
+from .history import HISTORY_TABLE
+from .memory import release_free_memory
+from .parts import Parts
+
+logger = logging.getLogger(__name__)
+
+SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
+# Users per load package: a crash loses at most one part's writes, and each part costs one
+# normalize and load (docs/performance.md, "Bookkeeping at scale").
+DEFAULT_USERS_PER_LOAD = 10_000
+# DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
+# (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
+# most of the RAM, a thread per core) nothing forces its buffers out during a big INSERT; in a
+# small budget it writes each finished row group to the file and moves on, and one thread keeps
+# row groups in flight from multiplying with the cores. Figures: docs/performance.md, "Memory of
+# a big first load". A configured `destination.duckdb.credentials.global_config` is used instead
+# of either budget.
+FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads": 1}
+# The same for a merging load (a later run, history mode): with DuckDB's defaults its buffer pool
+# keeps what the merge read of the million-row tables, hundreds of MB for a part that changed a
+# hundred rows. A merge needs memory in proportion to the rows it replaces, so a big one runs
+# out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
+# second or so. Figures: docs/performance.md, "1,000,000 users".
+MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
+
+
+@dataclass
+class Loaded:
+    """What `load_in_parts` loaded."""
+
+    load_infos: list[LoadInfo] = field(default_factory=list)  # one per part
+    row_counts: Counter[str] = field(default_factory=Counter)  # rows normalized, per table
+    recovered_packages: int = 0  # left by a run that died, loaded first
+
+    @property
+    def load_ids(self) -> list[str]:
+        return [load_id for info in self.load_infos for load_id in info.loads_ids]
+
+
+def load_in_parts(
+    pipeline: dlt.Pipeline,
+    *,
+    users_per_load: int | None = None,
+    refresh: TRefreshMode | None = None,
+    lock_timeout: float | None = None,
+    resources: Sequence[str] | None = None,
+    **source_kwargs: Any,
+) -> Loaded:
+    """Load `twilio_conversations(**source_kwargs)` into `pipeline` in parts.
+
+    The run is the same as `pipeline.run(twilio_conversations(...))`, but loaded as one load
+    package every `users_per_load` users (default `[sources.twilio_conversations]
+    users_per_load`, else 10,000; 0: one package), so a run that dies late keeps what its parts
+    loaded and the next run goes on from there. As dlt's `run` does, the state is restored from
+    the destination first; packages a dead run left are loaded before the API is read (dlt's
+    `run` would load them and stop). Into DuckDB each part is loaded in a small memory budget,
+    waiting up to `lock_timeout` seconds for a file another process holds. `refresh`: dlt's,
+    for the first part ("drop_sources" for a full refresh). `resources`: only these (dlt's
+    `with_resources`).
+    """
+    parts = Parts(users_per_load_setting(users_per_load))
+    source = _twilio_conversations(parts=parts, **source_kwargs)
+    if resources is not None:
+        source = source.with_resources(*resources)
+    access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
+    restore_state(pipeline, access)
+    recovered = finish_pending_packages(pipeline, access)
+    loaded = load_parts(pipeline, source, parts, access, refresh=refresh)
+    loaded.recovered_packages = recovered
+    return loaded
+
+
+def _twilio_conversations(**kwargs: Any) -> DltSource:
+    from . import twilio_conversations  # the package imports this module
+
+    source: DltSource = twilio_conversations(**kwargs)
+    return source
+
+
+def load_parts(
+    pipeline: dlt.Pipeline,
+    source: DltSource,
+    parts: Parts,
+    access: FileAccess,
+    *,
+    refresh: TRefreshMode | None = None,
+) -> Loaded:
+    """Extract, normalize and load `source`, made with `parts`, one part at a time until its scan
+    is complete. `access` waits for a DuckDB file another process holds."""
+    loaded = Loaded()
+    file_format = preferred_loader_file_format(pipeline)
+    # Without the scan's resource (a source narrowed to `services`) the run is one part.
+    scanned = "user_conversations" in source.selected_resources
+    try:
+        while True:
+            first = not loaded.load_infos
+            pipeline.extract(
+                source, refresh=refresh if first else None, loader_file_format=file_format
+            )
+            release_free_memory()
+            normalize_info = pipeline.normalize()
+            release_free_memory()
+            counts = normalize_info.row_counts if normalize_info else {}
+            budget = FIRST_LOAD_DUCKDB_CONFIG if _appends(pipeline, counts) else MERGE_DUCKDB_CONFIG
+            if pipeline.list_normalized_load_packages():  # not where the part held nothing
+                loaded.load_infos.append(access.call(functools.partial(_load, pipeline, budget)))
+            loaded.row_counts.update(counts)
+            if parts.complete or not scanned:
+                return loaded
+    finally:
+        parts.close()
+
+
+def _appends(pipeline: dlt.Pipeline, counts: Mapping[str, int]) -> bool:
+    """Whether this part appends the user conversations (a first load, `first_load.py`): dlt
+    keeps the resource's write disposition in the schema. History's scd2 merge takes every row
+    it is sent, so a part that writes history merges all the same."""
+    table = pipeline.default_schema.tables.get("user_conversations", {})
+    return table.get("write_disposition") == "append" and HISTORY_TABLE not in counts
+
+
+def restore_state(pipeline: dlt.Pipeline, access: FileAccess) -> None:
+    """As dlt's `run` does first: the state comes back from the destination when the local copy
+    is missing or older."""
+    if pipeline.config.restore_from_destination and not pipeline.dev_mode:
+        access.call(pipeline.sync_destination)
+
+
+def finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
+    """Normalize and load what a crashed run left behind; return how many packages that was.
+
+    Loaded in the merge budget: a leftover is most often a part of a later run, merging into
+    tables that may hold a million users' rows, and the budget bounds a first load's append as
+    well; one too big for it is finished with the defaults, as any load (`_load`).
+    """
+    if not pipeline.has_pending_data:
+        return 0
+    pending = len(pipeline.list_extracted_load_packages()) + len(
+        pipeline.list_normalized_load_packages()
+    )
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    access.call(lambda: _load(pipeline, MERGE_DUCKDB_CONFIG))
+    return pending
+
+
+def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
+    """Parquet where the destination takes it, else its own default.
+
+    Our arrow tables reach parquet without a per-row pass, several times faster than the
+    default insert_values into DuckDB and PostgreSQL (through the ADBC driver of the `postgres`
+    extra); figures in docs/performance.md, "Figures behind the code's choices".
+    """
+    capabilities = pipeline.destination.capabilities()
+    if "parquet" in capabilities.supported_loader_file_formats:
+        return "parquet"
+    return None
+
+
+def users_per_load_setting(given: int | None) -> int | None:
+    """`users_per_load` as given, else from `[sources.twilio_conversations]`, else the default;
+    0 loads the whole run in one package."""
+    if given is None:
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.users_per_load", int)
+    if given is None:
+        return DEFAULT_USERS_PER_LOAD
+    if not isinstance(given, int) or isinstance(given, bool) or given < 0:
+        raise ConfigurationError(f"users_per_load must be a whole number, 0 or more; got {given!r}")
+    return given or None
+
+
+def lock_timeout_setting(given: float | None) -> float:
+    """`lock_timeout` as given, else from `[sources.twilio_conversations]`, else the default."""
+    if given is None:
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.lock_timeout", float)
+    if given is None:
+        return DEFAULT_LOCK_TIMEOUT
+    if given < 0:
+        raise ConfigurationError(f"lock_timeout must be 0 or more seconds, got {given}")
+    return float(given)
+
+
+def _duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials | None:
+    """The resolved credentials of a DuckDB pipeline, or None (another destination, or a
+    configuration that does not resolve: the run reports what is wrong with it)."""
+    if not isinstance(pipeline.destination, dlt.destinations.duckdb):
+        return None
+    try:
+        credentials = pipeline.destination_client().config.credentials
+    except ConfigurationException:
+        return None
+    return credentials if isinstance(credentials, DuckDbCredentials) else None
+
+
+def duckdb_path(pipeline: dlt.Pipeline) -> str | None:
+    """The local DuckDB file the pipeline loads into, or None (another destination, memory)."""
+    database = getattr(_duckdb_credentials(pipeline), "database", None)
+    if not isinstance(database, str) or database in ("", ":memory:"):
+        return None
+    return database
+
+
+def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
+    """`pipeline.load()`; into DuckDB, with the database opened once for the whole load and the
+    `budget` of DuckDB settings (`_duckdb_for_the_load`).
+
+    Should DuckDB run out of memory all the same (the merge of a first load's users does from
+    about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
+    finished with the configured settings.
+    """
+    with _duckdb_for_the_load(pipeline, budget):
+        try:
+            return pipeline.load()
+        except PipelineStepFailed as exc:
+            if not _out_of_memory(exc):
+                raise
+            logger.warning("DuckDB ran out of its memory budget; loading with its defaults")
+    # the package is normalized and partly loaded: loading it again finishes it (completed jobs
+    # stay)
+    return pipeline.load()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether DuckDB's "Out of Memory Error" is behind `exc` (dlt keeps a failed job's
+    message, not the exception, so look at the messages too)."""
+    return any("Out of Memory Error" in str(cause) for cause in causes(exc))
+
+
+@contextmanager
+def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Iterator[None]:
+    """For one load into the pipeline's DuckDB file: the file opened here, once, for all of the
+    load's jobs, and the `budget` of settings with one job at a time; afterwards the file is
+    closed and the destination's settings are as they were.
+
+    Left to dlt, each load job opens the file and closes it again (a first load has eight jobs,
+    each open and close some 25 ms; docs/performance.md, "The file opened once a load"), and
+    between two jobs another process can take the file. A `global_config` the user configured
+    replaces the budget. Nothing changes where the destination is not DuckDB or its credentials
+    do not resolve (the run reports why), are an object or an open connection (the caller's to
+    configure), or name `statements` (DuckDB would run them again for every job).
+    """
+    resolved = _duckdb_credentials(pipeline)
+    given = pipeline.destination.config_params.get("credentials")
+    if (
+        resolved is None
+        or not (given is None or isinstance(given, str | Mapping))
+        or resolved.statements
+        or resolved.read_only
+    ):
+        yield
+        return
+    import duckdb
+
+    destination = pipeline.destination
+    saved = dict(destination.config_params), dict(destination.caps_params)
+    configured = resolved.global_config
+    connection = duckdb.connect(resolved.database)
+    try:
+        # Where dlt's own run(credentials=...) puts them.
+        destination.config_params["credentials"] = DuckDbCredentials(
+            connection,
+            extensions=resolved.extensions,
+            global_config=configured if configured is not None else dict(budget),
+            pragmas=resolved.pragmas,
+            local_config=resolved.local_config,
+            session_timezone=resolved.session_timezone,
+        )
+        if configured is None:
+            # One load job at a time: each concurrent INSERT keeps its own row groups in
+            # flight. (`load.parallelism_strategy`, if configured, still wins.)
+            destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
+        yield
+    finally:
+        destination.config_params.clear()
+        destination.config_params.update(saved[0])
+        destination.caps_params.clear()
+        destination.caps_params.update(saved[1])
+        connection.close()  # DuckDB checkpoints the load into the file here

@@ -1,0 +1,74 @@
+"""`load_in_parts`, the public call of a plain dlt user (and of the Airflow and Dagster recipes):
+a run loaded in parts, each into DuckDB in its memory budget, the first load appended, and an
+exact mirror at the end. No runner, no CLI: a `dlt.pipeline` made the dlt way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dlt
+import pytest
+from duckdb_settings import duckdb_settings
+from mirror import loaded_rows
+from reliability.helpers import assert_exact_mirror, attach, change_some_data
+from twilio_conversations import load_in_parts, loading, user_conversations
+from twilio_conversations.credentials import TwilioCredentials
+
+PART = 40
+
+
+def source_kwargs(emu: Any) -> dict[str, Any]:
+    credentials = TwilioCredentials()
+    credentials.account_sid, credentials.auth_token = emu.account_sid, emu.auth_token
+    return {"credentials": credentials, "base_url": emu.base_url, "max_workers": 4}
+
+
+def staged_tables(pipeline: dlt.Pipeline) -> set[str]:
+    """Tables of the staging dataset, where dlt stages what it merges."""
+    with pipeline.sql_client() as client:
+        rows = client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = ?",
+            f"{pipeline.dataset_name}_staging",
+        )
+    return {name for (name,) in rows}
+
+
+def test_a_plain_dlt_pipeline_loads_a_run_in_parts_each_in_its_budget(
+    start_emulator: Any,
+    isolated_dlt: Path,
+    settings_at_load: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    emu = start_emulator(seed=12, services=2, users=90, conversations_per_user=2)
+    # Parts by size only (the part cut where the last fetches drain: test_parts.py).
+    monkeypatch.setattr(user_conversations, "DRAIN_ROUNDS", 10_000)
+    pipeline = attach(isolated_dlt)
+
+    first = load_in_parts(pipeline, users_per_load=PART, **source_kwargs(emu))
+
+    # A part every PART users of a service, and the last one with the end of the scan.
+    cuts = sum((len(emu.users(s["sid"])) - 1) // PART for s in emu.services())
+    assert len(first.load_ids) == cuts + 1 > 2
+    loads = loaded_rows(pipeline, "_dlt_loads", ["load_id", "status"])
+    assert sorted(row["load_id"] for row in loads if row["status"] == 0) == sorted(first.load_ids)
+    assert_exact_mirror(pipeline, emu)
+    # A first load appends its user conversations, part after part: nothing staged for them.
+    assert "user_conversations" not in staged_tables(pipeline)
+    assert settings_at_load.seen == [duckdb_settings(loading.FIRST_LOAD_DUCKDB_CONFIG)] * len(
+        first.load_ids
+    )
+
+    change_some_data(emu)
+    later = load_in_parts(pipeline, users_per_load=PART, **source_kwargs(emu))
+    assert later.row_counts["user_conversations"] > 0
+    assert_exact_mirror(pipeline, emu)
+    merges = settings_at_load.seen[len(first.load_ids) :]
+    assert merges == [duckdb_settings(loading.MERGE_DUCKDB_CONFIG)] * len(later.load_ids)
+
+
+def test_without_a_part_size_the_run_is_one_package(emulator: Any, isolated_dlt: Path) -> None:
+    pipeline = attach(isolated_dlt)
+    loaded = load_in_parts(pipeline, users_per_load=0, **source_kwargs(emulator))
+    assert len(loaded.load_ids) == 1
+    assert_exact_mirror(pipeline, emulator)
