@@ -17,6 +17,11 @@ subsection `<source name>` (`sources.twilio_conversations.twilio_conversations`)
 in either, and the same under a pipeline-scoped `<pipeline_name>.sources.<section>` for the
 active pipeline and the CLI's pipelines. Vault providers (Google, AWS, Airflow) are not read:
 listing their keys would mean network calls.
+
+dlt's public configuration API looks values up by key (`dlt.config.get`) and has no call that
+lists the keys a provider holds, so the providers (`dlt.config.config_providers`) are read
+through their classes in dlt's API reference (`dlt.common.configuration.providers`: the document
+providers' `get_value` and `get_value_location`).
 """
 
 from __future__ import annotations
@@ -322,14 +327,7 @@ def _environ_unknown(rules: _Rules, env_name: str, prefix: str, rest: list[str])
 
 
 def _source_section() -> tuple[str, str]:
-    """(section, source name) of the source being created, from the section context dlt
-    injects around the source body; this source's defaults when called outside of one."""
-    try:
-        sections = Container()[ConfigSectionContext].sections
-    except Exception:
-        sections = ()
-    if len(sections) == 3 and sections[0] == SOURCES and sections[1] and sections[2]:
-        return sections[1], sections[2]
+    """(section, source name) of this source: dlt's section is the module's name."""
     return SOURCE_SECTION, SOURCE_NAME
 
 
@@ -337,6 +335,7 @@ def _pipeline_names() -> tuple[str, ...]:
     """The active pipeline's name (dlt's pipeline-scoped lookups use it), then the CLI's."""
     names: list[str] = []
     try:
+        # Not dlt.current.pipeline(): where no pipeline is active, it makes one (and its folder).
         active = Container()[ConfigSectionContext].pipeline_name
     except Exception:
         active = None

@@ -50,6 +50,7 @@ FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads"
 # out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
 # second or so. Figures: docs/performance.md, "1,000,000 users".
 MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
+DLT_LOAD_WORKERS = 20  # `pipeline.load`'s default
 
 
 @dataclass
@@ -236,9 +237,9 @@ def _load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> LoadInfo:
     about 80,000 users, a later run's merge of more than some 25,000 rows), the load package is
     finished with the configured settings.
     """
-    with _duckdb_for_the_load(pipeline, budget):
+    with _duckdb_for_the_load(pipeline, budget) as workers:
         try:
-            return pipeline.load()
+            return pipeline.load(workers=workers)
         except PipelineStepFailed as exc:
             if not _out_of_memory(exc):
                 raise
@@ -255,10 +256,10 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Iterator[None]:
+def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> Iterator[int]:
     """For one load into the pipeline's DuckDB file: the file opened here, once, for all of the
-    load's jobs, and the `budget` of settings with one job at a time; afterwards the file is
-    closed and the destination's settings are as they were.
+    load's jobs, and the `budget` of settings with one job at a time (the load workers it
+    yields); afterwards the file is closed and the destination's credentials are as they were.
 
     Left to dlt, each load job opens the file and closes it again (a first load has eight jobs,
     each open and close some 25 ms; docs/performance.md, "The file opened once a load"), and
@@ -275,16 +276,18 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
         or resolved.statements
         or resolved.read_only
     ):
-        yield
+        yield DLT_LOAD_WORKERS
         return
     import duckdb
 
     destination = pipeline.destination
-    saved = dict(destination.config_params), dict(destination.caps_params)
+    saved = dict(destination.config_params)
     configured = resolved.global_config
     connection = duckdb.connect(resolved.database)
     try:
-        # Where dlt's own run(credentials=...) puts them.
+        # Where dlt's own load(credentials=...) puts them, which keeps them for every later
+        # call (the views, the next part): dlt has no public way to give credentials to one
+        # load only, so they are put back afterwards.
         destination.config_params["credentials"] = DuckDbCredentials(
             connection,
             extensions=resolved.extensions,
@@ -293,14 +296,10 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
             local_config=resolved.local_config,
             session_timezone=resolved.session_timezone,
         )
-        if configured is None:
-            # One load job at a time: each concurrent INSERT keeps its own row groups in
-            # flight. (`load.parallelism_strategy`, if configured, still wins.)
-            destination.caps_params.setdefault("loader_parallelism_strategy", "sequential")
-        yield
+        # One load job at a time in the budget: each concurrent INSERT keeps its own row
+        # groups in flight.
+        yield 1 if configured is None else DLT_LOAD_WORKERS
     finally:
         destination.config_params.clear()
-        destination.config_params.update(saved[0])
-        destination.caps_params.clear()
-        destination.caps_params.update(saved[1])
+        destination.config_params.update(saved)
         connection.close()  # DuckDB checkpoints the load into the file here
