@@ -168,9 +168,10 @@ def twilio_conversations(
     catalog = Catalog(client, settings.page_size, settings.service_sids, settings.user_refs, report)
     # `users` is a table of `user_conversations`, which reads each service's user listing once
     # and writes the users as they are listed.
+    parts = parts or Parts()
     return [
-        services_resource(catalog),
-        user_conversations_resource(Scan(catalog, settings, parts or Parts())),
+        services_resource(catalog, parts),
+        user_conversations_resource(Scan(catalog, settings, parts)),
     ]
 
 
@@ -190,7 +191,7 @@ SETTING_KEYS = (
 )
 
 
-def services_resource(catalog: Catalog) -> DltResource:
+def services_resource(catalog: Catalog, parts: Parts) -> DltResource:
     written = False  # in the run's first part; a run loaded in parts extracts the source again
 
     @dlt.resource(
@@ -207,7 +208,7 @@ def services_resource(catalog: Catalog) -> DltResource:
         written = True
         if current.first_time("services"):
             yield dlt.mark.materialize_table_schema()
-        state = fingerprints.open_fingerprints("services", catalog.report.fingerprints_read)
+        state = fingerprints.open_fingerprints("services", parts.fingerprints)
         records = catalog.services()
         changed = [
             with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)

@@ -24,11 +24,13 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.sources import DltSource
 
+from . import fingerprints, first_load
 from .errors import ConfigurationError, causes
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess
 from .history import HISTORY_TABLE
 from .memory import release_free_memory
 from .parts import Parts
+from .views import drop_views
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Loaded:
     load_infos: list[LoadInfo] = field(default_factory=list)  # one per part
     row_counts: Counter[str] = field(default_factory=Counter)  # rows normalized, per table
     recovered_packages: int = 0  # left by a run that died, loaded first
+    waited_for_lock: str | None = None  # the process that held the DuckDB file, if it waited
 
     @property
     def load_ids(self) -> list[str]:
@@ -84,18 +87,24 @@ def load_in_parts(
     the destination first; packages a dead run left are loaded before the API is read (dlt's
     `run` would load them and stop). Into DuckDB each part is loaded in a small memory budget,
     waiting up to `lock_timeout` seconds for a file another process holds. `refresh`: dlt's,
-    for the first part ("drop_sources" for a full refresh). `resources`: only these (dlt's
-    `with_resources`).
+    for the first part ("drop_sources" for a full refresh, which drops the analyst views
+    first). `resources`: only these (dlt's `with_resources`).
     """
     parts = Parts(users_per_load_setting(users_per_load))
     source = _twilio_conversations(parts=parts, **source_kwargs)
     if resources is not None:
         source = source.with_resources(*resources)
     access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
-    restore_state(pipeline, access)
-    recovered = finish_pending_packages(pipeline, access)
-    loaded = load_parts(pipeline, source, parts, access, refresh=refresh)
+    _restore_state(pipeline, access)
+    recovered = _finish_pending_packages(pipeline, access)
+    emptied = refresh == "drop_sources"
+    if emptied:
+        access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
+    holder = source_kwargs.get("first_load_holder")
+    _read_destination(pipeline, source, parts, access, emptied=emptied, holder=holder)
+    loaded = _load_parts(pipeline, source, parts, access, refresh=refresh)
     loaded.recovered_packages = recovered
+    loaded.waited_for_lock = access.waited_for
     return loaded
 
 
@@ -106,7 +115,7 @@ def _twilio_conversations(**kwargs: Any) -> DltSource:
     return source
 
 
-def load_parts(
+def _load_parts(
     pipeline: dlt.Pipeline,
     source: DltSource,
     parts: Parts,
@@ -140,6 +149,38 @@ def load_parts(
         parts.close()
 
 
+def _read_destination(
+    pipeline: dlt.Pipeline,
+    source: DltSource,
+    parts: Parts,
+    access: FileAccess,
+    *,
+    emptied: bool,
+    holder: str | None,
+) -> None:
+    """What the scan needs from the destination, read into `parts` before the extract, where a
+    DuckDB file another process holds is waited for (`access`): whether the run appends
+    (`first_load.py`; `emptied`: a full refresh), and the fingerprints it holds."""
+    known = not emptied and _has_fingerprints(pipeline, source.name)
+    if holder is None:
+        holder = dlt.config.get(f"sources.{SOURCE_SECTION}.first_load_holder", str)
+    parts.first_load = access.call(
+        lambda: first_load.decide(pipeline, known=known, emptied=emptied, holder=holder)
+    )
+    if known:
+        parts.fingerprints = access.call(lambda: fingerprints.read_fingerprints(pipeline))
+
+
+def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
+    """Whether this pipeline's state says its fingerprints are loaded (in `_fingerprints`, or in
+    the state itself for a pipeline made before that table)."""
+    resources = pipeline.state.get("sources", {}).get(source_name, {}).get("resources", {})
+    return any(
+        state.get(fingerprints.MARKER) or state.get(fingerprints.LEGACY_KEY)
+        for state in resources.values()
+    )
+
+
 def _appends(pipeline: dlt.Pipeline, counts: Mapping[str, int]) -> bool:
     """Whether this part appends the user conversations (a first load, `first_load.py`): dlt
     keeps the resource's write disposition in the schema. History's scd2 merge takes every row
@@ -148,14 +189,14 @@ def _appends(pipeline: dlt.Pipeline, counts: Mapping[str, int]) -> bool:
     return table.get("write_disposition") == "append" and HISTORY_TABLE not in counts
 
 
-def restore_state(pipeline: dlt.Pipeline, access: FileAccess) -> None:
+def _restore_state(pipeline: dlt.Pipeline, access: FileAccess) -> None:
     """As dlt's `run` does first: the state comes back from the destination when the local copy
     is missing or older."""
     if pipeline.config.restore_from_destination and not pipeline.dev_mode:
         access.call(pipeline.sync_destination)
 
 
-def finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
+def _finish_pending_packages(pipeline: dlt.Pipeline, access: FileAccess) -> int:
     """Normalize and load what a crashed run left behind; return how many packages that was.
 
     Loaded in the merge budget: a leftover is most often a part of a later run, merging into

@@ -6,14 +6,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from .client import RequestStats
 from .throttle import AdaptiveLimit
-
-if TYPE_CHECKING:
-    from .fingerprints import Held
-    from .first_load import FirstLoad
 
 
 @dataclass
@@ -38,10 +34,6 @@ class RunReport:
     concurrency: AdaptiveLimit | None = None
     # The most listed users held in memory at once (a listing lets go of what its readers took).
     users_held_peak: int = 0
-    # Set by the runner: the fingerprints it read before the extract (`fingerprints.py`).
-    fingerprints_read: dict[str, dict[str, Held]] | None = None
-    # Set by the runner: whether this run appends, decided before the extract (`first_load.py`).
-    first_load: FirstLoad | None = None
     # How many users the scan is expected to reach, where something knows (progress lines say
     # "of N"); None: Twilio's lists carry no total.
     users_known: int | None = None

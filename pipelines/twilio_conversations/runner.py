@@ -18,23 +18,13 @@ from dlt.common.pipeline import LoadInfo, get_dlt_pipelines_dir
 from dlt.common.runtime.collector import NULL_COLLECTOR
 from dlt.pipeline.progress import TCollectorArg
 
-from . import HISTORY_TABLE, fingerprints, first_load, twilio_conversations
+from . import HISTORY_TABLE
 from .accounts import Account, AccountsPlan, plan_accounts
 from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedError
 from .file_lock import FileAccess, lock_holder
-from .fingerprints import read_fingerprints
-from .loading import (
-    SOURCE_SECTION,
-    duckdb_path,
-    finish_pending_packages,
-    load_parts,
-    lock_timeout_setting,
-    restore_state,
-    users_per_load_setting,
-)
-from .parts import Parts
+from .loading import duckdb_path, load_in_parts, lock_timeout_setting
 from .report import RunReport
-from .views import create_views, drop_views
+from .views import create_views
 
 logger = logging.getLogger(__name__)
 
@@ -128,46 +118,25 @@ def run(
     lock_timeout: float | None = None,
     users_per_load: int | None = None,
 ) -> RunOutcome:
-    """Run one extract-normalize-load cycle and collect what it did.
+    """Run the source as `load_in_parts` loads it, then (re)create the analyst views, and
+    collect what the run did for the summary.
 
     One run at a time per pipeline (a lock file beside its working dir): a second run started
-    while one is going fails at once with one line. Load packages left by a crashed run are
-    finished first, then the API is read as usual, so a re-run after a failure neither loses,
-    duplicates nor misses anything. (dlt's own `run` would load the leftovers and skip the
-    extract.) The steps are dlt's own (`sync_destination`, `extract`, `normalize`, `load`), run
-    one by one so that only those that open the destination wait for a DuckDB file another
-    process holds (`lock_timeout` seconds; see `file_lock.py`). A long run is loaded in parts
-    of `users_per_load` users, each its own load package (`loading.load_parts`, as
-    `load_in_parts` loads it), so a crash keeps what the parts before it loaded.
+    while one is going fails at once with one line. The steps that open the destination wait
+    up to `lock_timeout` seconds for a DuckDB file another process holds (`file_lock.py`).
     """
     report = RunReport()
-    parts = Parts(users_per_load_setting(users_per_load))
     started = time.perf_counter()
-    source = twilio_conversations(run_report=report, parts=parts, **dict(source_kwargs or {}))
-    access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
     with exclusive(pipeline.pipeline_name, pipeline.pipelines_dir):
-        restore_state(pipeline, access)
-        recovered = finish_pending_packages(pipeline, access)
-        if full_refresh:
-            access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
-        # Decided and read here, where a DuckDB file held by another process is waited for, so
-        # the extract does not open the destination.
-        known = not full_refresh and _has_fingerprints(pipeline, source.name)
-        holder = (source_kwargs or {}).get("first_load_holder") or dlt.config.get(
-            f"sources.{SOURCE_SECTION}.first_load_holder", str
-        )
-        report.first_load = access.call(
-            lambda: first_load.decide(pipeline, known=known, emptied=full_refresh, holder=holder)
-        )
-        if known:
-            report.fingerprints_read = access.call(lambda: read_fingerprints(pipeline))
-        loaded = load_parts(
+        loaded = load_in_parts(
             pipeline,
-            source,
-            parts,
-            access,
+            users_per_load=users_per_load,
             refresh="drop_sources" if full_refresh else None,
+            lock_timeout=lock_timeout,
+            run_report=report,
+            **dict(source_kwargs or {}),
         )
+        access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
         views = access.call(lambda: _refresh_views(pipeline))
     # History is reported wherever the dataset keeps it, written to or not.
     kept = pipeline.default_schema.data_table_names(seen_data_only=True)
@@ -181,8 +150,8 @@ def run(
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         views=views,
-        recovered_packages=recovered,
-        waited_for_lock=access.waited_for,
+        recovered_packages=loaded.recovered_packages,
+        waited_for_lock=loaded.waited_for_lock or access.waited_for,
     )
 
 
@@ -307,17 +276,6 @@ def exclusive(
         finally:
             held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
-    """Whether this pipeline's state says its fingerprints are loaded (in `_fingerprints`, or in
-    the state itself for a pipeline made before that table)."""
-    resources = pipeline.state.get("sources", {}).get(source_name, {}).get("resources", {})
-    return any(
-        resources.get(table, {}).get(fingerprints.MARKER)
-        or resources.get(table, {}).get(fingerprints.LEGACY_KEY)
-        for table in TABLES
-    )
 
 
 def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:
