@@ -20,7 +20,6 @@ import dlt
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.pipeline import LoadInfo
 from dlt.common.typing import TRefreshMode
-from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.sources import DltSource
 
@@ -250,16 +249,16 @@ def lock_timeout_setting(given: float | None) -> float:
     return float(given)
 
 
-def _duckdb_credentials(pipeline: dlt.Pipeline) -> DuckDbCredentials | None:
-    """The resolved credentials of a DuckDB pipeline, or None (another destination, or a
-    configuration that does not resolve: the run reports what is wrong with it)."""
+def _duckdb_credentials(pipeline: dlt.Pipeline) -> Any:
+    """The resolved credentials of a DuckDB pipeline (dlt's `DuckDbCredentials`), or None
+    (another destination, or a configuration that does not resolve: the run reports what is
+    wrong with it)."""
     if not isinstance(pipeline.destination, dlt.destinations.duckdb):
         return None
     try:
-        credentials = pipeline.destination_client().config.credentials
+        return pipeline.destination_client().config.credentials
     except ConfigurationException:
         return None
-    return credentials if isinstance(credentials, DuckDbCredentials) else None
 
 
 def duckdb_path(pipeline: dlt.Pipeline) -> str | None:
@@ -329,7 +328,9 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
         # Where dlt's own load(credentials=...) puts them, which keeps them for every later
         # call (the views, the next part): dlt has no public way to give credentials to one
         # load only, so they are put back afterwards.
-        destination.config_params["credentials"] = DuckDbCredentials(
+        # Of the resolved credentials' own class: dlt exports `DuckDbCredentials` only from
+        # `dlt.destinations.impl`.
+        destination.config_params["credentials"] = type(resolved)(
             connection,
             extensions=resolved.extensions,
             global_config=configured if configured is not None else dict(budget),
