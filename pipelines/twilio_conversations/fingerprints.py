@@ -516,12 +516,11 @@ def add_table(resource: DltResource) -> DltResource:
     return add_table_variant(resource, TABLE, WRITE_DISPOSITION, COLUMNS, PRIMARY_KEY)
 
 
-def rows_to_load(state: FingerprintState) -> Iterator[Any]:
+def rows_to_load(*states: FingerprintState) -> Iterator[Any]:
     """The fingerprints changed since the last call, as rows of their table, in this load
-    (none where they are kept in the resource state)."""
-    if not isinstance(state, Fingerprints):
-        return
-    rows = state.rows()
+    (none where they are kept in the resource state). Several resources' rows go in one table:
+    the same user's keys then share the parquet row group's dictionary."""
+    rows = [row for state in states if isinstance(state, Fingerprints) for row in state.rows()]
     if rows:
         from .records import fingerprints_table
 

@@ -172,7 +172,8 @@ class Scan:
                 while (result := service.fetches.next()) is not None:
                     yield from self._wrote(self._capture.user(result))
                     if fingerprints.pending(self._state) >= ARROW_BATCH_ROWS:
-                        yield from self._wrote(fingerprints.rows_to_load(self._state))
+                        rows = fingerprints.rows_to_load(self._state, self._users.state)
+                        yield from self._wrote(rows)
                     if service.fetches.done % self.settings.page_size == 0:
                         yield from self._wrote(self._users.changed(service.sid))
                     decided = self.report.users_changed - committed
@@ -271,9 +272,8 @@ class Scan:
 
     def _end_of_part(self, service_sid: str) -> Iterator[Any]:
         yield from self._batches.flush()
-        yield from fingerprints.rows_to_load(self._state)
         yield from self._users.changed(service_sid)
-        yield from fingerprints.rows_to_load(self._users.state)
+        yield from fingerprints.rows_to_load(self._state, self._users.state)
         self._capture.save_cursor()
 
     def _end_of_service(self, service: _ServiceScan) -> Iterator[Any]:
@@ -300,8 +300,7 @@ class Scan:
             seen = {s["sid"] for s in self._services}
             yield from self._capture.vanished_services(seen)
             yield from self._users.vanished_services(seen)
-        yield from fingerprints.rows_to_load(self._state)
-        yield from fingerprints.rows_to_load(self._users.state)
+        yield from fingerprints.rows_to_load(self._state, self._users.state)
         if self._token:  # the scan is complete: the claim of the first load is finished
             yield first_load.finished(self._token)
         self.report.unresolved_users = self.catalog.unresolved_user_refs()
