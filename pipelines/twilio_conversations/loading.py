@@ -130,16 +130,15 @@ def _load_parts(
     scanned = "user_conversations" in source.selected_resources
     try:
         while True:
-            first = not loaded.load_infos
-            pipeline.extract(
-                source, refresh=refresh if first else None, loader_file_format=file_format
-            )
+            pipeline.extract(source, refresh=refresh, loader_file_format=file_format)
+            refresh = None  # the refresh is the first part's only
             release_free_memory()
             normalize_info = pipeline.normalize()
             release_free_memory()
             counts = normalize_info.row_counts if normalize_info else {}
-            budget = FIRST_LOAD_DUCKDB_CONFIG if _appends(pipeline, counts) else MERGE_DUCKDB_CONFIG
             if pipeline.list_normalized_load_packages():  # not where the part held nothing
+                appends = _appends(pipeline, counts)
+                budget = FIRST_LOAD_DUCKDB_CONFIG if appends else MERGE_DUCKDB_CONFIG
                 loaded.load_infos.append(access.call(functools.partial(_load, pipeline, budget)))
             loaded.row_counts.update(counts)
             if parts.complete or not scanned:
