@@ -208,7 +208,7 @@ def services_resource(catalog: Catalog, parts: Parts) -> DltResource:
         written = True
         if current.first_time("services"):
             yield dlt.mark.materialize_table_schema()
-        state = fingerprints.open_fingerprints("services", parts.fingerprints)
+        state = fingerprints.open_fingerprints("services", wait=parts.wait)
         records = catalog.services()
         changed = [
             with_parsed_attributes(r) for r in changes.changed_records(state, "services", records)

@@ -19,9 +19,10 @@ active pipeline and the CLI's pipelines. Vault providers (Google, AWS, Airflow) 
 listing their keys would mean network calls.
 
 dlt's public configuration API looks values up by key (`dlt.config.get`) and has no call that
-lists the keys a provider holds, so the providers (`dlt.config.config_providers`) are read
-through their classes in dlt's API reference (`dlt.common.configuration.providers`: the document
-providers' `get_value` and `get_value_location`).
+lists the keys a provider holds, so the document providers of `dlt.config.config_providers` are
+read through the class dlt documents for custom providers (`BaseDocProvider`, its `get_value`
+and `get_value_location`; https://dlthub.com/docs/api_reference/common/configuration/providers/doc).
+Environment variables are read from `os.environ`.
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dlt
+
+# No public call lists a provider's keys (module doc); these are the classes dlt's API reference
+# documents for providers, and the context that names the pipeline dlt's lookups use.
 from dlt.common.configuration.container import Container
-from dlt.common.configuration.providers import EnvironProvider
 from dlt.common.configuration.providers.doc import BaseDocProvider
-from dlt.common.configuration.providers.provider import ConfigProvider
 from dlt.common.configuration.providers.toml import GLOBAL_ORIGIN_PREFIX
 from dlt.common.configuration.providers.vault import VaultDocProvider
 from dlt.common.configuration.specs import ConfigSectionContext
-from dlt.common.typing import AnyType
 
 from .credentials import TwilioCredentials
 from .errors import ConfigurationError
@@ -130,14 +131,10 @@ def find_unknown_settings(known: Collection[str], widening: Collection[str]) -> 
     rules = _Rules(tuple(known), frozenset(widening), name)
     roots = [(SOURCES, section)] + ([(SOURCES, name)] if name != section else [])
     pipelines = _pipeline_names()
-    found: list[Unknown] = []
+    found = list(_environ_unknowns(rules, [r[1] for r in roots]))
     for provider in dlt.config.config_providers:
         try:
-            if isinstance(provider, EnvironProvider):
-                found.extend(_environ_unknowns(rules, [r[1] for r in roots]))
-            elif isinstance(provider, BaseDocProvider) and not isinstance(
-                provider, VaultDocProvider
-            ):
+            if isinstance(provider, BaseDocProvider) and not isinstance(provider, VaultDocProvider):
                 for pipeline in (None, *pipelines):
                     for root in roots:
                         found.extend(_doc_unknowns(provider, rules, pipeline, root))
@@ -205,7 +202,7 @@ def _doc_unknowns(
     pipeline: str | None,
     root: tuple[str, str],
 ) -> Iterator[Unknown]:
-    table, _ = provider.get_value(root[1], AnyType, pipeline or "", root[0])
+    table, _ = provider.get_value(root[1], object, pipeline or "", root[0])
     if not isinstance(table, Mapping):
         return
     yield from _table_unknowns(provider, rules, pipeline, (*root,), table, nested=False)
@@ -253,7 +250,7 @@ def _doc_where(
     return f"{_file_label(provider, origin)} [{_shown(table)}]"
 
 
-def _file_label(provider: ConfigProvider, origin: str) -> str:
+def _file_label(provider: BaseDocProvider, origin: str) -> str:
     """A path a user recognises: relative to the working dir, or with `~` for the home dir.
 
     dlt's toml providers name a value's file as `config.toml` (project settings dir) or
@@ -335,7 +332,8 @@ def _pipeline_names() -> tuple[str, ...]:
     """The active pipeline's name (dlt's pipeline-scoped lookups use it), then the CLI's."""
     names: list[str] = []
     try:
-        # Not dlt.current.pipeline(): where no pipeline is active, it makes one (and its folder).
+        # Not dlt.current.pipeline(): where no pipeline is active, it makes one (and its folder);
+        # dlt has no public call for the active pipeline's name.
         active = Container()[ConfigSectionContext].pipeline_name
     except Exception:
         active = None

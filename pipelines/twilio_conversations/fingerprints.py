@@ -38,6 +38,7 @@ from . import current
 from .changes import FingerprintState
 from .columns import add_table_variant
 from .memory import release_free_memory
+from .parts import Wait, at_once
 from .settings import DELETED_COLUMN
 
 logger = logging.getLogger(__name__)
@@ -81,14 +82,15 @@ _FETCH_ROWS = 20_000
 # tables are delta or iceberg): every version is kept and the newest load's wins, which costs a
 # window over the whole table (DuckDB held 600 MB for one over a million users' rows).
 HELD_QUERY = """
-SELECT resource, scope, key, fingerprint FROM {table} WHERE NOT COALESCE({deleted}, FALSE)
+SELECT resource, scope, key, fingerprint FROM {table}
+WHERE {of} AND NOT COALESCE({deleted}, FALSE)
 """
 LATEST_QUERY = """
 SELECT resource, scope, key, fingerprint FROM (
     SELECT resource, scope, key, fingerprint, {deleted} AS deleted,
         ROW_NUMBER() OVER (PARTITION BY resource, scope, key ORDER BY _dlt_load_id DESC)
             AS version
-    FROM {table}
+    FROM {table} WHERE {of}
 ) AS versions
 WHERE version = 1 AND NOT COALESCE(deleted, FALSE)
 """
@@ -409,17 +411,17 @@ class _Listed:
 
 def open_fingerprints(
     resource: str,
-    read: dict[str, dict[str, Held]] | None = None,
     state: dict[str, Any] | None = None,
+    wait: Wait = at_once,
 ) -> FingerprintState:
     """The fingerprints of `resource` for this run, read where they live (see the module doc).
 
     Call inside the resource, where `dlt.current` names the pipeline and its state; `state`:
-    where in the resource state they are noted (the resource's own by default). `read`:
-    what `read_fingerprints` returned before the extract (the runner reads them while it may
-    wait for a DuckDB file another process holds); without it they are read here. A destination
-    that cannot be read back (no SQL client: a custom `@dlt.destination`, a vector store) keeps
-    them in the resource state, as before this table: a plain dict there, written whole.
+    where in the resource state they are noted (the resource's own by default). `wait`: how
+    the caller reads the destination (`Parts.wait`: waiting for a DuckDB file another process
+    holds). A destination that cannot be read back (no SQL client: a custom `@dlt.destination`,
+    a vector store) keeps them in the resource state, as before this table: a plain dict
+    there, written whole.
     """
     state = dlt.current.resource_state() if state is None else state
     pipeline = dlt.current.pipeline()
@@ -431,7 +433,7 @@ def open_fingerprints(
         store = Fingerprints(resource, legacy)
         store.rewrite_all()
     elif state.get(MARKER):
-        held = read if read is not None else read_fingerprints(pipeline)
+        held = wait(lambda: read_fingerprints(pipeline, resource))
         store = Fingerprints(resource, held.pop(resource, {}))  # handed over, not copied
     else:
         store = Fingerprints(resource)  # a first load, or after a full refresh
@@ -465,10 +467,13 @@ def _readable(pipeline: dlt.Pipeline) -> bool:
     )
 
 
-def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, Held]]:
-    """resource -> scope -> `Held`: what the destination's `_fingerprints` holds, read in one
-    query, in chunks, each made compact before the next is fetched. (Rows, not arrow: an
-    unchanged re-run does not load pyarrow; docs/performance.md, "Where the time goes", 12.)"""
+def read_fingerprints(
+    pipeline: dlt.Pipeline, resource: str | None = None
+) -> dict[str, dict[str, Held]]:
+    """resource -> scope -> `Held`: what the destination's `_fingerprints` holds (of `resource`
+    only, if given), read in one query, in chunks, each made compact before the next is
+    fetched. (Rows, not arrow: an unchanged re-run does not load pyarrow; docs/performance.md,
+    "Where the time goes", 12.)"""
     if not _readable(pipeline):
         return {}
     assert pipeline.destination is not None  # _readable
@@ -478,7 +483,10 @@ def read_fingerprints(pipeline: dlt.Pipeline) -> dict[str, dict[str, Held]]:
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name(TABLE)
             deleted = client.escape_column_name(DELETED_COLUMN)
-            with client.execute_query(query.format(table=table, deleted=deleted)) as cursor:
+            of = "resource = %s" if resource else "TRUE"
+            args = (resource,) if resource else ()
+            text = query.format(table=table, deleted=deleted, of=of)
+            with client.execute_query(text, *args) as cursor:
                 while chunk := cursor.fetchmany(_FETCH_ROWS):
                     for where, pair in _by_scope(chunk):
                         parts.setdefault(where, []).append(pair)

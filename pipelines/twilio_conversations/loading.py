@@ -23,7 +23,6 @@ from dlt.common.typing import TRefreshMode
 from dlt.pipeline.exceptions import PipelineStepFailed
 from dlt.sources import DltSource
 
-from . import fingerprints, first_load
 from .errors import ConfigurationError, causes
 from .file_lock import DEFAULT_LOCK_TIMEOUT, FileAccess
 from .history import HISTORY_TABLE
@@ -89,18 +88,15 @@ def load_in_parts(
     for the first part ("drop_sources" for a full refresh, which drops the analyst views
     first). `resources`: only these (dlt's `with_resources`).
     """
-    parts = Parts(users_per_load_setting(users_per_load))
+    access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
+    parts = Parts(users_per_load_setting(users_per_load), wait=access.call)
     source = _twilio_conversations(parts=parts, **source_kwargs)
     if resources is not None:
         source = source.with_resources(*resources)
-    access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
     _restore_state(pipeline, access)
     recovered = _finish_pending_packages(pipeline, access)
-    emptied = refresh == "drop_sources"
-    if emptied:
+    if refresh == "drop_sources":
         access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
-    holder = source_kwargs.get("first_load_holder")
-    _read_destination(pipeline, source, parts, access, emptied=emptied, holder=holder)
     loaded = _load_parts(pipeline, source, parts, access, refresh=refresh)
     loaded.recovered_packages = recovered
     loaded.waited_for_lock = access.waited_for
@@ -145,38 +141,6 @@ def _load_parts(
                 return loaded
     finally:
         parts.close()
-
-
-def _read_destination(
-    pipeline: dlt.Pipeline,
-    source: DltSource,
-    parts: Parts,
-    access: FileAccess,
-    *,
-    emptied: bool,
-    holder: str | None,
-) -> None:
-    """What the scan needs from the destination, read into `parts` before the extract, where a
-    DuckDB file another process holds is waited for (`access`): whether the run appends
-    (`first_load.py`; `emptied`: a full refresh), and the fingerprints it holds."""
-    known = not emptied and _has_fingerprints(pipeline, source.name)
-    if holder is None:
-        holder = dlt.config.get(f"sources.{SOURCE_SECTION}.first_load_holder", str)
-    parts.first_load = access.call(
-        lambda: first_load.decide(pipeline, known=known, emptied=emptied, holder=holder)
-    )
-    if known:
-        parts.fingerprints = access.call(lambda: fingerprints.read_fingerprints(pipeline))
-
-
-def _has_fingerprints(pipeline: dlt.Pipeline, source_name: str) -> bool:
-    """Whether this pipeline's state says its fingerprints are loaded (in `_fingerprints`, or in
-    the state itself for a pipeline made before that table)."""
-    resources = pipeline.state.get("sources", {}).get(source_name, {}).get("resources", {})
-    return any(
-        state.get(fingerprints.MARKER) or state.get(fingerprints.LEGACY_KEY)
-        for state in resources.values()
-    )
 
 
 def _appends(pipeline: dlt.Pipeline, counts: Mapping[str, int]) -> bool:
@@ -319,17 +283,15 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
         return
     import duckdb
 
-    destination = pipeline.destination
-    saved = dict(destination.config_params)
     configured = resolved.global_config
     connection = duckdb.connect(resolved.database)
+    given_destination = pipeline.destination
     try:
-        # Where dlt's own load(credentials=...) puts them, which keeps them for every later
-        # call (the views, the next part): dlt has no public way to give credentials to one
-        # load only, so they are put back afterwards.
-        # Of the resolved credentials' own class: dlt exports `DuckDbCredentials` only from
-        # `dlt.destinations.impl`.
-        destination.config_params["credentials"] = type(resolved)(
+        # A factory of the pipeline's own, with the connection as its credentials, for this load
+        # only: `pipeline.load(credentials=...)` would keep them for every later call (the
+        # views, the next part). The credentials are of the resolved ones' class: dlt exports
+        # `DuckDbCredentials` only from `dlt.destinations.impl`.
+        credentials = type(resolved)(
             connection,
             extensions=resolved.extensions,
             global_config=configured if configured is not None else dict(budget),
@@ -337,10 +299,11 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
             local_config=resolved.local_config,
             session_timezone=resolved.session_timezone,
         )
+        params = given_destination.config_params | given_destination.caps_params
+        pipeline.destination = type(given_destination)(**params | {"credentials": credentials})
         # One load job at a time in the budget: each concurrent INSERT keeps its own row
         # groups in flight.
         yield 1 if configured is None else DLT_LOAD_WORKERS
     finally:
-        destination.config_params.clear()
-        destination.config_params.update(saved)
+        pipeline.destination = given_destination
         connection.close()  # DuckDB checkpoints the load into the file here

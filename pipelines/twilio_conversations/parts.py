@@ -1,14 +1,23 @@
 """How a caller drives a run of the source: in several load packages ("parts"), each of about
-`users_per_load` users, with what it read from the destination before the extract."""
+`users_per_load` users, reading the destination in the caller's way."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from .fingerprints import Held
-    from .first_load import FirstLoad
+T = TypeVar("T")
+
+
+class Wait(Protocol):
+    """Runs a read of the destination, waiting as the caller does for a DuckDB file another
+    process holds (`file_lock.FileAccess.call`)."""
+
+    def __call__(self, step: Callable[[], T]) -> T: ...
+
+
+def at_once(step: Callable[[], T]) -> T:
+    return step()
 
 
 class Parts:
@@ -19,18 +28,14 @@ class Parts:
     are decided and written (`user_conversations.Scan`), and the caller normalizes and loads it
     before extracting the next, so a crash keeps the parts already loaded. `complete` says the
     scan reached its end, in the last part. Without a size (plain `pipeline.run`) the run is one
-    part.
-
-    `first_load` and `fingerprints` are what the caller read from the destination before the
-    first extract (`loading._read_destination`), where it can wait for a DuckDB file another
-    process holds; where it did not, the source reads them itself.
+    part. `wait`: how the source reads the destination (whether the run appends, the
+    fingerprints), where the caller waits for a DuckDB file another process holds.
     """
 
-    def __init__(self, size: int | None = None) -> None:
+    def __init__(self, size: int | None = None, wait: Wait = at_once) -> None:
         self.size = size
         self.complete = False
-        self.first_load: FirstLoad | None = None  # whether the scan appends (`first_load.py`)
-        self.fingerprints: dict[str, dict[str, Held]] | None = None  # (`fingerprints.py`)
+        self.wait = wait
         self._on_close: list[Callable[[], None]] = []
 
     def on_close(self, callback: Callable[[], None]) -> None:

@@ -65,8 +65,7 @@ class Settings:
 
 
 def _first_load(holder: str | None) -> first_load.FirstLoad:
-    """Whether this run appends its user conversations (`first_load.py`), decided here where the
-    caller did not decide it before the extract (plain `pipeline.run`)."""
+    """Whether this run appends its user conversations (`first_load.py`)."""
     try:
         pipeline = dlt.current.pipeline()
         state = dlt.current.resource_state()
@@ -202,14 +201,14 @@ class Scan:
         """The scan's start, in its first part: what the destination holds, and the decisions
         that hold for the whole scan."""
         settings, report = self.settings, self.report
-        decision = self.parts.first_load or _first_load(settings.first_load_holder)
+        decision = self.parts.wait(lambda: _first_load(settings.first_load_holder))
         self._token = decision.token
         # A first load appends (`first_load.py`): the hint goes with the first table.
         self._append = dlt.mark.make_hints(write_disposition="append") if decision.append else None
         self._history = keeps_history(settings.history)
         resource_state = dlt.current.resource_state()
         new_history = settings.history is True and current.first_time(HISTORY_TABLE)
-        self._state = fingerprints.open_fingerprints("user_conversations", self.parts.fingerprints)
+        self._state = fingerprints.open_fingerprints("user_conversations", wait=self.parts.wait)
         if self._state and self.catalog.scans_all_users and self.catalog.scans_all_services:
             # Twilio's lists carry no totals: the users the destination holds are the best
             # guess of how many this scan reaches (progress lines say "of N").
@@ -229,7 +228,7 @@ class Scan:
         # Where a pipeline made when `users` was a resource of its own noted its fingerprints.
         users_state.update(dlt.current.source_state().get("resources", {}).pop("users", {}))
         self._users = _ListedUsers(
-            fingerprints.open_fingerprints("users", self.parts.fingerprints, users_state),
+            fingerprints.open_fingerprints("users", users_state, self.parts.wait),
             settings.pii,
         )
         if current.first_time("users"):

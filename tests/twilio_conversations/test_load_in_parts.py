@@ -72,3 +72,25 @@ def test_without_a_part_size_the_run_is_one_package(emulator: Any, isolated_dlt:
     loaded = load_in_parts(pipeline, users_per_load=0, **source_kwargs(emulator))
     assert len(loaded.load_ids) == 1
     assert_exact_mirror(pipeline, emulator)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SOURCES__TWILIO_CONVERSATIONS__FIRST_LOAD_HOLDER",
+        # the source's own subsection, where dlt looks first for a source's arguments
+        "SOURCES__TWILIO_CONVERSATIONS__TWILIO_CONVERSATIONS__FIRST_LOAD_HOLDER",
+    ],
+    ids=["section", "source-subsection"],
+)
+def test_the_first_load_claim_belongs_to_the_holder_configured_wherever_dlt_finds_it(
+    emulator: Any, isolated_dlt: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "orchestrator:twilio")
+    pipeline = attach(isolated_dlt)
+    load_in_parts(pipeline, **source_kwargs(emulator))
+    with pipeline.sql_client() as client:
+        claim = client.make_qualified_table_name("_first_load_claim")
+        [(holder,)] = client.execute_sql(f"SELECT holder FROM {claim}")
+    assert "orchestrator:twilio" in holder
+    assert_exact_mirror(pipeline, emulator)
