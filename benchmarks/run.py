@@ -99,11 +99,15 @@ def run_ours(
     *,
     fresh: bool = True,
     workers: int | None = None,
+    code: Path | None = None,
 ) -> ChildResult:
-    """``twilio-conversations run`` the way a scheduled job runs it; state lives in ``cwd``."""
+    """``twilio-conversations run`` the way a scheduled job runs it; state lives in ``cwd``.
+    `code`: the `pipelines/` of another commit to run instead (`--compare`)."""
     if fresh:
         fresh_dir(cwd)
     extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb")}
+    if code is not None:
+        extra["PYTHONPATH"] = os.pathsep.join([str(code), str(REPO)])
     if workers is not None:
         extra["SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS"] = str(workers)
     cmd = [OURS_CLI, "run", "--destination", "duckdb", "--progress", "none"]
@@ -117,9 +121,16 @@ def run_ours(
 
 
 def bench_w1(
-    w1: Workload, repeats: int, selected: set[str], work: Path, log_dir: Path
+    w1: Workload,
+    repeats: int,
+    selected: set[str],
+    work: Path,
+    log_dir: Path,
+    compare: Path | None = None,
 ) -> dict[str, Any]:
-    """W1 first loads side by side, then (same emulator) ours re-run and ours after 5 % change."""
+    """W1 first loads side by side, then (same emulator) ours re-run and ours after 5 % change.
+    `compare`: another commit's code, whose first load and re-run go beside ours, each repeat
+    in the other order."""
     runs: list[dict[str, Any]] = []
     with EmulatorProcess(w1, log_dir) as emu:
         for i in range(repeats):
@@ -133,6 +144,8 @@ def bench_w1(
                 _log(f"  dlt minimum {one['dlt-minimum'].wall_s:.1f} s")
                 one["baseline"] = run_baseline(emu, work / "baseline")
                 _log(f"  baseline {one['baseline'].wall_s:.1f} s")
+            if compare is not None and i % 2:
+                _compare(emu, one, work, compare)
             one["ours"] = run_ours(emu, ours_dir)
             _log(f"  ours {one['ours'].wall_s:.1f} s")
             if one["ours"].extra["rows_written"] != w1.rows:
@@ -146,6 +159,8 @@ def bench_w1(
                     f"  ours re-run {one['ours-rerun'].wall_s:.1f} s, "
                     f"{one['ours-rerun'].extra['rows_written']} rows"
                 )
+            if compare is not None and not i % 2:
+                _compare(emu, one, work, compare)
             if "W1C" in selected:
                 changed = emu.change_users(CHANGE_SHARE)
                 one["ours-changed"] = run_ours(emu, ours_dir, "ours-changed", fresh=False)
@@ -157,6 +172,14 @@ def bench_w1(
                 )
             runs.append(one)
     return {"workload": w1, "runs": runs}
+
+
+def _compare(emu: EmulatorProcess, one: dict[str, Any], work: Path, code: Path) -> None:
+    """The other commit's first load and unchanged re-run, into `one`."""
+    cwd = work / "compare"
+    one["compare"] = run_ours(emu, cwd, "compare", code=code)
+    one["compare-rerun"] = run_ours(emu, cwd, "compare-rerun", fresh=False, code=code)
+    _log(f"  compare {one['compare'].wall_s:.1f} s, re-run {one['compare-rerun'].wall_s:.1f} s")
 
 
 def bench_latency(
@@ -277,6 +300,8 @@ def render(results: dict[str, Any], env: dict[str, str]) -> str:
             "floor-fetch",
             "ours-rerun",
             "ours-changed",
+            "compare",
+            "compare-rerun",
         ):
             if not any(name in r for r in runs):
                 continue
@@ -297,6 +322,8 @@ def render(results: dict[str, Any], env: dict[str, str]) -> str:
                 "floor-fetch": "fetch-only (floor script, no arrow/DB)",
                 "ours-rerun": "ours, re-run, nothing changed",
                 "ours-changed": f"ours, {CHANGE_SHARE:.0%} of users changed",
+                "compare": f"code of {results.get('compare')}, first load",
+                "compare-rerun": f"code of {results.get('compare')}, re-run, nothing changed",
             }[name]
             out.append(
                 f"| {label} | {_med(_col(runs, name, 'wall_s')):.2f} "
@@ -336,6 +363,12 @@ def render(results: dict[str, Any], env: dict[str, str]) -> str:
             )
             out.append(
                 f"| ours 5 % changed / fetch-only | {ratio('ours-changed', 'floor-fetch'):.2f} | |"
+            )
+        if any("compare" in r for r in runs):
+            rev = results.get("compare")
+            out.append(f"| ours / {rev}, first load | {ratio('ours', 'compare'):.3f} | <= 1.05 |")
+            out.append(
+                f"| ours / {rev}, re-run | {ratio('ours-rerun', 'compare-rerun'):.3f} | <= 1.05 |"
             )
         out.append("")
     if "lat" in results:
@@ -433,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", default=None, help="write results/OUTPUT.md and .json (default latest)"
     )
+    parser.add_argument(
+        "--compare", default=None, help="W1: also run the code of this git commit, side by side"
+    )
     args = parser.parse_args(argv)
 
     selected = {s.strip().upper() for s in args.only.split(",") if s.strip()}
@@ -459,9 +495,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.chdir(REPO)  # `python -m benchmarks.floor` in the children resolves from here
     started = time.perf_counter()
     results: dict[str, Any] = {}
+    compare = None
+    if args.compare:
+        from .scale import code_of
+
+        compare = code_of(args.compare, work / "compare-code")
+        results["compare"] = args.compare
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("emu", lambda: _probe(w1, log_dir)),
-        ("w1", lambda: bench_w1(w1, repeats, selected, work, log_dir)),
+        ("w1", lambda: bench_w1(w1, repeats, selected, work, log_dir, compare)),
         ("lat", lambda: bench_latency(lat, workers, work, log_dir)),
         ("scale", lambda: bench_scale(scale, work, log_dir, args.scale_baseline)),
     ]
