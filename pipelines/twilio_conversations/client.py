@@ -28,6 +28,7 @@ import ipaddress
 import logging
 import random
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ from .errors import (
     TwilioConnectionError,
     TwilioConnectorError,
     UnsafeUrlError,
+    causes,
 )
 from .settings import (
     DEFAULT_MAX_WORKERS,
@@ -82,6 +84,11 @@ _TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
+
+#: Seconds of backoff a request spends on a connection refused or a host name that does not
+#: resolve before the run fails: nothing listens at `base_url`, or it names the wrong host, and
+#: the whole retry budget (minutes) would only hide that. A proxy that restarts is back sooner.
+UNREACHABLE_PATIENCE_S = 10.0
 
 #: Characters RFC 3986 allows in a URI reference (percent-encoded octets included). Anything
 #: else (whitespace, control characters, backslashes, non-ASCII) is spelled differently by
@@ -498,6 +505,7 @@ class TwilioClient:
         sent = request.url or url
         self._pinned(sent, what)
         attempts = self.retry.max_attempts
+        unreachable_waited = 0.0  # backoff spent on a refused connection or an unknown host
         for attempt in range(1, attempts + 1):
             response: requests.Response | None = None
             failure: TwilioConnectorError
@@ -508,6 +516,14 @@ class TwilioClient:
                     )
             except _TRANSIENT_ERRORS as exc:
                 reason, failure = type(exc).__name__, self._unreachable(sent, exc)
+                why = _unreachable_why(exc)
+                if why is not None:
+                    wait = self._backoff(attempt, None)
+                    if unreachable_waited + wait > UNREACHABLE_PATIENCE_S or attempt == attempts:
+                        raise self._not_listening(why, attempt, unreachable_waited) from None
+                    unreachable_waited += wait
+                    self._retry_after(wait, sent, reason, attempt)
+                    continue
             except requests.RequestException as exc:
                 raise TwilioConnectionError(
                     f"could not get {_shown(sent)}: {type(exc).__name__}"
@@ -524,19 +540,28 @@ class TwilioClient:
                     reason, failure = str(response.status_code), self._api_error(response, sent)
             if attempt == attempts:
                 raise failure
-            self.stats.record_retry(reason)
-            wait = self._backoff(attempt, response)
-            _log.info(
-                "waiting %.1f s to retry %s after %s (attempt %d of %d)",
-                wait,
-                _shown(sent),
-                reason,
-                attempt,
-                attempts,
-                extra={"retry_wait_s": wait, "retry_reason": reason},
-            )
-            _sleep(wait)
+            self._retry_after(self._backoff(attempt, response), sent, reason, attempt)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _retry_after(self, wait: float, url: str, reason: str, attempt: int) -> None:
+        self.stats.record_retry(reason)
+        _log.info(
+            "waiting %.1f s to retry %s after %s (attempt %d of %d)",
+            wait,
+            _shown(url),
+            reason,
+            attempt,
+            self.retry.max_attempts,
+            extra={"retry_wait_s": wait, "retry_reason": reason},
+        )
+        _sleep(wait)
+
+    def _not_listening(self, why: str, attempts: int, waited: float) -> TwilioConnectionError:
+        return TwilioConnectionError(
+            f"could not reach {self.base_url}: {why} ({attempts} attempt(s) in {waited:.0f} s); "
+            "check that base_url is right and that the server is up (the emulator: "
+            "`twilio-conversations emulator`; a proxy, if one is configured)"
+        )
 
     def _accept(
         self, response: requests.Response, ticket: Ticket, list_key: str | None
@@ -583,6 +608,17 @@ class TwilioClient:
             f"could not get {_shown(url)} after {self.retry.max_attempts} attempts: "
             f"{type(exc).__name__}"
         )
+
+
+def _unreachable_why(exc: Exception) -> str | None:
+    """ "connection refused" or "its host name does not resolve" where that is behind `exc`
+    (requests wraps urllib3's error, which wraps the socket's), else None."""
+    for cause in causes(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "its host name does not resolve"
+    return None
 
 
 class _Retryable(Exception):

@@ -312,8 +312,11 @@ def test_a_failed_run_in_one_log_file_keeps_its_lines_in_order(tmp_path: Path) -
     announced = [line for line in lines if line.startswith("waiting ")]
     assert len(announced) == 1, lines
     assert announced[0].endswith("after ConnectionError (attempt 1 of 3)"), announced
-    assert lines[-1] == (
-        f"error: could not get {refused}/v1/Services after 3 attempts: ConnectionError"
+    assert re.fullmatch(
+        rf"error: could not reach {re.escape(refused)}: connection refused \(3 attempt\(s\) in "
+        r"\d+ s\); check that base_url is right and that the server is up \(the emulator: "
+        r"`twilio-conversations emulator`; a proxy, if one is configured\)",
+        lines[-1],
     ), lines
     assert lines.index(announced[0]) < len(lines) - 1
 

@@ -257,3 +257,45 @@ def test_v2010_page_without_its_list_is_retried_then_malformed() -> None:
         with pytest.raises(TwilioAPIError, match="page has no 'accounts' list"):
             list(client.iter_v2010_pages(ACCOUNTS, "accounts"))
     assert mock.call_count == FAST.max_attempts
+
+
+@pytest.mark.parametrize(
+    ("base_url", "why"),
+    [
+        (None, "connection refused"),  # a loopback port nothing listens on
+        ("https://no-such-host.invalid", "its host name does not resolve"),  # RFC 6761
+    ],
+    ids=["refused", "unknown-host"],
+)
+def test_a_server_that_is_not_there_fails_within_seconds_saying_what_to_check(
+    monkeypatch: pytest.MonkeyPatch, base_url: str | None, why: str
+) -> None:
+    """Not the whole retry budget (minutes with the defaults): a few attempts, at most ~10 s of
+    backoff, then one line that names the origin, the cause and what to check."""
+    from conftest import free_port
+
+    base_url = base_url or f"http://127.0.0.1:{free_port()}"
+    waits: list[float] = []
+    monkeypatch.setattr(client_module, "_sleep", waits.append)
+    client = TwilioClient(base_url, AUTH, RetryPolicy())  # the defaults: 10 attempts
+    with pytest.raises(TwilioConnectionError) as failed:
+        list(client.iter_pages("/v1/Services", "services"))
+    message = str(failed.value)
+    assert message.startswith(f"could not reach {base_url}: {why} (")
+    assert "check that base_url is right and that the server is up" in message
+    assert 0 < sum(waits) <= 10.0, waits
+    assert len(waits) < RetryPolicy().max_attempts - 1
+
+
+def test_a_server_that_answers_503_keeps_the_whole_retry_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(client_module, "_sleep", waits.append)
+    client = TwilioClient(BASE, AUTH, RetryPolicy())
+    with rm.Mocker() as mock:
+        mock.get(f"{BASE}/v1/Services", status_code=503, json={"code": 20503, "message": "down"})
+        with pytest.raises(TwilioAPIError, match="HTTP 503"):
+            list(client.iter_pages("/v1/Services", "services"))
+    assert mock.call_count == RetryPolicy().max_attempts
+    assert len(waits) == RetryPolicy().max_attempts - 1
