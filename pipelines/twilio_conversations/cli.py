@@ -70,8 +70,8 @@ def console_main() -> None:
     The objects made by importing dlt, pyarrow and duckdb live until the process ends. Frozen
     (moved out of the collector's generations), the cyclic garbage collector stops re-scanning
     them on every full collection of the run and tearing them down one by one at exit
-    (docs/performance.md, "Where the time goes", 9). Only here, never in `main`, because a process
-    that imports the package and keeps running should keep collecting its garbage.
+    (docs/architecture.md, "Measurements behind the code"). Only here, never in `main`, because
+    a process that imports the package and keeps running should keep collecting its garbage.
     """
     gc.freeze()
     code = main()
@@ -251,11 +251,23 @@ def _flush_stdout() -> None:
         pass
 
 
+def version_line() -> str:
+    """`twilio-conversations 0.1.0 (dlt 1.31.0)`: the installed distributions' versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("twilio-conversations")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        ours = "(not installed)"
+    return f"twilio-conversations {ours} (dlt {version('dlt')})"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twilio-conversations",
         description="Load Twilio Conversations user conversations with dlt.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run_parser = commands.add_parser(

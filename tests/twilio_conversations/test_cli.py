@@ -205,3 +205,17 @@ def test_a_run_with_nothing_to_write_never_loads_pyarrow(emulator: Any, tmp_path
     row = emulator.all_user_conversations()[0]
     emulator.store.leave(row["chat_service_sid"], row["user_sid"], row["conversation_sid"])
     assert pyarrow_loaded()  # one user changed: their rows are written again
+
+
+def test_version_prints_the_installed_version_and_dlts_and_exits_0(tmp_path: Path) -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    out = subprocess.run(
+        [*CLI, "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    expected = f"twilio-conversations {pyproject['project']['version']} (dlt {version('dlt')})"
+    assert out.stdout == expected + "\n"
+    assert out.stderr == ""
