@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.configuration.providers.toml import TomlProviderReadException
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.exceptions import MissingDependencyException
 from dlt.destinations.exceptions import DestinationConnectionError
@@ -613,10 +614,30 @@ def _explain(exc: BaseException) -> tuple[int, str]:
     if missing is not None:
         return EXIT_USAGE, missing
     cause = _root_cause(exc)
+    configuration = _find(exc, ConfigurationException)
+    if not isinstance(cause, TwilioConnectorError) and configuration is not None:
+        # dlt's own words, which never show a value that may be a secret (the driver's error
+        # below it may quote a connection string whole)
+        return EXIT_USAGE, _configuration_line(configuration)
     # A configured service the credentials cannot see is fixed in the configuration, as a
     # malformed one is: retrying cannot help (docs/scheduling.md, "Exit codes").
-    usage = isinstance(cause, ConfigurationError | NotFoundError | ConfigurationException)
+    usage = isinstance(cause, ConfigurationError | NotFoundError)
     return (EXIT_USAGE if usage else EXIT_FAILED), _one_line(cause)
+
+
+def _configuration_line(exc: ConfigurationException) -> str:
+    """dlt's message in one line, with its cause: the file and line of a TOML error, the
+    missing field inside a nested configuration (dlt says them on the lines after the first)."""
+    if isinstance(exc, TomlProviderReadException):
+        present = [p for p in exc.full_paths if os.path.isfile(p)] or exc.full_paths
+        why = " ".join(str(exc).splitlines()[1:]).strip()
+        return f"could not read {' or '.join(present)}: {why}"
+    said: list[str] = []
+    for line in str(exc).strip().split("\n\n")[0].splitlines():
+        if line.strip().startswith(("for field", "NOTE")):  # where dlt looked: a screenful
+            break
+        said.append(line.strip())
+    return "; ".join(line for line in said if line)
 
 
 E = TypeVar("E", bound=BaseException)

@@ -219,3 +219,52 @@ def test_version_prints_the_installed_version_and_dlts_and_exits_0(tmp_path: Pat
     expected = f"twilio-conversations {pyproject['project']['version']} (dlt {version('dlt')})"
     assert out.stdout == expected + "\n"
     assert out.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("files", "env", "wanted"),
+    [
+        (
+            {"config.toml": "[sources.twilio_conversations]\npage_size = 50\nmax_workers = 1x\n"},
+            {},
+            ["could not read ", ".dlt/config.toml", "at line 3"],
+        ),
+        (
+            {"secrets.toml": '[sources.twilio_conversations.credentials]\nauth_token = "x\n'},
+            {},
+            ["could not read ", ".dlt/secrets.toml", "at line 2"],
+        ),
+        (
+            {"config.toml": '[sources.twilio_conversations]\npage_size = "many"\n'},
+            {},
+            ["`page_size`"],
+        ),
+        (
+            {},
+            {"DESTINATION__POSTGRES__CREDENTIALS": "postgresql://loader@localhost:5432/dlt"},
+            ["`credentials`", "missing field(s): `password`"],
+        ),
+        (
+            {},
+            {"DESTINATION__POSTGRES__CREDENTIALS": "postgresql//loader:s3cret-pw@host/dlt"},
+            ["`PostgresCredentials` cannot parse", "postgresql://username:password@host"],
+        ),
+    ],
+    ids=["config-toml-syntax", "secrets-toml-syntax", "not-a-number", "no-password", "bad-url"],
+)
+def test_a_configuration_error_says_its_cause_in_one_line_and_exits_2(
+    emulator: Any, tmp_path: Path, files: dict[str, str], env: dict[str, str], wanted: list[str]
+) -> None:
+    """The specific cause (file and line, field) is on the one `error:` line, not on dlt's next
+    lines; a value that may be a secret is never shown."""
+    (tmp_path / ".dlt").mkdir()
+    for name, text in files.items():
+        (tmp_path / ".dlt" / name).write_text(text)
+    destination = ["--destination", "postgres"] if env else []
+    result = cli(emulator, "run", "--progress", "none", *destination, cwd=tmp_path, **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for part in wanted:
+        assert part in lines[0], lines[0]
+    assert "s3cret-pw" not in result.stderr + result.stdout
