@@ -39,7 +39,7 @@ def fingerprint(records: Sequence[Mapping[str, Any]], sort_key: str | None = Non
     """
     ordered = sorted(records, key=lambda r: str(r.get(sort_key))) if sort_key else records
     # orjson with sorted keys: the canonical bytes of json.dumps(sort_keys=True), computed far
-    # more cheaply (figures in docs/performance.md, "Where the time goes", 3).
+    # more cheaply (figures in docs/architecture.md, "Measurements behind the code").
     payload = orjson.dumps(ordered, option=orjson.OPT_SORT_KEYS, default=str)
     return hashlib.blake2b(payload, digest_size=FINGERPRINT_BYTES).hexdigest()
 

@@ -450,8 +450,8 @@ class TwilioClient:
 
         `merge_environment_settings` (proxies, `NO_PROXY`, CA bundle) depends only on the host, and
         there is one: it is read once per session. Called per request it walks `os.environ` twice
-        (docs/performance.md, "Where the time goes", 5). A call of requests' public API, not an
-        override.
+        (docs/architecture.md, "Measurements behind the code"). A call of requests' public API,
+        not an override.
         """
         local: tuple[ApiSession, dict[str, Any]] | None = getattr(self._local, "session", None)
         if local is None:
@@ -497,8 +497,8 @@ class TwilioClient:
         session, settings = self._session()
         # Prepared on its own with the session's headers, not by `Session.prepare_request`,
         # which merges cookie jars and settings key by key for every request: the session holds
-        # no cookies, auth or params to merge (figures: docs/performance.md, "Where the time
-        # goes", 7).
+        # no cookies, auth or params to merge (figures: docs/architecture.md, "Measurements
+        # behind the code").
         request = requests.Request(
             "GET", url, params=params, auth=self._auth, headers=session.headers
         ).prepare()

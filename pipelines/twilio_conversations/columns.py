@@ -2,7 +2,7 @@
 
 Everything a run needs whether or not it writes anything, without pyarrow: `records.py` builds
 the arrow tables of user conversations and is imported only when there are rows to build (an
-unchanged re-run never loads pyarrow; docs/performance.md, "Where the time goes", 12).
+unchanged re-run never loads pyarrow; docs/architecture.md, "Measurements behind the code").
 
 The hints name every field of Twilio's OpenAPI records (`conversations.v1.service`,
 `...service_user`, `...service_user_conversation`), with nested objects flattened the way dlt

@@ -2,11 +2,11 @@
 
 dlt writes a pipeline's whole state again whenever anything in it changes, so fingerprints kept
 in resource state cost the size of the account at every run that changed one user
-(docs/performance.md, "Bookkeeping at scale"). Here each fingerprint is a row of `_fingerprints`
-(resource, scope, key -> fingerprint), merged in the same load package as the rows it describes:
-a run writes one bookkeeping row per changed partition, and a fingerprint reaches the destination
-with its partition's rows, never on its own ahead of them (a crashed package is loaded before the
-next run reads).
+(docs/architecture.md, "Measurements behind the code"). Here each fingerprint is a row of
+`_fingerprints` (resource, scope, key -> fingerprint), merged in the same load package as the rows
+it describes: a run writes one bookkeeping row per changed partition, and a fingerprint reaches
+the destination with its partition's rows, never on its own ahead of them (a crashed package is
+loaded before the next run reads).
 
 `Fingerprints` is the mapping `changes.py` works on (scope -> {key: fingerprint}): what the
 destination held when the run started, plus what this run decided, which `rows()` hands out as
@@ -102,8 +102,8 @@ class Fingerprints(MutableMapping[str, MutableMapping[str, str]]):
 
     Every change made through the mapping (a key set, a key or a scope removed) is recorded for
     `rows()`. What the destination held is kept compact (`_Scope`): a million users' worth
-    takes tens of megabytes, not the gigabyte the same dicts of strings took
-    (docs/performance.md, "Bookkeeping at scale").
+    takes tens of megabytes, not the hundreds the same dicts of strings took
+    (docs/architecture.md, "Measurements behind the code").
     """
 
     def __init__(
@@ -305,8 +305,8 @@ class _Scope(MutableMapping[str, str]):
         if not len(keys) or len(encoded) > keys.itemsize:
             return -1
         # The method, not np.searchsorted: a run looks every user up several times, and the
-        # function form costs twice as much a call (docs/performance.md, "Figures behind the
-        # code's choices").
+        # function form costs twice as much a call (docs/architecture.md, "Measurements behind
+        # the code").
         index = int(keys.searchsorted(encoded))
         return index if index < len(keys) and keys[index] == encoded else -1
 
@@ -472,8 +472,8 @@ def read_fingerprints(
 ) -> dict[str, dict[str, Held]]:
     """resource -> scope -> `Held`: what the destination's `_fingerprints` holds (of `resource`
     only, if given), read in one query, in chunks, each made compact before the next is
-    fetched. (Rows, not arrow: an unchanged re-run does not load pyarrow; docs/performance.md,
-    "Where the time goes", 12.)"""
+    fetched. (Rows, not arrow: an unchanged re-run does not load pyarrow; docs/architecture.md,
+    "Measurements behind the code".)"""
     if not _readable(pipeline):
         return {}
     assert pipeline.destination is not None  # _readable
@@ -494,7 +494,8 @@ def read_fingerprints(
         logger.debug("%s has no %s table yet", pipeline.dataset_name, TABLE)
     held: dict[str, dict[str, Held]] = {}
     # The rows' and chunks' freed memory goes back to the OS as each scope is joined, else the
-    # allocator keeps it for the whole run (docs/performance.md, "1,000,000 users").
+    # allocator keeps it for the whole run (docs/architecture.md, "Measurements behind the
+    # code").
     while parts:
         release_free_memory()
         (resource, scope), arrays = parts.popitem()

@@ -2,8 +2,8 @@
 in the destination itself.
 
 A first load appends: every row is new, so the append equals the merge and spares the staging
-copy and the delete-insert (docs/performance.md, "The first load appends"). It is safe only if
-nobody else writes the table until it ends. Two first loads from two pipeline folders (two
+copy and the delete-insert (docs/architecture.md, "Measurements behind the code"). It is safe
+only if nobody else writes the table until it ends. Two first loads from two pipeline folders (two
 containers, a cron job beside a manual run, two hosts on one volume) both see an empty table,
 and two appends would store every row twice, for good.
 

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
 # Users per load package: a crash loses at most one part's writes, and each part costs one
-# normalize and load (docs/performance.md, "Bookkeeping at scale").
+# normalize and load (docs/performance.md, "Figures behind the code's choices").
 DEFAULT_USERS_PER_LOAD = 10_000
 # DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
 # (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
@@ -48,7 +48,7 @@ FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads"
 # keeps what the merge read of the million-row tables, hundreds of MB for a part that changed a
 # hundred rows. A merge needs memory in proportion to the rows it replaces, so a big one runs
 # out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
-# second or so. Figures: docs/performance.md, "1,000,000 users".
+# second or so. Figures: docs/performance.md, "Memory of a big first load".
 MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
 DLT_LOAD_WORKERS = 20  # `pipeline.load`'s default
 
@@ -265,8 +265,8 @@ def _duckdb_for_the_load(pipeline: dlt.Pipeline, budget: Mapping[str, Any]) -> I
     yields); afterwards the file is closed and the destination's credentials are as they were.
 
     Left to dlt, each load job opens the file and closes it again (a first load has eight jobs,
-    each open and close some 25 ms; docs/performance.md, "The file opened once a load"), and
-    between two jobs another process can take the file. A `global_config` the user configured
+    each open and close some 25 ms; docs/performance.md, "Figures behind the code's choices"),
+    and between two jobs another process can take the file. A `global_config` the user configured
     replaces the budget. Nothing changes where the destination is not DuckDB or its credentials
     do not resolve (the run reports why), are an object or an open connection (the caller's to
     configure), or name `statements` (DuckDB would run them again for every job).

@@ -14,7 +14,7 @@ MAX_PAGE_SIZE = 1000
 # Twilio limits concurrent requests per account (the number is unpublished; ~100 is often
 # quoted), shared with the customer's own traffic. 16 leaves most of it to that traffic while
 # doing twice the work of 8 at Twilio's latency; more is a setting away (docs/performance.md,
-# "At Twilio's latency", the choice of the default).
+# "Figures behind the code's choices").
 DEFAULT_MAX_WORKERS = 16
 # The bound is a guard against typos, not the account's limit: above that limit the adaptive
 # limit (throttle.py) cuts the pool to 70 % once per burst of 429s, so a high setting costs a few
@@ -26,19 +26,19 @@ MAX_MAX_WORKERS = 256
 # Users whose fetch is submitted ahead of the results being written, per worker: the pool goes on
 # fetching through a part's pause (its normalize and load, 2-4 s for 10,000 users) at ~10 users a
 # second a worker at Twilio's ~100 ms a request. The results finished meanwhile wait in memory
-# (docs/performance.md, "Fetching through the pause").
+# (docs/performance.md, "Figures behind the code's choices").
 FETCH_AHEAD_PER_WORKER = 40
 
 # Once a service's users are all submitted, the users decided so far are loaded as a part while
 # the fetches still pending drain, if those are at least this many requests a worker: half a
-# second at Twilio's ~100 ms, more than a part's own fixed cost (docs/performance.md, "Loading
-# while the last fetches drain").
+# second at Twilio's ~100 ms, more than a part's own fixed cost (docs/performance.md, "Figures
+# behind the code's choices").
 DRAIN_ROUNDS = 5
 
 # The user listing is read ahead of the fetches by at least this many users (at most one page
 # more), so that its chain of page tokens goes on while a part of the run is normalized and
 # loaded: 40 pages cover a pause of 4 s at Twilio's ~100 ms a page, for a few MB of records
-# (docs/performance.md, "The part's pause").
+# (docs/performance.md, "Figures behind the code's choices").
 LISTING_READ_AHEAD = 2_000
 
 # Retries: dlt's defaults (5 attempts, factor 1, no jitter) ride out only ~15 s without a

@@ -14,7 +14,7 @@ The rule:
   the last cut were sent at the old, higher limit: their 429s are the same signal the cut
   already answered, so a burst of N 429s from requests in flight together cuts once, not N
   times. Halving, tried first, left a shared account's room a quarter unused on average
-  (docs/performance.md, "At Twilio's latency").
+  (docs/architecture.md, "Measurements behind the code").
 * **Return quickly, then grow one slot per round.** Below the limit at which the last 429 came,
   minus one, the limit grows by one every `limit // RETURN_SPEED` successes: the account had
   that room a moment ago. From there a round is `limit` successes of requests started in the
@@ -26,8 +26,8 @@ The rule:
   back to one slot below the wall's lowest level, without the cut, and stays there for twice
   as many rounds as the last time (1, 2, 4 … up to `MAX_HOLD`) before probing again. A steady
   wall is so met every few seconds instead of every few round trips, at one 429 a probe, not a
-  30 % dip (CUBIC's plateau around the window of its last loss; figures in docs/performance.md,
-  "The limiter's plateau"). The wall is more than a level wide because a slot is held from
+  30 % dip (CUBIC's plateau around the window of its last loss; figures in docs/architecture.md,
+  "Measurements behind the code"). The wall is more than a level wide because a slot is held from
   before its request is sent until its body is parsed, longer than the account counts it: a
   round may pass a slot or two above the room, and the first 429 may come above the room's
   edge. So a 429 one slot below the wall, once a round has passed since the last 429, widens
@@ -99,8 +99,8 @@ class AdaptiveLimit:
         self._filled = False  # `limit` requests were in flight at some moment of this round
         self._passed = False  # a round with the pool full ended since the last 429
         # One lock, two queues of waiters: a freed slot wakes one thread that may take it, not
-        # every waiting thread for all but one to wait again (docs/performance.md, "One waiter
-        # a slot").
+        # every waiting thread for all but one to wait again (docs/architecture.md,
+        # "Measurements behind the code").
         self._lock = threading.Lock()
         self._condition = threading.Condition(self._lock)  # ordinary requests
         self._first_condition = threading.Condition(self._lock)  # `slot(first=True)`

@@ -9,7 +9,7 @@ Redirects are never followed: the client sends with `allow_redirects=False` and 
 
 Earlier versions replaced `prepare_request`, `merge_environment_settings`, `send` and parts of
 `HTTPAdapter` (pool caching, one-shot body reads) and patched private attributes. At Twilio's
-latency they made no difference (docs/performance.md, "Figures behind the code's choices"), so
+latency they made no difference (docs/architecture.md, "Measurements behind the code"), so
 they went; what the client still saves, it saves through requests' public API
 (`TwilioClient._session`, `TwilioClient._get`).
 """

@@ -434,7 +434,7 @@ class _ArrowBatches:
     tombstone tables.
 
     pyarrow (with `records.py`) is imported only when a table is built, so a run with nothing to
-    write never loads it; see docs/performance.md ("Where the time goes", 12).
+    write never loads it; see docs/architecture.md ("Measurements behind the code").
     """
 
     def __init__(self, load_id: str | None) -> None:
@@ -566,7 +566,7 @@ class _Fetches:
     Bounding the queue keeps memory flat for services with tens of thousands of users. Finished
     futures arrive through a queue fed by their done-callbacks: `concurrent.futures.wait` locks
     and unlocks every pending future on each call, which showed in profiles (figures in
-    docs/performance.md, "Where the time goes", 8).
+    docs/architecture.md, "Measurements behind the code").
 
     Once the tasks have run out (`all_submitted`), `running` says how many fetches are not
     finished yet: those that drain the pool.
@@ -630,7 +630,7 @@ def _worth_a_part_while_draining(decided: int, fetches: _Fetches, workers: int) 
     The part's normalize and load then overlap the drain instead of following it: worth a part's
     fixed cost when the drain lasts at least `DRAIN_ROUNDS` requests a worker and the decided
     users are the bulk, not fewer than those still to come. Figures in docs/performance.md
-    ("Loading while the last fetches drain").
+    ("Figures behind the code's choices").
     """
     running = fetches.running
     return fetches.all_submitted and running >= DRAIN_ROUNDS * workers and decided >= running
