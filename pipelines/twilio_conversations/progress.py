@@ -99,6 +99,12 @@ class StepCounter(Collector):
                 )
             self._counts = defaultdict(int)
 
+    @property
+    def part(self) -> int | None:
+        """The part of this run being extracted, normalized or loaded (1, 2, ...); None before
+        the run's first extract (a load then finishes what an earlier run left)."""
+        return self.parts_loaded + 1 if self._extract_started else None
+
     def rows(self) -> int:
         """Data rows extracted so far (what the run will write)."""
         with self._lock:
@@ -111,11 +117,15 @@ class StepCounter(Collector):
 def progress_line(report: RunReport | None, steps: StepCounter | None, elapsed_s: float) -> str:
     """One line of what the run has done so far."""
     step = steps.current if steps is not None and steps.current else "starting"
+    if steps is not None and steps.part is not None:
+        step = f"part {steps.part}: {step}"  # a run loaded in parts extracts again after a load
     if report is None:  # the runner has not made its report yet
         return f"progress {elapsed_s:.0f} s  {step}"
     users = f"users {report.users_scanned:,} scanned"
-    if report.users_known is not None:
-        users += f" of {report.users_known:,}"
+    # The users the destination held after the last run: a guess (the lists carry no totals),
+    # shown only while it can still be right.
+    if report.users_known is not None and report.users_scanned <= report.users_known:
+        users += f" of ~{report.users_known:,}"
     parts = [f"progress {elapsed_s:.0f} s  {step}", f"{users}, {report.users_changed:,} changed"]
     if steps is not None:
         parts.append(f"{steps.rows():,} rows to write")

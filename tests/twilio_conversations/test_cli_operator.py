@@ -201,7 +201,7 @@ def test_unchanged_rerun_shows_users_requests_and_429s_while_it_goes(
 
     assert line.startswith("progress ") and " extract · " in line, line
     # "of N": the re-run knows how many users the destination holds
-    assert f"users {users - 1:,} scanned of {users:,}, 0 changed" in line, line
+    assert f"users {users - 1:,} scanned of ~{users:,}, 0 changed" in line, line
     assert "0 rows to write" in line, line
     assert "3 retries (3 x 429)" in line, line
     # A long wait is announced once per reason, not once per retry.
@@ -559,5 +559,25 @@ def test_progress_line_says_of_how_many_users_where_a_total_is_known() -> None:
 
     report = RunReport(users_scanned=1234, users_changed=5, users_known=6000)
     assert progress_line(report, None, 20.0).startswith(
-        "progress 20 s  starting · users 1,234 scanned of 6,000, 5 changed · "
+        "progress 20 s  starting · users 1,234 scanned of ~6,000, 5 changed · "
     )
+    # A guess (what the destination held after the last run), never shown once it is wrong.
+    beyond = RunReport(users_scanned=2500, users_changed=5, users_known=120)
+    assert progress_line(beyond, None, 20.0).startswith(
+        "progress 20 s  starting · users 2,500 scanned, 5 changed · "
+    )
+
+
+def test_progress_line_says_which_part_of_the_run_is_loading() -> None:
+    from twilio_conversations.progress import StepCounter, progress_line
+    from twilio_conversations.report import RunReport
+
+    steps = StepCounter()
+    report = RunReport()
+    with steps("Load"):  # a load before the run's first extract: an earlier run's package
+        assert progress_line(report, steps, 1.0).startswith("progress 1 s  load · ")
+    for part in (1, 2):
+        for step in ("Extract", "Normalize", "Load"):
+            with steps(step):
+                line = progress_line(report, steps, 1.0)
+                assert line.startswith(f"progress 1 s  part {part}: {step.lower()} · "), line
