@@ -48,8 +48,9 @@ FIRST_LOAD_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "64MB", "threads"
 # keeps what the merge read of the million-row tables, hundreds of MB for a part that changed a
 # hundred rows. A merge needs memory in proportion to the rows it replaces, so a big one runs
 # out of this budget and is finished with the defaults (`_load`); DuckDB fails it within a
-# second or so. Figures: docs/performance.md, "Memory of a big first load".
-MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB"}
+# second or so. One thread, as for a first load: each thread holds buffers of its own while
+# the merge runs. Figures: docs/performance.md, "Memory of a big first load".
+MERGE_DUCKDB_CONFIG: Mapping[str, Any] = {"memory_limit": "128MB", "threads": 1}
 DLT_LOAD_WORKERS = 20  # `pipeline.load`'s default
 
 
