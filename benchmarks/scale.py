@@ -158,7 +158,12 @@ def run_contender(
     else:  # keep only this run's packages, so job_bytes reads this run's
         for package in packages(cwd):
             subprocess.run(["rm", "-rf", str(package)], check=True)
-    extra = {"DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb"), **(settings or {})}
+    extra = {
+        "DESTINATION__DUCKDB__CREDENTIALS": str(cwd / "ours.duckdb"),
+        # every package of the run stays, for job_bytes (code without the setting ignores it)
+        "SOURCES__TWILIO_CONVERSATIONS__KEEP_LOADED_PACKAGES": "1000000",
+        **(settings or {}),
+    }
     env = contender_env(emu, cwd, **extra)
     if code is not None:
         env["PYTHONPATH"] = f"{code}:{env['PYTHONPATH']}"

@@ -176,8 +176,8 @@ def twilio_conversations(
 
 
 # Every key `[sources.twilio_conversations]` may hold: the source's arguments (dlt injects them;
-# `run_report` and `parts` are the caller's) and `load_in_parts`' `lock_timeout` and
-# `users_per_load`.
+# `run_report` and `parts` are the caller's) and `load_in_parts`' `lock_timeout`,
+# `users_per_load` and `keep_loaded_packages`.
 SETTING_KEYS = (
     *(
         name
@@ -186,6 +186,7 @@ SETTING_KEYS = (
     ),
     "lock_timeout",
     "users_per_load",
+    "keep_loaded_packages",
     # several accounts in one run (`accounts.py`), read by the runner
     *ACCOUNT_SETTING_KEYS,
 )
@@ -215,6 +216,7 @@ def services_resource(catalog: Catalog, parts: Parts) -> DltResource:
         ]
         if catalog.scans_all_services:
             gone = changes.drop_vanished(state, "services", {r["sid"] for r in records})
+            catalog.report.rows_deleted["services"] += len(gone)
             changed.extend({"sid": sid, DELETED_COLUMN: True} for sid in gone)
         if changed:
             yield changed

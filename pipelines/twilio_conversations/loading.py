@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ SOURCE_SECTION = "twilio_conversations"  # [sources.twilio_conversations]
 # Users per load package: a crash loses at most one part's writes, and each part costs one
 # normalize and load (docs/performance.md, "Figures behind the code's choices").
 DEFAULT_USERS_PER_LOAD = 10_000
+# Loaded packages kept in the pipeline's folder after a run (dlt keeps every one: a scheduled
+# job's disk would grow with each run). The newest few are kept to look into.
+DEFAULT_KEEP_LOADED_PACKAGES = 3
 # DuckDB settings for a first load (or a full refresh), which appends the bulk of the rows
 # (`user_conversations`) and merges one row per user. With DuckDB's defaults (a buffer pool of
 # most of the RAM, a thread per core) nothing forces its buffers out during a big INSERT; in a
@@ -75,6 +79,7 @@ def load_in_parts(
     refresh: TRefreshMode | None = None,
     lock_timeout: float | None = None,
     resources: Sequence[str] | None = None,
+    keep_loaded_packages: int | None = None,
     **source_kwargs: Any,
 ) -> Loaded:
     """Load `twilio_conversations(**source_kwargs)` into `pipeline` in parts.
@@ -87,8 +92,11 @@ def load_in_parts(
     `run` would load them and stop). Into DuckDB each part is loaded in a small memory budget,
     waiting up to `lock_timeout` seconds for a file another process holds. `refresh`: dlt's,
     for the first part ("drop_sources" for a full refresh, which drops the analyst views
-    first). `resources`: only these (dlt's `with_resources`).
+    first). `resources`: only these (dlt's `with_resources`). `keep_loaded_packages`: how many
+    loaded packages stay in the pipeline's folder afterwards (default
+    `[sources.twilio_conversations] keep_loaded_packages`, else 3; 0: none).
     """
+    keep = keep_loaded_packages_setting(keep_loaded_packages)
     access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
     parts = Parts(users_per_load_setting(users_per_load), wait=access.call)
     source = _twilio_conversations(parts=parts, **source_kwargs)
@@ -99,6 +107,7 @@ def load_in_parts(
     if refresh == "drop_sources":
         access.call(lambda: drop_views(pipeline))  # PostgreSQL keeps tables views depend on
     loaded = _load_parts(pipeline, source, parts, access, refresh=refresh)
+    prune_loaded_packages(pipeline, keep)
     loaded.recovered_packages = recovered
     loaded.waited_for_lock = access.waited_for
     return loaded
@@ -200,6 +209,31 @@ def users_per_load_setting(given: int | None) -> int | None:
     if not isinstance(given, int) or isinstance(given, bool) or given < 0:
         raise ConfigurationError(f"users_per_load must be a whole number, 0 or more; got {given!r}")
     return given or None
+
+
+def keep_loaded_packages_setting(given: int | None) -> int:
+    """`keep_loaded_packages` as given, else from `[sources.twilio_conversations]`, else the
+    default."""
+    if given is None:
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.keep_loaded_packages", int)
+    if given is None:
+        return DEFAULT_KEEP_LOADED_PACKAGES
+    if not isinstance(given, int) or isinstance(given, bool) or given < 0:
+        raise ConfigurationError(
+            f"keep_loaded_packages must be a whole number, 0 or more; got {given!r}"
+        )
+    return given
+
+
+def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int) -> int:
+    """Delete all but the newest `keep` loaded packages from the pipeline's folder; the number
+    deleted. What they loaded stays in the destination, and dlt's trace and state do not need
+    them."""
+    loaded = sorted(pipeline.list_completed_load_packages())  # load ids sort by time
+    old = loaded[: len(loaded) - keep] if keep else loaded
+    for load_id in old:
+        shutil.rmtree(pipeline.get_load_package_info(load_id).package_path, ignore_errors=True)
+    return len(old)
 
 
 def lock_timeout_setting(given: float | None) -> float:

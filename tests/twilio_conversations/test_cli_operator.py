@@ -407,6 +407,7 @@ def test_ctrl_c_after_parts_of_a_run_were_loaded_says_so_and_the_next_run_loads_
     env = environment(
         emulator,
         SOURCES__TWILIO_CONVERSATIONS__USERS_PER_LOAD="5",
+        SOURCES__TWILIO_CONVERSATIONS__KEEP_LOADED_PACKAGES="100",  # to count the parts
         DLT_DATA_DIR=str(tmp_path / "dlt"),
     )
     elsewhere = tmp_path / "measure"

@@ -94,3 +94,30 @@ def test_the_first_load_claim_belongs_to_the_holder_configured_wherever_dlt_find
         [(holder,)] = client.execute_sql(f"SELECT holder FROM {claim}")
     assert "orchestrator:twilio" in holder
     assert_exact_mirror(pipeline, emulator)
+
+
+def test_the_pipeline_folder_keeps_only_the_newest_loaded_packages_run_after_run(
+    start_emulator: Any, isolated_dlt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt keeps every loaded package; a scheduled job's disk would grow with each run. After
+    each of many runs (each writing some changes, in parts) at most the newest few are left, and
+    none with `keep_loaded_packages = 0`; the destination stays an exact mirror."""
+    emu = start_emulator(seed=5, services=2, users=30, max_conversations=5)
+    pipeline = attach(isolated_dlt)
+    load_ids: list[str] = []
+    for run in range(6):
+        if run:
+            change_some_data(emu, salt=f"run {run}")
+        load_ids += load_in_parts(pipeline, users_per_load=10, **source_kwargs(emu)).load_ids
+        kept = pipeline.list_completed_load_packages()
+        assert sorted(kept) == sorted(load_ids)[-3:]  # the default: the newest 3
+        assert_exact_mirror(pipeline, emu)
+    assert len(load_ids) > 6  # in parts: more packages than runs
+    folder = Path(pipeline.working_dir) / "load" / "loaded"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)  # the files, not a list
+
+    monkeypatch.setenv("SOURCES__TWILIO_CONVERSATIONS__KEEP_LOADED_PACKAGES", "0")
+    change_some_data(emu, salt="last run")
+    load_in_parts(pipeline, users_per_load=10, **source_kwargs(emu))
+    assert pipeline.list_completed_load_packages() == []
+    assert_exact_mirror(pipeline, emu)
