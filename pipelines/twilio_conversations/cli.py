@@ -549,10 +549,20 @@ def format_summary(
     `notes` are further lines (what dlt warned about, in one line per kind)."""
     report = outcome.report
     rows = " · ".join(f"{table} {count:,}" for table, count in outcome.rows_written.items())
-    lines = [
-        f"{title}: loaded into {outcome.destination} dataset {outcome.dataset} "
-        f"in {outcome.elapsed_s:.1f} s",
-        f"  rows written   {rows}",
+    done = (
+        f"loaded into {outcome.destination} dataset {outcome.dataset}"
+        if outcome.load_ids
+        else f"nothing to write, {outcome.destination} dataset {outcome.dataset} is up to date"
+    )
+    lines = [f"{title}: {done} in {outcome.elapsed_s:.1f} s", f"  rows written   {rows}"]
+    if outcome.rows_deleted:
+        lines.append(f"  rows deleted   {_deleted(outcome.rows_deleted)}")
+    if report.users_recorded:
+        lines.append(
+            f"  history        turned on: the current rows of {report.users_recorded:,} "
+            "unchanged users recorded as their first versions"
+        )
+    lines += [
         f"  services       {report.services_scanned} scanned",
         f"  users          {report.users_scanned:,} scanned · {report.users_changed:,} changed · "
         f"{report.users_removed:,} removed · {len(report.skipped):,} skipped",
@@ -582,6 +592,15 @@ def format_summary(
     for ref in report.unresolved_users:
         lines.append(f"  not found      user {ref!r} is in no scanned service")
     return "\n".join(lines)
+
+
+def _deleted(markers: dict[str, int]) -> str:
+    """`services 1 · users 80 · user_conversations of 12 users`: a marker in
+    `user_conversations` deletes all of one user's rows."""
+    return " · ".join(
+        f"{table} of {count:,} users" if table == "user_conversations" else f"{table} {count:,}"
+        for table, count in markers.items()
+    )
 
 
 def _example_queries(pipeline: Any) -> str:

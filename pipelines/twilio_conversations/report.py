@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ class RunReport:
     users_scanned: int = 0
     users_changed: int = 0
     users_removed: int = 0
+    # History turned on for a dataset that already mirrors the API: the users whose unchanged
+    # rows were written as their first history versions.
+    users_recorded: int = 0
+    # Deletion markers written, per table: a removed service or user, or a user whose
+    # conversations are all gone (one marker deletes that user's rows).
+    rows_deleted: Counter[str] = field(default_factory=Counter)
     conversation_rows_fetched: int = 0
     skipped: list[SkippedUser] = field(default_factory=list)
     unresolved_users: list[str] = field(default_factory=list)

@@ -49,7 +49,10 @@ class RunOutcome:
 
     load_info: LoadInfo | None
     report: RunReport
-    rows_written: dict[str, int] = field(default_factory=dict)
+    rows_written: dict[str, int] = field(default_factory=dict)  # rows, deletion markers not
+    # Deletion markers per table: removed services and users, users whose conversations are all
+    # gone (one marker deletes all of that user's rows).
+    rows_deleted: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     destination: str = ""
     dataset: str = DATASET_NAME
@@ -145,7 +148,11 @@ def run(
         load_info=loaded.load_infos[-1] if loaded.load_infos else None,
         report=report,
         load_ids=loaded.load_ids,
-        rows_written={table: loaded.row_counts.get(table, 0) for table in tables},
+        # dlt counts the deletion markers among the rows it loads
+        rows_written={
+            table: loaded.row_counts.get(table, 0) - report.rows_deleted[table] for table in tables
+        },
+        rows_deleted={t: report.rows_deleted[t] for t in TABLES if report.rows_deleted[t]},
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,

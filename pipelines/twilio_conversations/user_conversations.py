@@ -230,6 +230,7 @@ class Scan:
         self._users = _ListedUsers(
             fingerprints.open_fingerprints("users", users_state, self.parts.wait),
             settings.pii,
+            report,
         )
         if current.first_time("users"):
             yield dlt.mark.with_table_name(dlt.mark.materialize_table_schema(), "users")
@@ -355,6 +356,7 @@ class _Outcome(Enum):
     CHANGED = auto()  # rows that replace the user's partition
     EMPTIED = auto()  # no rows where the destination holds some: a tombstone removes them
     NEW_EMPTY = auto()  # a user new to the destination, without rows: nothing to write
+    RECORDED = auto()  # unchanged, written as they are: history turned on records them
 
 
 def _decide(state: changes.FingerprintState, result: _UserFetch) -> _Outcome:
@@ -392,7 +394,8 @@ class _UserChanges:
         """Count one fetched user; buffer their rows if they changed, or write a tombstone."""
         outcome = _decide(self.state, result)
         if outcome is _Outcome.UNCHANGED and self.rewrite_all and result.rows:
-            outcome = _Outcome.CHANGED
+            self.report.users_recorded += 1  # written as they are: history's first versions
+            outcome = _Outcome.RECORDED
         if outcome is _Outcome.SKIPPED:
             self.report.skip(result.service_sid, result.user_sid, "not found (404) when read")
             return
@@ -400,12 +403,12 @@ class _UserChanges:
         self.report.conversation_rows_fetched += result.fetched
         if result.newest and (self.newest is None or result.newest > self.newest):
             self.newest = result.newest
-        if outcome is not _Outcome.UNCHANGED:
+        if outcome not in (_Outcome.UNCHANGED, _Outcome.RECORDED):
             self.report.users_changed += 1
-        if outcome is _Outcome.CHANGED:
+        if outcome in (_Outcome.CHANGED, _Outcome.RECORDED):
             yield from self.batches.add(result.rows)
         elif outcome is _Outcome.EMPTIED:
-            yield self.batches.tombstones([(result.service_sid, result.user_sid)])
+            yield self._tombstones([(result.service_sid, result.user_sid)])
 
     def save_cursor(self) -> None:
         """Informational cursor in this load's resource state: the newest date_updated seen,
@@ -419,14 +422,18 @@ class _UserChanges:
         gone = changes.drop_vanished(self.state, service_sid, listed)
         if gone:
             self.report.users_removed += len(gone)
-            yield self.batches.tombstones((service_sid, sid) for sid in gone)
+            yield self._tombstones([(service_sid, sid) for sid in gone])
 
     def vanished_services(self, seen: set[str]) -> Iterator[pa.Table]:
         """Tombstones for every user of the services the destination holds that a complete scan
         no longer saw."""
         for service_sid, gone in changes.drop_vanished_scopes(self.state, seen).items():
             self.report.users_removed += len(gone)
-            yield self.batches.tombstones((service_sid, sid) for sid in gone)
+            yield self._tombstones([(service_sid, sid) for sid in gone])
+
+    def _tombstones(self, partitions: list[tuple[str, str]]) -> pa.Table:
+        self.report.rows_deleted["user_conversations"] += len(partitions)
+        return self.batches.tombstones(partitions)
 
 
 class _ArrowBatches:
@@ -522,9 +529,12 @@ class _ListedUsers:
     """The `users` table, written from the listings `user_conversations` reads: each user as
     listed, when changed; users a complete listing no longer has are removed."""
 
-    def __init__(self, state: changes.FingerprintState, policy: PiiPolicy) -> None:
+    def __init__(
+        self, state: changes.FingerprintState, policy: PiiPolicy, report: RunReport
+    ) -> None:
         self.state = state
         self.policy = policy
+        self.report = report
         self.arrived: list[dict[str, Any]] = []  # listed since the last `changed`
         self._listed: dict[str, fingerprints.Listed] = {}
 
@@ -547,11 +557,13 @@ class _ListedUsers:
         listed = self._listed.pop(service_sid, None) or fingerprints.listed(self.state, service_sid)
         gone = changes.drop_vanished(self.state, service_sid, listed)
         if gone:
+            self.report.rows_deleted["users"] += len(gone)
             yield dlt.mark.with_table_name(_user_tombstones(service_sid, gone), "users")
 
     def vanished_services(self, seen: set[str]) -> Iterator[Any]:
         """Tombstones for every user of the services a complete scan no longer saw."""
         for service_sid, gone in changes.drop_vanished_scopes(self.state, seen).items():
+            self.report.rows_deleted["users"] += len(gone)
             yield dlt.mark.with_table_name(_user_tombstones(service_sid, gone), "users")
 
 

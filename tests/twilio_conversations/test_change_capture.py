@@ -26,7 +26,13 @@ def test_three_runs_mirror_and_write_only_changes(
     scenario = apply_every_change(emulator)
     second = run_pipeline(emulator, **destination)
     assert_user_conversations_mirror(second.pipeline, emulator.all_user_conversations())
-    assert second.rows_written["user_conversations"] == expected_writes(emulator, scenario)
+    # A deletion marker per emptied or deleted user: rows deleted, not rows written.
+    markers = len(scenario.emptied_users) + len(scenario.deleted_users)
+    assert (
+        second.rows_written["user_conversations"] == expected_writes(emulator, scenario) - markers
+    )
+    assert second.rows_deleted["user_conversations"] == markers
+    assert second.rows_deleted["users"] == len(scenario.deleted_users)
     assert second.report.users_changed == len(scenario.changed_users | scenario.emptied_users)
     assert second.report.users_removed == 1
     loaded_users = {

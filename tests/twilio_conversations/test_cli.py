@@ -268,3 +268,52 @@ def test_a_configuration_error_says_its_cause_in_one_line_and_exits_2(
     for part in wanted:
         assert part in lines[0], lines[0]
     assert "s3cret-pw" not in result.stderr + result.stdout
+
+
+def test_the_summary_says_what_happened_nothing_deletions_and_history_turned_on(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """An unchanged re-run says it had nothing to write; a removed user's deletion markers are
+    rows deleted, not rows written; turning history on records the current rows, it changes
+    nothing. Expected figures from the emulator's truth."""
+    import requests
+
+    first = cli(emulator, "run", "--progress", "none", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("twilio_conversations: loaded into duckdb dataset twilio")
+    again = cli(emulator, "run", "--progress", "none", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "twilio_conversations: nothing to write, duckdb dataset twilio is up to date in "
+    ), again.stdout
+
+    service = emulator.services()[0]["sid"]
+    victim = next(
+        u for u in emulator.users(service) if emulator.user_conversations(service, u["sid"])
+    )
+    removed = requests.delete(
+        f"{emulator.base_url}/v1/Services/{service}/Users/{victim['sid']}",
+        auth=(emulator.account_sid, emulator.auth_token),
+        timeout=10,
+    )
+    assert removed.status_code == 204
+    deleted = cli(emulator, "run", "--progress", "none", cwd=tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
+    lines = deleted.stdout.splitlines()
+    assert "  rows written   services 0 · users 0 · user_conversations 0" in lines, lines
+    assert "  rows deleted   users 1 · user_conversations of 1 users" in lines, lines
+
+    history = cli(emulator, "run", "--progress", "none", "--history", cwd=tmp_path)
+    assert history.returncode == 0, history.stderr
+    with_rows = sum(
+        1
+        for svc in emulator.services()
+        for user in emulator.users(svc["sid"])
+        if emulator.user_conversations(svc["sid"], user["sid"])
+    )
+    lines = history.stdout.splitlines()
+    assert any(" 0 changed · " in line for line in lines if line.startswith("  users ")), lines
+    assert (
+        f"  history        turned on: the current rows of {with_rows:,} unchanged users "
+        "recorded as their first versions"
+    ) in lines, lines
