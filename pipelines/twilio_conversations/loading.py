@@ -202,26 +202,24 @@ def preferred_loader_file_format(pipeline: dlt.Pipeline) -> Any:
 def users_per_load_setting(given: int | None) -> int | None:
     """`users_per_load` as given, else from `[sources.twilio_conversations]`, else the default;
     0 loads the whole run in one package."""
-    if given is None:
-        given = dlt.config.get(f"sources.{SOURCE_SECTION}.users_per_load", int)
-    if given is None:
-        return DEFAULT_USERS_PER_LOAD
-    if not isinstance(given, int) or isinstance(given, bool) or given < 0:
-        raise ConfigurationError(f"users_per_load must be a whole number, 0 or more; got {given!r}")
-    return given or None
+    return _count_setting("users_per_load", given, DEFAULT_USERS_PER_LOAD) or None
 
 
 def keep_loaded_packages_setting(given: int | None) -> int:
     """`keep_loaded_packages` as given, else from `[sources.twilio_conversations]`, else the
     default."""
+    return _count_setting("keep_loaded_packages", given, DEFAULT_KEEP_LOADED_PACKAGES)
+
+
+def _count_setting(name: str, given: int | None, default: int) -> int:
+    """A whole number of 0 or more: as given, else from `[sources.twilio_conversations]`, else
+    `default`."""
     if given is None:
-        given = dlt.config.get(f"sources.{SOURCE_SECTION}.keep_loaded_packages", int)
+        given = dlt.config.get(f"sources.{SOURCE_SECTION}.{name}", int)
     if given is None:
-        return DEFAULT_KEEP_LOADED_PACKAGES
+        return default
     if not isinstance(given, int) or isinstance(given, bool) or given < 0:
-        raise ConfigurationError(
-            f"keep_loaded_packages must be a whole number, 0 or more; got {given!r}"
-        )
+        raise ConfigurationError(f"{name} must be a whole number, 0 or more; got {given!r}")
     return given
 
 
@@ -230,7 +228,7 @@ def prune_loaded_packages(pipeline: dlt.Pipeline, keep: int) -> int:
     deleted. What they loaded stays in the destination, and dlt's trace and state do not need
     them."""
     loaded = sorted(pipeline.list_completed_load_packages())  # load ids sort by time
-    old = loaded[: len(loaded) - keep] if keep else loaded
+    old = loaded[: max(0, len(loaded) - keep)]
     for load_id in old:
         shutil.rmtree(pipeline.get_load_package_info(load_id).package_path, ignore_errors=True)
     return len(old)

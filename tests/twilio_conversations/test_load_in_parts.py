@@ -121,3 +121,17 @@ def test_the_pipeline_folder_keeps_only_the_newest_loaded_packages_run_after_run
     load_in_parts(pipeline, users_per_load=10, **source_kwargs(emu))
     assert pipeline.list_completed_load_packages() == []
     assert_exact_mirror(pipeline, emu)
+
+
+def test_fewer_loaded_packages_than_are_kept_are_all_kept(
+    emulator: Any, isolated_dlt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(user_conversations, "DRAIN_ROUNDS", 10_000)  # parts by size only
+    # A part every 5 users of a service, and the last one: one package fewer than kept.
+    packages = sum((len(emulator.users(s["sid"])) - 1) // 5 for s in emulator.services()) + 1
+    pipeline = attach(isolated_dlt)
+    loaded = load_in_parts(
+        pipeline, users_per_load=5, keep_loaded_packages=packages + 1, **source_kwargs(emulator)
+    )
+    assert len(loaded.load_ids) == packages > 1
+    assert sorted(pipeline.list_completed_load_packages()) == sorted(loaded.load_ids)
