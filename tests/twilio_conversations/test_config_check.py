@@ -432,7 +432,7 @@ def test_the_shipped_config_states_the_defaults_the_code_uses() -> None:
 
     from twilio_conversations import twilio_conversations
     from twilio_conversations.file_lock import DEFAULT_LOCK_TIMEOUT
-    from twilio_conversations.loading import DEFAULT_USERS_PER_LOAD
+    from twilio_conversations.loading import DEFAULT_KEEP_LOADED_PACKAGES, DEFAULT_USERS_PER_LOAD
 
     with open(REPO / ".dlt" / "config.toml", "rb") as f:
         shipped = tomllib.load(f)["sources"]["twilio_conversations"]
@@ -442,6 +442,7 @@ def test_the_shipped_config_states_the_defaults_the_code_uses() -> None:
     }
     defaults["lock_timeout"] = DEFAULT_LOCK_TIMEOUT
     defaults["users_per_load"] = DEFAULT_USERS_PER_LOAD
+    defaults["keep_loaded_packages"] = DEFAULT_KEEP_LOADED_PACKAGES
     for key, value in shipped.items():
         expected = defaults[key]
         if expected is None:
