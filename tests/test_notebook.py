@@ -504,6 +504,79 @@ def test_notebook_charts_history(
     assert not stderr(opened.nb), stderr(opened.nb)
 
 
+# Run in the kernel: the history chart's layout as drawn, in display pixels (x0, y0, x1, y1).
+HISTORY_LAYOUT = """
+import json as _json
+_fig = CHARTS["history"]
+_fig.canvas.draw()
+print(_json.dumps({
+    "figure": list(_fig.bbox.extents),
+    "axes": [
+        {
+            "title": ax.get_title(),
+            "ylim": list(ax.get_ylim()),
+            "area": list(ax.get_window_extent().extents),
+            "lines": {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()},
+        }
+        for ax in _fig.axes
+    ],
+    "legends": [
+        {
+            "box": list(ax.get_legend().get_window_extent().extents),
+            "texts": [text.get_text() for text in ax.get_legend().get_texts()],
+        }
+        for ax in _fig.axes
+        if ax.get_legend() is not None
+    ],
+}, default=float))
+"""
+
+
+def overlaps(a: list[float], b: list[float]) -> bool:
+    """Whether two (x0, y0, x1, y1) boxes share more than an edge."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_notebook_history_chart_starts_at_zero_and_its_legend_hides_no_line(
+    start_emulator: Any, run_pipeline: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both history panels count from zero (a few more unread messages on thousands must not
+    look like a jump) and show their highest point; the legend lies outside every panel, inside
+    the figure, and names every line of the top-users panel."""
+    from twilio_conversations import twilio_conversations
+
+    if "history" not in inspect.signature(twilio_conversations).parameters:
+        pytest.skip("this version of the source has no history mode")
+    database = tmp_path / "history.duckdb"
+    emulator = start_emulator(seed=5, services=1, users=8, max_conversations=30)
+    destination = dlt.destinations.duckdb(str(database))
+    run_pipeline(emulator, destination=destination, history=True)
+    post_messages(emulator)
+    run_pipeline(emulator, destination=destination, history=True)  # a second point, higher
+    monkeypatch.setenv("TWILIO_CONVERSATIONS_DUCKDB", str(database))
+
+    with open_notebook(NOTEBOOK, cwd=tmp_path) as opened:
+        chart = json.loads(opened.run(HISTORY_LAYOUT))
+    assert not stderr(opened.nb), stderr(opened.nb)
+
+    panels = chart["axes"]
+    assert len(panels) == 2, [panel["title"] for panel in panels]
+    for panel in panels:
+        bottom, top = panel["ylim"]
+        assert bottom == 0, panel["title"]
+        highest = max(max(values) for values in panel["lines"].values())
+        assert highest > 0 and top > highest, (panel["title"], top, highest)
+    (legend,) = chart["legends"]
+    for panel in panels:
+        assert not overlaps(legend["box"], panel["area"]), (panel["title"], legend, panel)
+    x0, y0, x1, y1 = chart["figure"]
+    box = legend["box"]
+    assert x0 <= box[0] and y0 <= box[1] and box[2] <= x1 and box[3] <= y1, (box, chart["figure"])
+    top_users = next(panel for panel in panels if "top 5" in panel["title"])
+    assert len(top_users["lines"]) == 5
+    assert sorted(legend["texts"]) == sorted(top_users["lines"])
+
+
 # -- Finding the database file ---------------------------------------------------------------
 
 
