@@ -4,15 +4,21 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Every dependency is pinned in constraints.txt so a fresh clone installs what CI tested.
 PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+# `make dist` builds the wheels into $(DIST).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DIST ?= dist
+WHEEL := $(DIST)/twilio_conversations-$(VERSION)-py3-none-any.whl
 
-.PHONY: demo test test-stress test-newest newest-venv test-orchestrators orchestrator-venvs lint typecheck bench bench-latency bench-scale emulator clean
+.PHONY: demo test test-stress test-newest newest-venv test-orchestrators orchestrator-venvs lint typecheck bench bench-latency bench-scale emulator dist clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP_INSTALL) -e .
+# The connector and the emulator are two distributions (pyproject.toml, emulator/pyproject.toml);
+# the project's venv holds both, editable.
+$(VENV)/.installed: $(BIN)/python pyproject.toml emulator/pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e . -e ./emulator
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
@@ -51,11 +57,11 @@ test-newest: newest-venv
 newest-venv:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
 	@test -x .venv-newest/bin/python || $(PYTHON) -m venv .venv-newest
-	.venv-newest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]'
+	.venv-newest/bin/python -m pip install --quiet --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[dev]' -e ./emulator
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff format --check pipelines tests benchmarks
-	$(BIN)/ruff check pipelines tests benchmarks
+	$(BIN)/ruff format --check pipelines emulator tests benchmarks
+	$(BIN)/ruff check pipelines emulator tests benchmarks
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -63,9 +69,12 @@ typecheck: $(VENV)/.installed-dev
 # Airflow and Dagster each in a virtualenv of their own (they pin much of the world); the
 # recipe tests in tests/deploy/test_orchestrators.py use them through AIRFLOW_PYTHON and
 # DAGSTER_PYTHON and skip, saying so, without them. CI runs `make test-orchestrators`.
-.venv-%/.installed: pyproject.toml constraints.txt
-	$(PYTHON) -m venv .venv-$*
-	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[$*]'
+# They install the connector's wheel, as a deployment does (`make dist`), reinstalled whenever
+# the wheel is rebuilt.
+.venv-%/.installed: $(WHEEL) constraints.txt
+	@test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt '$(WHEEL)[$*]'
+	.venv-$*/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall '$(WHEEL)'
 	@touch $@
 
 orchestrator-venvs: .venv-airflow/.installed .venv-dagster/.installed
@@ -77,6 +86,11 @@ test-orchestrators: $(VENV)/.installed-dev orchestrator-venvs
 # The benchmark venv holds the plain install (plus psutil for the harness), as a scheduled job
 # does: the dev extras bring pandas, and DuckDB imports it whenever dlt binds a setting (0.3 s a
 # run). BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--scale"`.
+.venv-bench/.installed: pyproject.toml emulator/pyproject.toml constraints.txt
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]' -e ./emulator
+	@touch $@
+
 bench: .venv-bench/.installed
 	.venv-bench/bin/python -m benchmarks.run $(BENCH_ARGS)
 
@@ -91,7 +105,22 @@ bench-scale: .venv-bench/.installed
 	.venv-bench/bin/python -m benchmarks.scale $(BENCH_ARGS)
 
 emulator: $(VENV)/.installed
-	$(BIN)/twilio-conversations emulator --port 8080
+	$(BIN)/twilio-emulator --port 8080
+
+# The two wheels a user installs: the connector's (no emulator in it) and the emulator's, e.g.
+# dist/twilio_conversations-0.1.0-py3-none-any.whl. Built from a copy of the sources: setuptools
+# packs whatever an earlier build left in build/, and two builds at once would share it.
+dist: $(VENV)/.installed
+	rm -f $(DIST)/twilio_conversations-*.whl $(DIST)/twilio_emulator-*.whl
+	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && mkdir "$$src/pipelines" && \
+		cp -R pyproject.toml README.md "$$src" && cp -R pipelines/twilio_conversations "$$src/pipelines" && \
+		cp -R emulator "$$src" && \
+		$(BIN)/python -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+			--wheel-dir "$(abspath $(DIST))" "$$src" "$$src/emulator"
+	@ls $(DIST)/*.whl
+
+$(WHEEL): $(VENV)/.installed pyproject.toml $(wildcard pipelines/twilio_conversations/*.py)
+	$(MAKE) dist
 
 clean:
-	rm -rf $(VENV) .venv-airflow .venv-dagster .venv-bench .venv-newest twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-airflow .venv-dagster .venv-bench .venv-newest dist twilio_conversations.duckdb .pytest_cache .mypy_cache .ruff_cache

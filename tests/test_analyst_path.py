@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import selectors
-import signal
 import subprocess
 import sys
 import tomllib
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_process import serving
 from mirror import assert_services_mirror, assert_user_conversations_mirror, reading
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -32,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 NOTEBOOK = ROOT / "notebooks" / "explore_user_conversations.ipynb"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "twilio-conversations"
+EMULATOR_SCRIPT = Path(sys.executable).parent / "twilio-emulator"
 
 
 def section(path: Path, heading: str) -> str:
@@ -120,38 +119,14 @@ def test_every_install_command_names_the_notebooks_extra(doc: str) -> None:
 # -- The emulator's banner --------------------------------------------------------------------
 
 
-def banner(process: subprocess.Popen[str]) -> list[str]:
-    """The emulator's lines up to the one about its data (it prints them at once, flushed)."""
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    assert selector.select(timeout=60), "no output from the emulator"
-    lines: list[str] = []
-    while not lines or not lines[-1].startswith("Data:"):
-        line = process.stdout.readline()  # the rest may already sit in the pipe's buffer
-        assert line, f"the emulator exited: {lines}"
-        lines.append(line.rstrip("\n"))
-    return lines
-
-
 def test_the_banner_command_loads_the_emulator(start_emulator: Any, tmp_path: Path) -> None:
     from twilio_emulator import DataSpec, EmulatorConfig
 
-    process = subprocess.Popen(
-        [str(CONSOLE_SCRIPT), "emulator", "--port", "0", "--services", "2", "--users", "6"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        lines = banner(process)
-        url = re.search(r"listening on (http://\S+)", lines[0])
-        assert url, lines
+    with serving(EMULATOR_SCRIPT, "--port", "0", "--services", "2", "--users", "6") as (url, lines):
         (command,) = [
             line.removeprefix("Load it: ") for line in lines if line.startswith("Load it: ")
         ]
-        assert command.endswith(f"twilio-conversations run --base-url {url.group(1)}"), command
+        assert command.endswith(f"twilio-conversations run --base-url {url}"), command
         done = subprocess.run(
             ["bash", "-c", command.replace("twilio-conversations", str(CONSOLE_SCRIPT))],
             cwd=tmp_path,
@@ -161,12 +136,9 @@ def test_the_banner_command_loads_the_emulator(start_emulator: Any, tmp_path: Pa
         )
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         assert "rows written" in done.stdout, done.stdout
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
 
     truth = start_emulator(
-        EmulatorConfig(data=DataSpec(seed=7, services=2, users=6), public_url=url.group(1))
+        EmulatorConfig(data=DataSpec(seed=7, services=2, users=6), public_url=url)
     )
     pipeline = reading(tmp_path / "twilio_conversations.duckdb", tmp_path / "checks")
     assert_user_conversations_mirror(pipeline, truth.all_user_conversations())

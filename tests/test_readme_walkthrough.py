@@ -36,7 +36,7 @@ MAKEFILE = (ROOT / "Makefile").read_text()
 VENV_BIN = Path(sys.executable).parent
 
 DEMO = ".venv/bin/twilio-conversations demo"
-EMULATOR = ".venv/bin/twilio-conversations emulator --port 8080 &"
+EMULATOR = ".venv/bin/twilio-emulator --port 8080 &"
 RUN = (
     "TWILIO_ACCOUNT_SID=AC00000000000000000000000000000001 TWILIO_AUTH_TOKEN=emulator-demo-auth-"
     "token .venv/bin/twilio-conversations run --base-url http://127.0.0.1:8080"
@@ -207,3 +207,18 @@ def execute_notebook(folder: Path, database: Path | None) -> None:
         for out in cell.get("outputs", [])
     )
     assert str(expected.resolve()) in printed, printed[:500]
+
+
+def test_the_install_without_make_is_what_make_installs() -> None:
+    """The README's install without `make` is the Makefile's, which every `make demo` and
+    `make test` runs: the same pins, the same two distributions."""
+    assert "\n$(VENV)/.installed:" in MAKEFILE
+    recipe = MAKEFILE.split("\n$(VENV)/.installed:", 1)[1].splitlines()[1].strip()
+    assert recipe.startswith("$(PIP_INSTALL) "), recipe
+    pip = re.search(r"^PIP_INSTALL := (.*)$", MAKEFILE, re.M)
+    assert pip, "PIP_INSTALL"
+    made = (pip.group(1) + " " + recipe.removeprefix("$(PIP_INSTALL) ")).split()
+    made = [word for word in made if word not in ("--quiet", "--disable-pip-version-check")]
+    assert made[:4] == ["$(BIN)/python", "-m", "pip", "install"], made
+    readme = in_readme(f".venv/bin/pip install {' '.join(made[4:])}\n")
+    assert "python3.11 -m venv .venv\n" + readme in README

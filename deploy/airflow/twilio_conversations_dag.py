@@ -2,8 +2,9 @@
 connector's `load_in_parts`, then a task that (re)creates the analyst views
 (`twilio_conversations.views.create_views`).
 
-Install on the scheduler and workers: `pip install -c constraints.txt ".[airflow,postgres]"`
-(the connector plus Airflow), then copy this file into the DAGs folder. Configuration and secrets
+Install on the scheduler and workers the connector's wheel (`make dist` builds it) with Airflow,
+`pip install -c constraints.txt "twilio_conversations-0.1.0-py3-none-any.whl[airflow,postgres]"`,
+then copy this file into the DAGs folder. Configuration and secrets
 are dlt's: environment variables on the workers (TWILIO_API_KEY, TWILIO_API_SECRET,
 DESTINATION__POSTGRES__CREDENTIALS, SOURCES__TWILIO_CONVERSATIONS__...) or a `.dlt/` folder in
 the workers' working directory.

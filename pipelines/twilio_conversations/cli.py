@@ -1,4 +1,4 @@
-"""`twilio-conversations` command line: `run` (the scheduled job), `demo` and `emulator`.
+"""`twilio-conversations` command line: `run` (the scheduled job) and `demo`.
 
 Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
 configuration, 130 interrupted (Ctrl-C). With several accounts (`accounts.py`): 0 every account
@@ -88,9 +88,6 @@ def console_main() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["emulator"]:
-        # The emulator parses its own flags, so the scheduled `run` never imports it.
-        return _emulator_main(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -295,9 +292,6 @@ def _build_parser() -> argparse.ArgumentParser:
         help="progress output (default: log lines on a terminal, none otherwise)",
     )
     demo_parser.set_defaults(handler=_demo_command)
-
-    # Listed for --help; main() hands `emulator ...` to the emulator's own parser.
-    commands.add_parser("emulator", help="serve the local Twilio Conversations API emulator")
     return parser
 
 
@@ -489,19 +483,14 @@ def _foreground(pipeline: Any) -> Any:
     return pipeline
 
 
-def _emulator_main(argv: list[str]) -> int:
-    from twilio_emulator import cli as emulator_cli  # the CLI joins source and emulator
-
-    parser = argparse.ArgumentParser(
-        prog="twilio-conversations emulator",
-        description="Serve a local emulator of the Twilio Conversations v1 API.",
-    )
-    emulator_cli.add_arguments(parser)
-    return emulator_cli.run(parser.parse_args(argv))
-
-
 def _demo_command(args: argparse.Namespace, session: _Session) -> int:
-    from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
+    try:  # a distribution of its own, which a deployment of the connector need not install
+        from twilio_emulator import DataSpec, EmulatorConfig, run_emulator
+    except ImportError as missing:
+        raise ConfigurationError(
+            "the demo needs the emulator, which is not installed: install the twilio-emulator "
+            "wheel beside this one (in a clone of the project, `make demo` does)"
+        ) from missing
 
     from .credentials import TwilioCredentials
 

@@ -560,7 +560,7 @@ class TwilioClient:
         return TwilioConnectionError(
             f"could not reach {self.base_url}: {why} ({attempts} attempt(s) in {waited:.0f} s); "
             "check that base_url is right and that the server is up (the emulator: "
-            "`twilio-conversations emulator`; a proxy, if one is configured)"
+            "`twilio-emulator`; a proxy, if one is configured)"
         )
 
     def _accept(

@@ -66,6 +66,7 @@ def test_workflow_shape(workflow: dict[Any, Any]) -> None:
     assert str(setup["with"]["python-version"]) == "3.11"
     install = " ".join(s.get("run", "") for s in steps if "pip install" in s.get("run", ""))
     assert "-c constraints.txt" in install
+    assert " -e " not in install, "the package is installed, not the checkout"
 
     command = load_step(workflow)["run"]
     assert command.startswith("twilio-conversations run --progress log")

@@ -315,7 +315,7 @@ def test_a_failed_run_in_one_log_file_keeps_its_lines_in_order(tmp_path: Path) -
     assert re.fullmatch(
         rf"error: could not reach {re.escape(refused)}: connection refused \(3 attempt\(s\) in "
         r"\d+ s\); check that base_url is right and that the server is up \(the emulator: "
-        r"`twilio-conversations emulator`; a proxy, if one is configured\)",
+        r"`twilio-emulator`; a proxy, if one is configured\)",
         lines[-1],
     ), lines
     assert lines.index(announced[0]) < len(lines) - 1

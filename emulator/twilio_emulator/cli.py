@@ -1,8 +1,4 @@
-"""Command line: ``python -m twilio_emulator`` (and ``twilio-conversations emulator``).
-
-``add_arguments`` and ``run`` are separate so the project's own CLI can mount the emulator as a
-sub-command with exactly the same flags.
-"""
+"""Command line: ``twilio-emulator`` (or ``python -m twilio_emulator``)."""
 
 from __future__ import annotations
 
@@ -372,11 +368,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _version_line() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"twilio-emulator {version('twilio-emulator')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "twilio-emulator (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m twilio_emulator``."""
+    """Entry point of ``twilio-emulator`` and ``python -m twilio_emulator``."""
     parser = argparse.ArgumentParser(
-        prog="python -m twilio_emulator",
+        prog="twilio-emulator",
         description="Serve a local emulator of Twilio's Conversations API (v1) over HTTP.",
     )
+    parser.add_argument("--version", action="version", version=_version_line())
     add_arguments(parser)
     return run(parser.parse_args(argv))
