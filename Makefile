@@ -81,7 +81,7 @@ orchestrator-venvs: .venv-airflow/.installed .venv-dagster/.installed
 
 test-orchestrators: $(VENV)/.installed-dev orchestrator-venvs
 	AIRFLOW_PYTHON=$(CURDIR)/.venv-airflow/bin/python DAGSTER_PYTHON=$(CURDIR)/.venv-dagster/bin/python \
-		$(BIN)/python -m pytest -q tests/deploy/test_orchestrators.py
+		$(BIN)/python -m pytest -q tests/deploy/test_orchestrators.py tests/deploy/test_dagster_concurrency.py
 
 # The benchmark venv holds the plain install (plus psutil for the harness), as a scheduled job
 # does: the dev extras bring pandas, and DuckDB imports it whenever dlt binds a setting (0.3 s a

@@ -9,9 +9,12 @@ the analyst views in the account's dataset. Only names pass between steps, never
 Dagster's default multiprocess executor runs the steps in parallel (`max_concurrent` below); a
 failed account fails its own step while the others still load.
 
-Install: `pip install -c constraints.txt ".[dagster,postgres]"`, then
-`dagster dev -f deploy/dagster/accounts.py`. Configuration and secrets are dlt's, read when a
-step runs. tests/deploy/test_orchestrators.py runs the job against the emulator serving a parent
+Install the wheel `make dist` builds: `pip install -c constraints.txt
+"dist/twilio_conversations-0.1.0-py3-none-any.whl[dagster,postgres]"`, then
+`dagster dev -f deploy/dagster/accounts.py`. Runs overlap unless the instance limits the job's
+concurrency key: put deploy/dagster/dagster.yaml in DAGSTER_HOME (or merge it into your
+instance's) and keep the daemon running. Configuration and secrets are dlt's, read when a step
+runs. tests/deploy/test_orchestrators.py runs the job against the emulator serving a parent
 and subaccounts.
 """
 
@@ -52,7 +55,8 @@ def load_account(context: dg.OpExecutionContext, name: str) -> dict[str, Any]:
 
 @dg.job(
     executor_def=dg.multiprocess_executor.configured({"max_concurrent": PARALLEL_ACCOUNTS}),
-    # One run at a time: two runs of one account's pipeline would race on its state.
+    # One run at a time: two runs of one account's pipeline would race on its state. Enforced by
+    # the instance's limit for this key (dagster.yaml beside this file).
     tags={"dagster/concurrency_key": "twilio_conversations_accounts"},
 )
 def twilio_conversations_accounts_job() -> None:

@@ -3,11 +3,14 @@ connector's `load_in_parts` every 30 minutes, and the analyst views over them
 (`user_conversation_summary`, `service_summary`, `stale_conversations`) as assets downstream of
 the tables.
 
-Install: `pip install -c constraints.txt ".[dagster,postgres]"`, then `dagster dev -f
-deploy/dagster/definitions.py` (or point a code location at this module). Configuration and
-secrets are dlt's, read when a run starts: environment variables (TWILIO_API_KEY,
-TWILIO_API_SECRET, DESTINATION__POSTGRES__CREDENTIALS, SOURCES__TWILIO_CONVERSATIONS__...) or
-`.dlt/` in the working directory of the code location.
+Install the wheel `make dist` builds: `pip install -c constraints.txt
+"dist/twilio_conversations-0.1.0-py3-none-any.whl[dagster,postgres]"`, then `dagster dev -f
+deploy/dagster/definitions.py` (or point a code location at this module). Runs overlap unless
+the instance limits the job's concurrency key: put deploy/dagster/dagster.yaml in DAGSTER_HOME
+(or merge it into your instance's) and keep the daemon running. Configuration and secrets are
+dlt's, read when a run starts: environment variables (TWILIO_API_KEY, TWILIO_API_SECRET,
+DESTINATION__POSTGRES__CREDENTIALS, SOURCES__TWILIO_CONVERSATIONS__...) or `.dlt/` in the
+working directory of the code location.
 
 `load_in_parts` restores the pipeline state from the destination when the worker's copy is
 missing or older, so use a warehouse destination. A long run is loaded in parts
@@ -79,7 +82,8 @@ def twilio_conversations_views() -> Iterator[dg.MaterializeResult]:
 twilio_conversations_job = dg.define_asset_job(
     "twilio_conversations_job",
     selection=dg.AssetSelection.assets(twilio_conversations_assets, twilio_conversations_views),
-    # One run at a time: two runs of one pipeline would race on its state.
+    # One run at a time: two runs of one pipeline would race on its state. Enforced by the
+    # instance's limit for this key (dagster.yaml beside this file).
     tags={"dagster/concurrency_key": "twilio_conversations"},
 )
 

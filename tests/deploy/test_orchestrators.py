@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -24,31 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_DAG = REPO / "deploy" / "airflow" / "twilio_conversations_dag.py"
 DAGSTER_DEFINITIONS = REPO / "deploy" / "dagster" / "definitions.py"
 RESULT_MARK = "RESULT:"
-
-
-def interpreter(variable: str, module: str, install_hint: str) -> str:
-    python = os.environ.get(variable) or sys.executable
-    probe = subprocess.run(
-        [
-            python,
-            "-c",
-            f"import importlib.util as u, sys; sys.exit(u.find_spec({module!r}) is None)",
-        ],
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"{module} not installed for {python} ({install_hint}; or set {variable})")
-    return python
-
-
-@pytest.fixture
-def airflow_python() -> str:
-    return interpreter("AIRFLOW_PYTHON", "airflow", "pip install -e '.[airflow]'")
-
-
-@pytest.fixture
-def dagster_python() -> str:
-    return interpreter("DAGSTER_PYTHON", "dagster", "pip install -e '.[dagster]'")
 
 
 def run_script(python: str, script: str, env: dict[str, str], cwd: Path) -> Any:
