@@ -13,15 +13,17 @@ import argparse
 import difflib
 import gc
 import inspect
+import json
 import logging
 import os
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -50,6 +52,7 @@ from .runner import (
     DATASET_NAME,
     DEMO_DUCKDB_FILE,
     DEMO_PIPELINE_NAME,
+    RESOURCES,
     AccountRun,
     RunOutcome,
     exclusive,
@@ -95,46 +98,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     debug = bool(os.environ.get("TWILIO_CONVERSATIONS_DEBUG"))
+    started = time.perf_counter()
     with ExitStack() as stack:
         # dlt's warnings in its raw format only when debugging; otherwise summary lines.
         captured = None if debug else stack.enter_context(dlt_warnings_captured())
-        session = _Session(captured)
+        session = _Session(captured, as_json=getattr(args, "json", False))
         stack.enter_context(_noting_sigint(session))
-        try:
-            code: int = args.handler(args, session)
-            if session.interrupted:  # pressed, but the run went on to the end (see noted)
-                print(_interrupted_line(session.steps), file=sys.stderr)
-                return EXIT_INTERRUPTED
-            return code
-        except (KeyboardInterrupt, Exception) as exc:  # one clear line, never a traceback wall
-            # stdout is block-buffered into a file: this run's lines go before its error line
-            _flush_stdout()
-            if session.interrupted or _find(exc, KeyboardInterrupt) is not None:
-                print(_interrupted_line(session.steps), file=sys.stderr)
-                return EXIT_INTERRUPTED
-            code, message = _explain(exc)
-            print(f"error: {message}", file=sys.stderr)
-            if debug:
-                raise
-            return code
+        code, error = _handle(args, session, debug)
+    if session.as_json:
+        _say(json.dumps(_json_record(session, code, error, time.perf_counter() - started)))
+    return code
+
+
+def _handle(args: argparse.Namespace, session: _Session, debug: bool) -> tuple[int, str | None]:
+    """Run the command: its exit code, and the line said on stderr if it failed."""
+    try:
+        code: int = args.handler(args, session)
+        if session.interrupted:  # pressed, but the run went on to the end (see noted)
+            line = _interrupted_line(session.steps)
+            print(line, file=sys.stderr)
+            return EXIT_INTERRUPTED, line
+        return code, session.error_lines[0] if session.error_lines else None
+    except (KeyboardInterrupt, Exception) as exc:  # one clear line, never a traceback wall
+        # stdout is block-buffered into a file: this run's lines go before its error line
+        _flush_stdout()
+        if session.interrupted or _find(exc, KeyboardInterrupt) is not None:
+            line = _interrupted_line(session.steps)
+            print(line, file=sys.stderr)
+            return EXIT_INTERRUPTED, line
+        code, message = _explain(exc)
+        print(f"error: {message}", file=sys.stderr)
+        if debug:
+            raise
+        return code, message
 
 
 class _Session:
     """What one command shares with `main`: the step dlt is in (for the Ctrl-C line), dlt's
     captured warnings, and the progress display while the run goes."""
 
-    def __init__(self, dlt_warnings: DltWarnings | None) -> None:
+    def __init__(self, dlt_warnings: DltWarnings | None, as_json: bool = False) -> None:
         self.dlt_warnings = dlt_warnings
         self.steps: StepCounter | None = None
         self.show_progress = False
         self.interrupted = False
         self.report: RunReport | None = None
+        # `run --json`: stdout holds one JSON object, so progress lines go to stderr.
+        self.as_json = as_json
+        self.progress_stream = sys.stderr if as_json else sys.stdout
+        self.outcome: RunOutcome | None = None
+        self.accounts: tuple[AccountsPlan, list[AccountRun]] | None = None
+        self.error_lines: list[str] = []  # what a multi-account run said on stderr
 
     def progress(self, choice: str | None) -> Any:
         """The collector for `make_pipeline`: ours (counting, shown by the ticker with `log`),
         or dlt's own display when one is asked for by name."""
         if choice is None:
-            choice = "log" if _isatty(sys.stdout) else "none"
+            choice = "log" if _isatty(self.progress_stream) else "none"
         if choice not in ("log", "none"):
             return choice
         self.steps = StepCounter()
@@ -148,7 +168,7 @@ class _Session:
             if not self.show_progress:
                 yield
                 return
-            output = Output(sys.stdout)
+            output = Output(self.progress_stream)
             ticker = Ticker(lambda: self.report, self.steps, output)
             client_logger = logging.getLogger(RETRY_LOGGER)
             announcer = _ForwardingAnnouncer(output)
@@ -292,14 +312,44 @@ def _build_parser() -> argparse.ArgumentParser:
         help="progress output (default: log lines on a terminal, none otherwise)",
     )
     demo_parser.set_defaults(handler=_demo_command)
+
     return parser
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a run reads and where it writes: the flags `run` and `check` share."""
     parser.add_argument(
         "--destination", default="duckdb", help="any dlt destination name (default duckdb)"
     )
     parser.add_argument("--dataset", default=DATASET_NAME, help="dataset / schema name")
+    parser.add_argument("--base-url", help="API origin (default https://conversations.twilio.com)")
+    parser.add_argument(
+        "--service-sid", action="append", dest="service_sids", help="scan only this service"
+    )
+    parser.add_argument(
+        "--user-sid",
+        action="append",
+        dest="user_sids",
+        help="scan only this user (SID or identity)",
+    )
+    parser.add_argument("--page-size", type=int, help="records per page to ask for (1-1000)")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        help="seconds to wait for a DuckDB file another process holds open (default 600)",
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        dest="account_names",
+        metavar="NAME",
+        help="with several accounts configured (accounts, or subaccounts = true): run only this "
+        "one (repeatable; one orchestrator task per account)",
+    )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_target_arguments(parser)
     parser.add_argument(
         "--full-refresh",
         action="store_true",
@@ -312,17 +362,6 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="progress output: 'log' prints a line every 10 s on stdout (default: log on a "
         "terminal, none otherwise); tqdm, enlighten and alive_progress are dlt's displays",
     )
-    parser.add_argument("--base-url", help="API origin (default https://conversations.twilio.com)")
-    parser.add_argument(
-        "--service-sid", action="append", dest="service_sids", help="scan only this service"
-    )
-    parser.add_argument(
-        "--user-sid",
-        action="append",
-        dest="user_sids",
-        help="scan only this user (SID or identity)",
-    )
-    parser.add_argument("--page-size", type=int, help="records per page to ask for (1-1000)")
     parser.add_argument("--max-workers", type=int, help="users fetched in parallel")
     parser.add_argument("--start-date", help="keep rows with date_updated >= this (ISO 8601)")
     parser.add_argument("--end-date", help="keep rows with date_updated < this (ISO 8601)")
@@ -345,17 +384,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop keeping user_conversations_history current (turned off on purpose)",
     )
     parser.add_argument(
-        "--lock-timeout",
-        type=float,
-        help="seconds to wait for a DuckDB file another process holds open (default 600)",
+        "--resource",
+        action="append",
+        dest="resources",
+        choices=list(RESOURCES),
+        help="load only this resource (repeatable): services, or user_conversations (which "
+        "writes users and user_conversations, from one scan); the views are refreshed once "
+        "the dataset has every table",
     )
     parser.add_argument(
-        "--account",
-        action="append",
-        dest="account_names",
-        metavar="NAME",
-        help="with several accounts configured (accounts, or subaccounts = true): run only this "
-        "one (repeatable; one orchestrator task per account)",
+        "--json",
+        action="store_true",
+        help="print the summary as one JSON object on stdout, also when the run fails "
+        "(progress lines then go to stderr)",
     )
 
 
@@ -385,8 +426,11 @@ def _run_command(args: argparse.Namespace, session: _Session) -> int:
                 full_refresh=args.full_refresh,
                 source_kwargs=source_kwargs,
                 lock_timeout=args.lock_timeout,
+                resources=args.resources,
             )
-    _say(format_summary(outcome, session.notes(outcome)))
+    session.outcome = outcome
+    if not session.as_json:
+        _say(format_summary(outcome, session.notes(outcome)))
     return EXIT_OK
 
 
@@ -429,10 +473,14 @@ def _run_accounts_command(
             source_kwargs=shared,
             lock_timeout=args.lock_timeout,
             foreground=True,
+            resources=args.resources,
         )
-    _say(format_accounts_summary(plan, results, session.notes))
+    session.accounts = plan, results
+    if not session.as_json:
+        _say(format_accounts_summary(plan, results, session.notes))
     failures = [(r.account.name, _explain(r.error)) for r in results if r.error is not None]
     for name, (_, message) in failures:
+        session.error_lines.append(f"account {name}: {message}")
         print(f"error: account {name}: {message}", file=sys.stderr)
     if not failures:
         return EXIT_OK
@@ -568,6 +616,9 @@ def format_summary(
         lines.append(
             f"  waited         for {outcome.waited_for_lock}, which held the DuckDB file open"
         )
+    if outcome.views_wait_for:
+        missing = ", ".join(outcome.views_wait_for)
+        lines.append(f"  views          not refreshed: the dataset has no {missing} table yet")
     if outcome.recovered_packages:
         lines.append(
             f"  recovered      {outcome.recovered_packages} load package(s) left by an earlier"
@@ -590,6 +641,71 @@ def _deleted(markers: dict[str, int]) -> str:
         f"{table} of {count:,} users" if table == "user_conversations" else f"{table} {count:,}"
         for table, count in markers.items()
     )
+
+
+def _json_record(session: _Session, code: int, error: str | None, elapsed: float) -> dict[str, Any]:
+    """`run --json`: the whole run in one object, whatever its end (schema in
+    docs/scheduling.md)."""
+    status = {EXIT_OK: "ok", EXIT_INTERRUPTED: "interrupted"}.get(code, "failed")
+    record: dict[str, Any] = {"command": "run", "exit_code": code, "status": status}
+    record["error"] = error
+    record["duration_s"] = round(elapsed, 3)
+    if session.accounts is not None:
+        plan, results = session.accounts
+        record["accounts"] = [_account_record(result) for result in results]
+        record["skipped_accounts"] = [
+            {"account_sid": a.sid, "friendly_name": a.friendly_name, "status": a.status}
+            for a in plan.skipped
+        ]
+    elif session.outcome is not None:
+        record.update(outcome_record(session.outcome))
+        record["notes"] = [note.strip() for note in session.notes(session.outcome)]
+    elif session.report is not None:  # failed on the way: what it had done
+        record.update(_report_record(session.report))
+    return record
+
+
+def _account_record(result: AccountRun) -> dict[str, Any]:
+    record: dict[str, Any] = {"account": result.account.name}
+    record["account_sid"] = result.account.account_sid
+    record["dataset"] = result.dataset
+    if result.outcome is not None:
+        return {**record, "status": "ok", "error": None, **outcome_record(result.outcome)}
+    message = _explain(result.error)[1] if result.error is not None else None
+    return {**record, "status": "failed", "error": message}
+
+
+def outcome_record(outcome: RunOutcome) -> dict[str, Any]:
+    """What `format_summary` says, as JSON values."""
+    return {
+        "loaded": bool(outcome.load_ids),
+        "destination": outcome.destination,
+        "dataset": outcome.dataset,
+        "run_s": round(outcome.elapsed_s, 3),
+        "rows_written": outcome.rows_written,
+        "rows_deleted": outcome.rows_deleted,
+        **_report_record(outcome.report),
+        "load_ids": outcome.load_ids,
+        "views": outcome.views,
+        "views_wait_for": outcome.views_wait_for,
+        "recovered_packages": outcome.recovered_packages,
+        "waited_for_lock": outcome.waited_for_lock,
+    }
+
+
+def _report_record(report: RunReport) -> dict[str, Any]:
+    return {
+        "services_scanned": report.services_scanned,
+        "users_scanned": report.users_scanned,
+        "users_changed": report.users_changed,
+        "users_removed": report.users_removed,
+        "users_recorded": report.users_recorded,
+        "conversation_rows_read": report.conversation_rows_fetched,
+        "requests": report.requests.requests,
+        "retries": report.requests.retries,
+        "skipped": [asdict(skipped) for skipped in report.skipped],
+        "users_not_found": list(report.unresolved_users),
+    }
 
 
 def _example_queries(pipeline: Any) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,9 @@ DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 # analysts' SQL).
 DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
+# The source's resources and the tables each writes: one scan lists the users and their
+# conversations, so `user_conversations` writes both (and the history, where kept).
+RESOURCES = {"services": ("services",), "user_conversations": ("users", "user_conversations")}
 
 
 @dataclass
@@ -57,6 +60,8 @@ class RunOutcome:
     destination: str = ""
     dataset: str = DATASET_NAME
     views: list[str] = field(default_factory=list)
+    # Tables the views read that the dataset does not have yet (a run of some resources only).
+    views_wait_for: list[str] = field(default_factory=list)
     load_ids: list[str] = field(default_factory=list)  # one per part of the run
     recovered_packages: int = 0
     waited_for_lock: str | None = None  # the process that held the DuckDB file, if we waited
@@ -120,9 +125,11 @@ def run(
     source_kwargs: Mapping[str, Any] | None = None,
     lock_timeout: float | None = None,
     users_per_load: int | None = None,
+    resources: Sequence[str] | None = None,
 ) -> RunOutcome:
     """Run the source as `load_in_parts` loads it, then (re)create the analyst views, and
-    collect what the run did for the summary.
+    collect what the run did for the summary. `resources`: only these (`RESOURCES`); the views
+    are refreshed once the dataset holds every table they read.
 
     One run at a time per pipeline (a lock file beside its working dir): a second run started
     while one is going fails at once with one line. The steps that open the destination wait
@@ -137,13 +144,17 @@ def run(
             refresh="drop_sources" if full_refresh else None,
             lock_timeout=lock_timeout,
             run_report=report,
+            resources=resources,
             **dict(source_kwargs or {}),
         )
         access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
-        views = access.call(lambda: _refresh_views(pipeline))
+        missing = [] if resources is None else _missing(pipeline, TABLES)
+        views = [] if missing else access.call(lambda: _refresh_views(pipeline))
+        kept = pipeline.default_schema.data_table_names(seen_data_only=True)
     # History is reported wherever the dataset keeps it, written to or not.
-    kept = pipeline.default_schema.data_table_names(seen_data_only=True)
-    tables = TABLES + ((HISTORY_TABLE,) if HISTORY_TABLE in kept else ())
+    tables = tuple(t for name in resources or RESOURCES for t in RESOURCES[name])
+    if HISTORY_TABLE in kept and "user_conversations" in tables:
+        tables += (HISTORY_TABLE,)
     return RunOutcome(
         load_info=loaded.load_infos[-1] if loaded.load_infos else None,
         report=report,
@@ -152,11 +163,12 @@ def run(
         rows_written={
             table: loaded.row_counts.get(table, 0) - report.rows_deleted[table] for table in tables
         },
-        rows_deleted={t: report.rows_deleted[t] for t in TABLES if report.rows_deleted[t]},
+        rows_deleted={t: report.rows_deleted[t] for t in tables if report.rows_deleted[t]},
         elapsed_s=time.perf_counter() - started,
         destination=pipeline.destination.destination_name,
         dataset=pipeline.dataset_name,
         views=views,
+        views_wait_for=missing,
         recovered_packages=loaded.recovered_packages,
         waited_for_lock=loaded.waited_for_lock or access.waited_for,
     )
@@ -189,6 +201,7 @@ def run_accounts(
     users_per_load: int | None = None,
     pipelines_dir: str | None = None,
     foreground: bool = False,
+    resources: Sequence[str] | None = None,
 ) -> list[AccountRun]:
     """Run each account of `plan` as its own pipeline (`twilio_conversations__<name>`) into its
     own dataset (`<dataset_prefix>_<name>`) of the same destination, one after the other.
@@ -221,6 +234,7 @@ def run_accounts(
                     source_kwargs={**dict(source_kwargs or {}), **account.source_kwargs()},
                     lock_timeout=lock_timeout,
                     users_per_load=users_per_load,
+                    resources=resources,
                 )
         except Exception as exc:  # this account's; the others still run
             logger.debug("account %s failed", account.name, exc_info=True)
@@ -283,6 +297,11 @@ def exclusive(
         finally:
             held.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _missing(pipeline: dlt.Pipeline, tables: Sequence[str]) -> list[str]:
+    have = set(pipeline.default_schema.data_table_names())
+    return [table for table in tables if table not in have]
 
 
 def _refresh_views(pipeline: dlt.Pipeline) -> list[str]:

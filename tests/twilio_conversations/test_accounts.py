@@ -499,6 +499,36 @@ def test_cli_one_bad_token_fails_by_name_while_the_others_load(
     assert unchanged in one.stdout
 
 
+def test_cli_json_has_one_entry_per_account_and_the_skipped_ones(
+    emu: Any, isolated_dlt: Path
+) -> None:
+    parent, sub1, *_ = emu.accounts
+    write_secrets(
+        isolated_dlt,
+        accounts_toml(
+            emu,
+            entry(parent, "main"),
+            {"name": "broken", "account_sid": sub1.sid, "auth_token": "not-the-token"},
+        ),
+    )
+    done = cli("run", "--json", cwd=isolated_dlt, env=cli_env(isolated_dlt))
+    assert done.returncode == 1, done.stderr
+    [line] = done.stdout.splitlines()
+    record = json.loads(line)
+    assert record["exit_code"] == 1 and record["status"] == "failed"
+    assert record["error"] == done.stderr.strip().removeprefix("error: ")
+    main, broken = record["accounts"]
+    assert (main["account"], main["account_sid"], main["status"]) == ("main", parent.sid, "ok")
+    assert main["dataset"] == "twilio_main"
+    assert main["rows_written"]["user_conversations"] == len(
+        emu.all_user_conversations(account_sid=parent.sid)
+    )
+    assert (broken["account"], broken["status"]) == ("broken", "failed")
+    assert broken["error"].startswith("authentication failed")
+    assert "not-the-token" not in done.stdout + done.stderr
+    assert record["skipped_accounts"] == []
+
+
 def test_cli_discovery_skips_inactive_accounts_and_says_so(emu: Any, isolated_dlt: Path) -> None:
     write_secrets(
         isolated_dlt,

@@ -5,6 +5,7 @@ emulator's requests (or a load job), never by sleeping."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import queue
@@ -253,6 +254,19 @@ def test_a_successful_run_off_a_terminal_prints_only_the_summary(
     assert lines[0].startswith("twilio_conversations: loaded into duckdb dataset twilio in ")
     assert all(line.startswith("  ") for line in lines[1:]), done.stdout
     assert len(lines) == 6, done.stdout
+
+
+def test_json_sends_the_progress_lines_to_stderr_and_one_object_to_stdout(
+    emulator: Any, tmp_path: Path
+) -> None:
+    env = environment(emulator, TEST_PROGRESS_INTERVAL="0.01")
+    done = finished(tmp_path, env, "run", "--progress", "log", "--json")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    record = json.loads(line)
+    assert record["rows_written"]["user_conversations"] == len(emulator.all_user_conversations())
+    progress = done.stderr.splitlines()
+    assert progress and all(line.startswith("progress ") for line in progress), done.stderr
 
 
 def test_demo_prints_the_summary_and_queries_without_dlts_progress(tmp_path: Path) -> None:
