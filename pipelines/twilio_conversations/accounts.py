@@ -26,7 +26,7 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dlt
@@ -127,6 +127,30 @@ class AccountsPlan:
                 f"{', '.join(by_name) or 'none'}"
             )
         return AccountsPlan([by_name[n] for n in dict.fromkeys(names)], [], self.discovered)
+
+    def narrowed(self, names: Sequence[str] | None, flags: Mapping[str, Any]) -> AccountsPlan:
+        """The accounts `--account` names, the `--service-sid` / `--user-sid` flags in `flags`
+        replacing the one selected account's filters (they apply to one account only)."""
+        plan = self.select(names)
+        filters = [key for key in ("service_sids", "user_sids") if key in flags]
+        if not filters:
+            return plan
+        if len(plan.accounts) > 1:
+            raise ConfigurationError(
+                f"--{filters[0].replace('_', '-').removesuffix('s')} applies to one account: add "
+                "--account NAME, or set the filter per account in the accounts list"
+            )
+        account = plan.accounts[0]
+        account = replace(
+            account,
+            service_sids=tuple(_listed(flags.get("service_sids", account.service_sids))),
+            user_sids=tuple(_listed(flags.get("user_sids", account.user_sids))),
+        )
+        return replace(plan, accounts=[account])
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def pipeline_name(name: str) -> str:

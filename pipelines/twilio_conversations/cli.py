@@ -1,4 +1,4 @@
-"""`twilio-conversations` command line: `run` (the scheduled job) and `demo`.
+"""`twilio-conversations` command line: `run` (the scheduled job), `demo`, `check` and `config`.
 
 Exit codes: 0 success, 1 the run failed (one line on stderr says why), 2 bad usage or
 configuration, 130 interrupted (Ctrl-C). With several accounts (`accounts.py`): 0 every account
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -313,6 +313,28 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     demo_parser.set_defaults(handler=_demo_command)
 
+    check_parser = commands.add_parser(
+        "check",
+        help="check the setup a run would use, loading nothing",
+        description="Check what a run with these flags needs: its settings, the origin and "
+        "region, the credentials, the services and users the configuration reaches, and the "
+        "destination reachable and writable. A handful of API requests; nothing is loaded or "
+        "written. Exit 0, or the code (and the error lines) a run would fail with.",
+    )
+    _add_target_arguments(check_parser)
+    check_parser.set_defaults(handler=_check_command)
+
+    config_parser = commands.add_parser(
+        "config",
+        help="print the configuration a run would use and where each value comes from",
+        description="Print the Twilio credentials, the source's settings and the destination's "
+        "credentials a run would use, each with where it comes from (an environment variable, "
+        "a file and section, or the default). Secrets are masked.",
+    )
+    config_parser.add_argument(
+        "--destination", default="duckdb", help="the destination to show (default duckdb)"
+    )
+    config_parser.set_defaults(handler=_config_command)
     return parser
 
 
@@ -444,22 +466,10 @@ def _run_accounts_command(
     one `error: account NAME: ...` line per failed account. Exit code: 0 when every account
     loaded; 1 when any failed (the others loaded); 2 when none loaded and every failure was
     its configuration."""
-    plan = plan.select(args.account_names)
-    filters = [k for k in ("service_sids", "user_sids") if k in source_kwargs]
-    if filters and len(plan.accounts) > 1:
-        raise ConfigurationError(
-            f"--{filters[0].replace('_', '-').removesuffix('s')} applies to one account: add "
-            "--account NAME, or set the filter per account in the accounts list"
-        )
-    if filters:  # one account: the flags' filters replace its configured ones
-        account = plan.accounts[0]
-        account = replace(
-            account,
-            service_sids=tuple(_listed(source_kwargs.get("service_sids", account.service_sids))),
-            user_sids=tuple(_listed(source_kwargs.get("user_sids", account.user_sids))),
-        )
-        plan = replace(plan, accounts=[account])
-    shared = {k: v for k, v in source_kwargs.items() if k not in ("base_url", *filters)}
+    plan = plan.narrowed(args.account_names, source_kwargs)
+    shared = {
+        k: v for k, v in source_kwargs.items() if k not in ("base_url", "service_sids", "user_sids")
+    }
     # One collector for every account, made before the ticker starts, which reads it: progress
     # lines go on from one account to the next.
     collector = session.progress(args.progress)
@@ -487,10 +497,6 @@ def _run_accounts_command(
     if len(failures) == len(results) and all(code == EXIT_USAGE for _, (code, _) in failures):
         return EXIT_USAGE
     return EXIT_FAILED
-
-
-def _listed(value: Any) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 def format_accounts_summary(
@@ -529,6 +535,34 @@ def _foreground(pipeline: Any) -> Any:
     nothing had been pressed."""
     pipeline.config.runtime.intercept_signals = False
     return pipeline
+
+
+def _check_command(args: argparse.Namespace, session: _Session) -> int:
+    from .setup_check import check_setup
+
+    report = check_setup(
+        args.destination,
+        args.dataset,
+        args.base_url,
+        source_kwargs={
+            name: getattr(args, name) for name in ("service_sids", "user_sids", "page_size")
+        },
+        account_names=args.account_names,
+        lock_timeout=args.lock_timeout,
+    )
+    _say(report.text())
+    _flush_stdout()
+    for message in report.errors:
+        session.error_lines.append(message)
+        print(f"error: {message}", file=sys.stderr)
+    return report.exit_code
+
+
+def _config_command(args: argparse.Namespace, session: _Session) -> int:
+    from .effective_config import effective_settings, format_settings
+
+    _say(format_settings(effective_settings(destination=args.destination)))
+    return EXIT_OK
 
 
 def _demo_command(args: argparse.Namespace, session: _Session) -> int:

@@ -157,7 +157,7 @@ def validate_base_url(base_url: str) -> str:
     if parts.username or parts.password:
         raise ConfigurationError("base_url must not contain credentials")
     origin = f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port else "")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigurationError(
             f"base_url {origin} uses plain http; only https is allowed, except on loopback"
         )
@@ -170,7 +170,7 @@ def validate_base_url(base_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _is_loopback(hostname: str) -> bool:
+def is_loopback(hostname: str) -> bool:
     if hostname == "localhost":
         return True
     try:

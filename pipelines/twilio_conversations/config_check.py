@@ -22,7 +22,8 @@ dlt's public configuration API looks values up by key (`dlt.config.get`) and has
 lists the keys a provider holds, so the document providers of `dlt.config.config_providers` are
 read through the class dlt documents for custom providers (`BaseDocProvider`, its `get_value`
 and `get_value_location`; https://dlthub.com/docs/api_reference/common/configuration/providers/doc).
-Environment variables are read from `os.environ`.
+Environment variables are read from `os.environ`. `doc_where`, `pipeline_names` and `shown` are
+shared with `effective_config.py`, which prints the values these providers hold.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Unknown:
     widening: bool = False
 
     def describe(self) -> str:
-        return f"unknown setting `{_shown(self.key)}` in {self.where}"
+        return f"unknown setting `{shown(self.key)}` in {self.where}"
 
     def hint(self) -> str:
         if self.suggestion is None:
@@ -130,7 +131,7 @@ def find_unknown_settings(known: Collection[str], widening: Collection[str]) -> 
     section, name = _source_section()
     rules = _Rules(tuple(known), frozenset(widening), name)
     roots = [(SOURCES, section)] + ([(SOURCES, name)] if name != section else [])
-    pipelines = _pipeline_names()
+    pipelines = pipeline_names()
     found = list(_environ_unknowns(rules, [r[1] for r in roots]))
     for provider in dlt.config.config_providers:
         try:
@@ -224,7 +225,7 @@ def _table_unknowns(
                 fields = rules.credential_keys()
                 for field in value:
                     if str(field) not in fields:
-                        where = _doc_where(provider, str(field), pipeline, (*path, key))
+                        where = doc_where(provider, str(field), pipeline, (*path, key))
                         yield rules.unknown(str(field), where, in_credentials=True, nested=nested)
         elif sub == _NESTED:
             if isinstance(value, Mapping):
@@ -232,11 +233,11 @@ def _table_unknowns(
                     provider, rules, pipeline, (*path, key), value, nested=True
                 )
         elif sub is None and key not in rules.known:
-            where = _doc_where(provider, key, pipeline, path)
+            where = doc_where(provider, key, pipeline, path)
             yield rules.unknown(key, where, in_credentials=False, nested=nested)
 
 
-def _doc_where(
+def doc_where(
     provider: BaseDocProvider, key: str, pipeline: str | None, path: tuple[str, ...]
 ) -> str:
     """`.dlt/config.toml [sources.twilio_conversations]`: the file the key came from, and its
@@ -247,7 +248,7 @@ def _doc_where(
     except Exception:
         origin = ""
     table = ".".join((pipeline, *path) if pipeline else path)
-    return f"{_file_label(provider, origin)} [{_shown(table)}]"
+    return f"{_file_label(provider, origin)} [{shown(table)}]"
 
 
 def _file_label(provider: BaseDocProvider, origin: str) -> str:
@@ -301,7 +302,7 @@ def _environ_unknowns(rules: _Rules, sections: Sequence[str]) -> Iterator[Unknow
 
 
 def _environ_unknown(rules: _Rules, env_name: str, prefix: str, rest: list[str]) -> Unknown | None:
-    where = f"environment variable {_shown(env_name)}"
+    where = f"environment variable {shown(env_name)}"
     nested = False
     if len(rest) > 1 and rest[0] == rules.source_name.upper():
         nested, prefix, rest = True, prefix + rest[0] + "__", rest[1:]
@@ -328,7 +329,7 @@ def _source_section() -> tuple[str, str]:
     return SOURCE_SECTION, SOURCE_NAME
 
 
-def _pipeline_names() -> tuple[str, ...]:
+def pipeline_names() -> tuple[str, ...]:
     """The active pipeline's name (dlt's pipeline-scoped lookups use it), then the CLI's."""
     names: list[str] = []
     try:
@@ -348,7 +349,7 @@ def _norm(key: str) -> str:
     return key.lower().replace("_", "").replace("-", "")
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
     """A key or name fit for one log line: escaped control characters, bounded length."""
     shown = text.encode("unicode_escape").decode("ascii")
     return shown if len(shown) <= MAX_KEY_SHOWN else shown[: MAX_KEY_SHOWN - 1] + "…"

@@ -1,5 +1,5 @@
-"""`run --json` and `run --resource`, as a scheduler runs them: real processes against the
-emulator, a fresh folder each, checked against the emulator's truth.
+"""`run --json`, `run --resource` and `config`, as a scheduler or its operator runs them: real
+processes against the emulator, a fresh folder each, checked against the emulator's truth.
 
 `--json`: stdout is one JSON object, whatever the run's end (loaded, failed, misconfigured),
 and progress lines go to stderr. `--resource`: only the named resources' tables are written;
@@ -141,3 +141,66 @@ def emulator_env_free(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment without Twilio credentials, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWILIO_")}
     return {**env, **extra}
+
+
+def test_config_names_each_values_origin_and_masks_the_secrets(isolated_dlt: Path) -> None:
+    (isolated_dlt / ".dlt").mkdir(exist_ok=True)
+    (isolated_dlt / ".dlt" / "config.toml").write_text(
+        "[sources.twilio_conversations]\npage_size = 50\nmax_workers = 4\n"
+    )
+    env = emulator_env_free(
+        {
+            "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
+            "TWILIO_AUTH_TOKEN": "the-auth-token-itself",
+            "SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS": "12",
+            "DESTINATION__POSTGRES__CREDENTIALS": "postgresql://loader:pg-secret@db:5432/dwh",
+        }
+    )
+    done = cli("config", "--destination", "postgres", cwd=isolated_dlt, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in done.stdout.splitlines()[1:]}
+    assert rows["credentials.account_sid"] == ["AC" + "1" * 32, "env TWILIO_ACCOUNT_SID"]
+    assert rows["credentials.auth_token"] == ["***", "env TWILIO_AUTH_TOKEN"]
+    assert rows["page_size"] == ["50", ".dlt/config.toml [sources.twilio_conversations]"]
+    assert rows["max_workers"] == ["12", "env SOURCES__TWILIO_CONVERSATIONS__MAX_WORKERS"]
+    assert rows["destination.postgres.credentials"] == [
+        "postgresql://loader:***@db:5432/dwh",
+        "env DESTINATION__POSTGRES__CREDENTIALS",
+    ]
+    assert "the-auth-token-itself" not in done.stdout + done.stderr
+    assert "pg-secret" not in done.stdout + done.stderr
+
+
+def test_check_reaches_what_a_run_reaches_and_writes_nothing(
+    emulator: Any, isolated_dlt: Path
+) -> None:
+    before = sorted(p.relative_to(isolated_dlt) for p in isolated_dlt.rglob("*"))
+    emulator.stats.reset()
+    done = cli(
+        "check", "--base-url", emulator.base_url, cwd=isolated_dlt, env=emulator_env(emulator)
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    services = emulator.services()
+    assert f"ok       services     {len(services)} visible" in done.stdout
+    for service in services:
+        assert service["sid"] in done.stdout
+    requests = emulator.stats.snapshot().total
+    assert requests <= 1 + len(services), requests  # the services page, a users page each
+    assert done.stdout.splitlines()[-1].startswith("check: all ")
+    assert f"{requests} API request(s)" in done.stdout.splitlines()[-1]
+    assert sorted(p.relative_to(isolated_dlt) for p in isolated_dlt.rglob("*")) == before
+
+
+def test_check_fails_as_the_run_fails_on_rejected_credentials(
+    emulator: Any, isolated_dlt: Path
+) -> None:
+    env = emulator_env(emulator, TWILIO_AUTH_TOKEN="not-the-token")
+    check = cli("check", "--base-url", emulator.base_url, cwd=isolated_dlt, env=env)
+    run = cli("run", "--base-url", emulator.base_url, cwd=isolated_dlt, env=env)
+    assert (check.returncode, run.returncode) == (1, 1)
+    assert check.stderr.splitlines() == run.stderr.splitlines()
+    [line] = check.stderr.splitlines()
+    assert line.startswith("error: authentication failed")
+    assert "FAILED   credentials" in check.stdout
+    assert "not-the-token" not in check.stdout + check.stderr
