@@ -46,13 +46,61 @@ class TwilioWrites:
     def create_conversation(self, service: str, **form: Any) -> str:
         return str(self._call("POST", f"/v1/Services/{service}/Conversations", **form)["sid"])
 
-    def post_message(self, service: str, conversation: str, author: str) -> None:
+    def post_message(
+        self, service: str, conversation: str, author: str, body: str = "hello"
+    ) -> str:
+        """Returns the new message's SID."""
+        return str(
+            self._call(
+                "POST",
+                f"/v1/Services/{service}/Conversations/{conversation}/Messages",
+                Author=author,
+                Body=body,
+            )["sid"]
+        )
+
+    def edit_message(self, service: str, conversation: str, message: str, **form: Any) -> None:
+        """Body / Attributes / Author: moves the message's date_updated."""
         self._call(
             "POST",
-            f"/v1/Services/{service}/Conversations/{conversation}/Messages",
-            Author=author,
-            Body="hello",
+            f"/v1/Services/{service}/Conversations/{conversation}/Messages/{message}",
+            **form,
         )
+
+    def delete_message(self, service: str, conversation: str, message: str) -> None:
+        self._call(
+            "DELETE", f"/v1/Services/{service}/Conversations/{conversation}/Messages/{message}"
+        )
+
+    def add_sms_participant(
+        self, service: str, conversation: str, address: str, proxy_address: str
+    ) -> str:
+        """An SMS (or, with ``whatsapp:`` addresses, WhatsApp) participant; returns its SID."""
+        form = {"MessagingBinding.Address": address, "MessagingBinding.ProxyAddress": proxy_address}
+        return str(
+            self._call(
+                "POST", f"/v1/Services/{service}/Conversations/{conversation}/Participants", **form
+            )["sid"]
+        )
+
+    def update_participant(
+        self, service: str, conversation: str, participant: str, **form: Any
+    ) -> None:
+        """Attributes / LastReadMessageIndex / LastReadTimestamp of any participant."""
+        self._call(
+            "POST",
+            f"/v1/Services/{service}/Conversations/{conversation}/Participants/{participant}",
+            **form,
+        )
+
+    def remove_participant(self, service: str, conversation: str, participant: str) -> None:
+        self._call(
+            "DELETE",
+            f"/v1/Services/{service}/Conversations/{conversation}/Participants/{participant}",
+        )
+
+    def delete_conversation(self, service: str, conversation: str) -> None:
+        self._call("DELETE", f"/v1/Services/{service}/Conversations/{conversation}")
 
     def create_user(self, service: str, identity: str) -> str:
         return str(self._call("POST", f"/v1/Services/{service}/Users", Identity=identity)["sid"])

@@ -1,7 +1,7 @@
 """A local emulator of Twilio's Conversations API (v1) for tests, demos and benchmarks.
 
-It serves the read endpoints the connector uses (services, users, user conversations and their
-default-service twins) plus the writes Twilio has that change user-conversation rows, with
+It serves services, users, user conversations, and conversations with their participants and
+messages (and their default-service twins), plus the writes Twilio has that change them, with
 Twilio's paging, error bodies, authentication and headers, over deterministic generated data.
 Faults (429, 503, dropped connections, broken bodies) and latency can be injected reproducibly,
 and Twilio's account-wide limit on concurrent requests (429 / 20429) can be modelled. It can
@@ -28,6 +28,7 @@ from .config import (
 from .errors import TwilioError
 from .faults import FaultController, FaultKind
 from .gate import RequestGate
+from .model import Message, ParticipantView
 from .server import Emulator, run_emulator
 from .stats import Stats, StatsSnapshot
 from .store import PostedMessage, Store
@@ -44,7 +45,9 @@ __all__ = [
     "EmulatorConfig",
     "FaultController",
     "FaultKind",
+    "Message",
     "PageSizePolicy",
+    "ParticipantView",
     "PostedMessage",
     "RequestGate",
     "Stats",

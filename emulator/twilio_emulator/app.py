@@ -15,11 +15,11 @@ import base64
 import binascii
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, quote, unquote
 
 from . import render
 from .config import PageSizePolicy
@@ -31,14 +31,17 @@ from .errors import (
     method_not_allowed,
     missing_param,
 )
-from .model import parse_iso
+from .model import Conversation, parse_iso
 from .paging import PageRequest, page_meta, parse_page_request, window
-from .store import Store
+from .store import CONVERSATION_STATES, MESSAGE_ORDERS, Store
 
 JSON_TYPE = "application/json; charset=utf-8"
 SPEC_MAX_SERVICES = 100
 SPEC_MAX_USERS = 50
 SPEC_MAX_USER_CONVERSATIONS = 50
+SPEC_MAX_CONVERSATIONS = 100
+SPEC_MAX_PARTICIPANTS = 100
+SPEC_MAX_MESSAGES = 100
 _conv_key = itemgetter(0)
 
 
@@ -168,14 +171,48 @@ class App:
                     "DELETE": self.leave,
                 },
             ),
-            ("conversations", "Conversations", {"POST": self.create_conversation}),
+            (
+                "conversations",
+                "Conversations",
+                {"GET": self.list_conversations, "POST": self.create_conversation},
+            ),
             (
                 "conversation",
                 "Conversations/{conversation}",
-                {"GET": self.fetch_conversation, "POST": self.update_conversation},
+                {
+                    "GET": self.fetch_conversation,
+                    "POST": self.update_conversation,
+                    "DELETE": self.delete_conversation,
+                },
             ),
-            ("participants", "Conversations/{conversation}/Participants", {"POST": self.join}),
-            ("messages", "Conversations/{conversation}/Messages", {"POST": self.post_message}),
+            (
+                "participants",
+                "Conversations/{conversation}/Participants",
+                {"GET": self.list_participants, "POST": self.join},
+            ),
+            (
+                "participant",
+                "Conversations/{conversation}/Participants/{participant}",
+                {
+                    "GET": self.fetch_participant,
+                    "POST": self.update_participant,
+                    "DELETE": self.remove_participant,
+                },
+            ),
+            (
+                "messages",
+                "Conversations/{conversation}/Messages",
+                {"GET": self.list_messages, "POST": self.post_message},
+            ),
+            (
+                "message",
+                "Conversations/{conversation}/Messages/{message}",
+                {
+                    "GET": self.fetch_message,
+                    "POST": self.update_message,
+                    "DELETE": self.delete_message,
+                },
+            ),
         ]
         routes = [
             Route(
@@ -291,6 +328,7 @@ class App:
         end: int,
         total: int,
         scope: str,
+        query: str = "",
     ) -> dict[str, Any]:
         return page_meta(
             base=req.base,
@@ -303,6 +341,7 @@ class App:
             has_next=end < total,
             scope=scope,
             secret=self.store.token_secret,
+            query=query,
         )
 
     # ----------------------------------------------------------------- users
@@ -390,18 +429,7 @@ class App:
     def update_user_conv(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
         form = req.form
         level = form.get("NotificationLevel") or None
-        index: int | None = None
-        if form.get("LastReadMessageIndex"):
-            try:
-                index = int(form["LastReadMessageIndex"])
-            except ValueError:
-                raise bad_request(20001, "LastReadMessageIndex must be an integer") from None
-        ts: int | None = None
-        if form.get("LastReadTimestamp"):
-            try:
-                ts = parse_iso(form["LastReadTimestamp"])
-            except ValueError:
-                raise bad_request(20001, "LastReadTimestamp must be ISO 8601") from None
+        index, ts = _read_state_fields(form)
         store = self.store
         with store.lock:
             store.set_read_state(
@@ -465,42 +493,264 @@ class App:
             row = render.conversation(req.base, store.account_sid, service_sid, conv, twin=twin)
         return json_response(200, row, "conversation")
 
+    def delete_conversation(
+        self, req: Request, p: Params, service_sid: str, twin: bool
+    ) -> Response:
+        self.store.delete_conversation(service_sid, p["conversation"])
+        return Response(204, b"", "conversation")
+
+    def list_conversations(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        """Conversations in SID order; with ``StartDate`` / ``EndDate``, newest created first."""
+        query = req.query
+        state = query.get("State") or None
+        if state is not None and state not in (*CONVERSATION_STATES, "initializing"):
+            raise bad_request(20001, f"Invalid State: {state}")
+        start_date = _date_filter(query, "StartDate", end_of_day=False)
+        end_date = _date_filter(query, "EndDate", end_of_day=True)
+        echoed = "".join(
+            f"{name}={quote(query[name], safe='')}&"
+            for name in ("StartDate", "EndDate", "State")
+            if query.get(name)
+        )
+        store = self.store
+        with store.lock:
+            svc = store.service(service_sid)
+            convs = svc.conversations
+            scope = f"conversations/{service_sid}/{echoed}"
+            page = self._page(req, SPEC_MAX_CONVERSATIONS, scope)
+            items: list[str] = svc.conversation_sids
+
+            def keep(c: Conversation) -> bool:
+                return (
+                    (state is None or c.state == state)
+                    and (start_date is None or c.date_created >= start_date)
+                    and (end_date is None or c.date_created <= end_date)
+                )
+
+            if state is not None or start_date is not None or end_date is not None:
+                items = [sid for sid in items if keep(convs[sid])]
+            if start_date is None and end_date is None:
+                start, end = window(items, None, page)
+                cursors = items[start:end]
+            else:
+                # Twilio: with a date filter the list is sorted by creation date, newest first.
+                def by_created(sid: str) -> tuple[int, str]:
+                    return -convs[sid].date_created, sid
+
+                items.sort(key=by_created)
+                start, end = window(items, by_created, page, _created_cursor)
+                cursors = [f"{convs[sid].date_created}|{sid}" for sid in items[start:end]]
+            account = store.account_sid
+            rows = [
+                render.conversation(req.base, account, service_sid, convs[sid], twin=twin)
+                for sid in items[start:end]
+            ]
+            meta = self._meta(
+                req, "conversations", page, cursors, start, end, len(items), scope, echoed
+            )
+        return json_response(200, {"conversations": rows, "meta": meta}, "conversations")
+
+    # ----------------------------------------------------------------- participants
+
     def join(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
-        identity = req.form.get("Identity")
-        if not identity:
+        """Add a chat participant (``Identity``) or an SMS / WhatsApp one (``MessagingBinding``)."""
+        form = req.form
+        identity = form.get("Identity")
+        address = form.get("MessagingBinding.Address")
+        attributes = form.get("Attributes")
+        if identity and address:
+            raise bad_request(20001, "Identity and MessagingBinding.Address cannot both be given")
+        if not identity and not address:
             raise missing_param("Identity")
         store = self.store
         with store.lock:
             svc = store.service(service_sid)
             conv = store.conversation(service_sid, p["conversation"])
-            # Like Twilio, adding a chat participant with an unknown identity creates the user.
-            if identity not in svc.users_by_identity:
-                store.create_user(service_sid, identity)
-            usr = svc.users_by_identity[identity]
-            store.join(service_sid, usr.sid, conv.sid)
-            _, _, m = store.membership(service_sid, usr.sid, conv.sid)
-            row = render.participant(
-                req.base, store.account_sid, service_sid, conv, usr, m, store.now(), twin=twin
-            )
+            if address:
+                sid = store.add_non_user_participant(
+                    service_sid,
+                    conv.sid,
+                    address,
+                    form.get("MessagingBinding.ProxyAddress") or "",
+                    attributes,
+                )
+            else:
+                assert identity is not None
+                # Like Twilio, adding a chat participant with an unknown identity creates the user.
+                if identity not in svc.users_by_identity:
+                    store.create_user(service_sid, identity)
+                usr = svc.users_by_identity[identity]
+                sid = store.join(service_sid, usr.sid, conv.sid, attributes)
+            view = store.participant(service_sid, conv.sid, sid)
+            row = render.participant(req.base, store.account_sid, service_sid, view, twin=twin)
         return json_response(201, row, "participants")
 
-    def post_message(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
-        form = req.form
-        author = form.get("Author") or "system"
+    def list_participants(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
         store = self.store
         with store.lock:
             conv = store.conversation(service_sid, p["conversation"])
-            msg = store.post_message(service_sid, conv.sid, author, form.get("Body"))
-            row = render.message(
-                req.base,
-                store.account_sid,
-                service_sid,
-                conv,
-                msg.sid,
-                msg.index,
-                author,
-                form.get("Body"),
-                msg.date_created,
-                twin=twin,
+            scope = f"participants/{service_sid}/{conv.sid}"
+            page = self._page(req, SPEC_MAX_PARTICIPANTS, scope)
+            sids = store.roster(service_sid, conv.sid).sids
+            start, end = window(sids, None, page)
+            account = store.account_sid
+            rows = [
+                render.participant(req.base, account, service_sid, view, twin=twin)
+                for view in store.participant_views(service_sid, conv.sid, start, end)
+            ]
+            meta = self._meta(
+                req, "participants", page, sids[start:end], start, end, len(sids), scope
             )
+        return json_response(200, {"participants": rows, "meta": meta}, "participants")
+
+    def fetch_participant(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        store = self.store
+        with store.lock:
+            view = store.participant(service_sid, p["conversation"], p["participant"])
+            row = render.participant(req.base, store.account_sid, service_sid, view, twin=twin)
+        return json_response(200, row, "participant")
+
+    def update_participant(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        form = req.form
+        index, ts = _read_state_fields(form)
+        store = self.store
+        with store.lock:
+            view = store.update_participant(
+                service_sid,
+                p["conversation"],
+                p["participant"],
+                attributes=form.get("Attributes"),
+                last_read_message_index=index,
+                last_read_timestamp=ts,
+            )
+            row = render.participant(req.base, store.account_sid, service_sid, view, twin=twin)
+        return json_response(200, row, "participant")
+
+    def remove_participant(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        self.store.remove_participant(service_sid, p["conversation"], p["participant"])
+        return Response(204, b"", "participant")
+
+    # ----------------------------------------------------------------- messages
+
+    def list_messages(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        """Messages by index: ``Order=asc`` (default) from the oldest, ``desc`` from the newest."""
+        order = req.query.get("Order") or "asc"
+        if order not in MESSAGE_ORDERS:
+            raise bad_request(20001, f"Invalid Order: {order}")
+        echoed = f"Order={order}&" if req.query.get("Order") else ""
+        store = self.store
+        with store.lock:
+            conv = store.conversation(service_sid, p["conversation"])
+            scope = f"messages/{service_sid}/{conv.sid}/{order}"
+            page = self._page(req, SPEC_MAX_MESSAGES, scope)
+            indices = store.message_indices(service_sid, conv.sid)
+            # Keys ascend in list order: the index, or minus the index from the newest.
+            if order == "asc":
+                keys: Sequence[int] = indices
+                start, end = window(keys, None, page, int)
+                chosen = list(keys[start:end])
+            else:
+                keys = [-i for i in reversed(indices)]
+                start, end = window(keys, None, page, _negated_int)
+                chosen = [-k for k in keys[start:end]]
+            account = store.account_sid
+            rows = [
+                render.message(req.base, account, service_sid, conv.sid, m, twin=twin)
+                for m in store.messages_at(service_sid, conv.sid, chosen)
+            ]
+            meta = self._meta(
+                req,
+                "messages",
+                page,
+                [str(i) for i in chosen],
+                start,
+                end,
+                len(keys),
+                scope,
+                echoed,
+            )
+        return json_response(200, {"messages": rows, "meta": meta}, "messages")
+
+    def fetch_message(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        store = self.store
+        with store.lock:
+            conv = store.conversation(service_sid, p["conversation"])
+            m = store.message(service_sid, conv.sid, p["message"])
+            row = render.message(req.base, store.account_sid, service_sid, conv.sid, m, twin=twin)
+        return json_response(200, row, "message")
+
+    def post_message(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        form = req.form
+        store = self.store
+        with store.lock:
+            conv = store.conversation(service_sid, p["conversation"])
+            posted = store.post_message(
+                service_sid,
+                conv.sid,
+                form.get("Author") or None,
+                form.get("Body"),
+                form.get("Attributes"),
+            )
+            m = store.message(service_sid, conv.sid, posted.sid)
+            row = render.message(req.base, store.account_sid, service_sid, conv.sid, m, twin=twin)
         return json_response(201, row, "messages")
+
+    def update_message(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        form = req.form
+        store = self.store
+        with store.lock:
+            conv = store.conversation(service_sid, p["conversation"])
+            m = store.update_message(
+                service_sid,
+                conv.sid,
+                p["message"],
+                body=form.get("Body"),
+                attributes=form.get("Attributes"),
+                author=form.get("Author") or None,
+            )
+            row = render.message(req.base, store.account_sid, service_sid, conv.sid, m, twin=twin)
+        return json_response(200, row, "message")
+
+    def delete_message(self, req: Request, p: Params, service_sid: str, twin: bool) -> Response:
+        self.store.delete_message(service_sid, p["conversation"], p["message"])
+        return Response(204, b"", "message")
+
+
+def _read_state_fields(form: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """``LastReadMessageIndex`` and ``LastReadTimestamp`` (epoch seconds) of a write, or 400."""
+    index: int | None = None
+    if form.get("LastReadMessageIndex"):
+        try:
+            index = int(form["LastReadMessageIndex"])
+        except ValueError:
+            raise bad_request(20001, "LastReadMessageIndex must be an integer") from None
+    ts: int | None = None
+    if form.get("LastReadTimestamp"):
+        try:
+            ts = parse_iso(form["LastReadTimestamp"])
+        except ValueError:
+            raise bad_request(20001, "LastReadTimestamp must be ISO 8601") from None
+    return index, ts
+
+
+def _date_filter(query: Mapping[str, str], name: str, *, end_of_day: bool) -> int | None:
+    """``StartDate`` / ``EndDate``: ISO 8601, or a bare date (its first / last second)."""
+    value = query.get(name)
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = parse_iso(f"{value}T00:00:00Z")
+            return day + 86_399 if end_of_day else day
+        return parse_iso(value)
+    except ValueError:
+        raise bad_request(20001, f"{name} must be an ISO 8601 date") from None
+
+
+def _created_cursor(value: str) -> tuple[int, str]:
+    created, _, sid = value.partition("|")
+    return -int(created), sid
+
+
+def _negated_int(value: str) -> int:
+    return -int(value)

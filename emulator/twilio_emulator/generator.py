@@ -5,7 +5,10 @@ Generated timestamps lie before a fixed "now" derived from the seed; the store's
 starts there, so later mutations are always newer than anything generated.
 
 Speed matters (1,000,000 memberships in a few seconds): the per-membership loop makes two
-random draws, formats one SID and builds one tuple, nothing more.
+random draws, formats one SID and builds one tuple, nothing more. Messages and non-user
+participants are not generated here: :mod:`twilio_emulator.history` derives them from each
+conversation when they are served, without drawing from ``rng`` (so adding them changed none of
+the data above).
 """
 
 from __future__ import annotations
@@ -186,6 +189,9 @@ def _conversation(
         date_closed=closed,
         message_count=count,
         history_count=count,
+        # History ends before the conversation went inactive, else just before "now".
+        history_end=inactive if inactive is not None else now - 1,
+        generated=True,
     )
 
 
@@ -255,6 +261,7 @@ def generate_service(rng: random.Random, spec: DataSpec, now: int, index: int) -
         key=lambda c: c.sid,
     )
     service.conversations = {c.sid: c for c in pool}
+    service.conversation_sids = [c.sid for c in pool]
     service.conversations_by_unique_name = {c.unique_name: c for c in pool if c.unique_name}
 
     # The hot loop (one iteration per membership): local names, C-level draws only, and

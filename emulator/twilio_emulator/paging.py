@@ -126,17 +126,25 @@ def _same(value: Any) -> Any:
 
 
 def window(
-    items: Sequence[Any], key: Callable[[Any], str] | None, req: PageRequest
+    items: Sequence[Any],
+    key: Callable[[Any], Any] | None,
+    req: PageRequest,
+    parse: Callable[[str], Any] | None = None,
 ) -> tuple[int, int]:
-    """``(start, end)`` of the requested page within ``items`` (sorted by SID via ``key``)."""
+    """``(start, end)`` of the requested page within ``items`` (sorted by ``key``).
+
+    The cursor's value is compared with ``key(item)`` as it is (a SID), or as ``parse`` makes
+    it (lists kept in another order: messages by index, conversations by creation date).
+    """
     n = len(items)
     key = key or _same
     if req.cursor is None:
         return 0, min(n, req.page_size)
+    bound = parse(req.cursor.sid) if parse is not None else req.cursor.sid
     if req.cursor.after:
-        start = bisect.bisect_right(items, req.cursor.sid, key=key)
+        start = bisect.bisect_right(items, bound, key=key)
         return start, min(n, start + req.page_size)
-    end = bisect.bisect_left(items, req.cursor.sid, key=key)
+    end = bisect.bisect_left(items, bound, key=key)
     return max(0, end - req.page_size), end
 
 
@@ -152,10 +160,15 @@ def page_meta(
     has_next: bool,
     scope: str,
     secret: bytes,
+    query: str = "",
 ) -> dict[str, Any]:
-    """Twilio's ``meta`` block with absolute URLs on ``base``."""
+    """Twilio's ``meta`` block with absolute URLs on ``base``.
+
+    ``query`` (``"Order=desc&"``, already encoded, ending in ``&``) is the list's own parameters,
+    repeated in every URL before the paging ones, as Twilio does.
+    """
     size = req.page_size
-    prefix = f"{base}{path}?PageSize={size}&Page="
+    prefix = f"{base}{path}?{query}PageSize={size}&Page="
     url = f"{prefix}{req.page}" + (f"&PageToken={req.token}" if req.token else "")
     next_url = None
     if has_next and last_sid is not None:

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model import Conversation, Membership, Service, User, iso
+from .model import (
+    Conversation,
+    Membership,
+    Message,
+    ParticipantView,
+    Service,
+    User,
+    iso,
+    messaging_service_sid,
+)
 
 
 def service(base: str, account_sid: str, svc: Service) -> dict[str, Any]:
@@ -124,12 +133,12 @@ def user_conversation(
 def conversation(
     base: str, account_sid: str, service_sid: str, conv: Conversation, *, twin: bool = False
 ) -> dict[str, Any]:
-    """``conversations.v1.service.service_conversation`` (the fields the emulator keeps)."""
+    """``conversations.v1.service.service_conversation`` (``conversations.v1.conversation``)."""
     url = conversation_url(base, service_sid, conv.sid, twin=twin)
     return {
         "account_sid": account_sid,
         "chat_service_sid": service_sid,
-        "messaging_service_sid": None,
+        "messaging_service_sid": messaging_service_sid(service_sid),
         "sid": conv.sid,
         "friendly_name": conv.friendly_name,
         "unique_name": conv.unique_name,
@@ -143,75 +152,82 @@ def conversation(
             "participants": f"{url}/Participants",
             "messages": f"{url}/Messages",
             "webhooks": f"{url}/Webhooks",
+            "export": f"{url}/Export",
         },
         "bindings": None,
     }
 
 
 def participant(
-    base: str,
-    account_sid: str,
-    service_sid: str,
-    conv: Conversation,
-    usr: User,
-    m: Membership,
-    joined: int,
-    *,
-    twin: bool = False,
+    base: str, account_sid: str, service_sid: str, p: ParticipantView, *, twin: bool = False
 ) -> dict[str, Any]:
-    """``conversations.v1.service.service_conversation.service_conversation_participant``."""
-    conv_url = conversation_url(base, service_sid, conv.sid, twin=twin)
-    return {
-        "account_sid": account_sid,
-        "chat_service_sid": service_sid,
-        "conversation_sid": conv.sid,
-        "sid": m.participant_sid,
-        "identity": usr.identity,
-        "attributes": "{}",
-        "messaging_binding": None,
-        "role_sid": usr.role_sid,
-        "date_created": iso(joined),
-        "date_updated": iso(joined),
-        "url": f"{conv_url}/Participants/{m.participant_sid}",
-        "last_read_message_index": m.last_read_message_index,
-        "last_read_timestamp": None,
-    }
+    """``conversations.v1.service.service_conversation.service_conversation_participant``.
+
+    The default-service form (``conversations.v1.conversation.conversation_participant``) has
+    no ``chat_service_sid``.
+    """
+    conv_url = conversation_url(base, service_sid, p.conversation_sid, twin=twin)
+    row: dict[str, Any] = {"account_sid": account_sid}
+    if not twin:
+        row["chat_service_sid"] = service_sid
+    row.update(
+        {
+            "conversation_sid": p.conversation_sid,
+            "sid": p.sid,
+            "identity": p.identity,
+            "attributes": p.attributes,
+            "messaging_binding": dict(p.messaging_binding) if p.messaging_binding else None,
+            "role_sid": p.role_sid,
+            "date_created": iso(p.date_created),
+            "date_updated": iso(p.date_updated),
+            "url": f"{conv_url}/Participants/{p.sid}",
+            "last_read_message_index": p.last_read_message_index,
+            "last_read_timestamp": (
+                iso(p.last_read_timestamp) if p.last_read_timestamp is not None else None
+            ),
+        }
+    )
+    return row
 
 
 def message(
     base: str,
     account_sid: str,
     service_sid: str,
-    conv: Conversation,
-    message_sid: str,
-    index: int,
-    author: str,
-    body: str | None,
-    ts: int,
+    conversation_sid: str,
+    m: Message,
     *,
     twin: bool = False,
 ) -> dict[str, Any]:
-    """``conversations.v1.service.service_conversation.service_conversation_message``."""
-    conv_url = conversation_url(base, service_sid, conv.sid, twin=twin)
-    url = f"{conv_url}/Messages/{message_sid}"
-    return {
-        "account_sid": account_sid,
-        "chat_service_sid": service_sid,
-        "conversation_sid": conv.sid,
-        "sid": message_sid,
-        "index": index,
-        "author": author,
-        "body": body,
-        "media": None,
-        "attributes": "{}",
-        "participant_sid": None,
-        "date_created": iso(ts),
-        "date_updated": iso(ts),
-        "delivery": None,
-        "url": url,
-        "links": {
-            "delivery_receipts": f"{url}/Receipts",
-            "channel_metadata": f"{url}/ChannelMetadata",
-        },
-        "content_sid": None,
-    }
+    """``conversations.v1.service.service_conversation.service_conversation_message``.
+
+    The default-service form (``conversations.v1.conversation.conversation_message``) has no
+    ``chat_service_sid``.
+    """
+    conv_url = conversation_url(base, service_sid, conversation_sid, twin=twin)
+    url = f"{conv_url}/Messages/{m.sid}"
+    row: dict[str, Any] = {"account_sid": account_sid}
+    if not twin:
+        row["chat_service_sid"] = service_sid
+    row.update(
+        {
+            "conversation_sid": conversation_sid,
+            "sid": m.sid,
+            "index": m.index,
+            "author": m.author,
+            "body": m.body,
+            "media": [dict(item) for item in m.media] if m.media is not None else None,
+            "attributes": m.attributes,
+            "participant_sid": m.participant_sid,
+            "date_created": iso(m.date_created),
+            "date_updated": iso(m.date_updated),
+            "delivery": dict(m.delivery) if m.delivery is not None else None,
+            "url": url,
+            "links": {
+                "delivery_receipts": f"{url}/Receipts",
+                "channel_metadata": f"{url}/ChannelMetadata",
+            },
+            "content_sid": None,
+        }
+    )
+    return row

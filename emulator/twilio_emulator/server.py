@@ -460,6 +460,86 @@ class Emulator:
                 for svc, usr, m, conv in store.iter_memberships()
             ]
 
+    def conversations(
+        self, service_sid: str, account_sid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every conversation of a service, as ``GET /v1/Services/{IS}/Conversations`` serves
+        them (no filter: in SID order)."""
+        store = self.account(account_sid).store
+        with store.lock:
+            svc = store.service(service_sid)
+            return [
+                render.conversation(self.base_url, store.account_sid, svc.sid, svc.conversations[c])
+                for c in svc.conversation_sids
+            ]
+
+    def participants(
+        self, service_sid: str, conversation_sid: str, account_sid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A conversation's participants, as ``GET …/Conversations/{CH}/Participants`` serves
+        them (in participant SID order)."""
+        store = self.account(account_sid).store
+        with store.lock:
+            svc = store.service(service_sid)
+            return [
+                render.participant(self.base_url, store.account_sid, svc.sid, view)
+                for view in store.participant_views(service_sid, conversation_sid)
+            ]
+
+    def messages(
+        self,
+        service_sid: str,
+        conversation_sid: str,
+        order: str = "asc",
+        account_sid: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A conversation's messages, as ``GET …/Conversations/{CH}/Messages?Order=…`` serves
+        them (by index; ``order`` "asc" or "desc")."""
+        store = self.account(account_sid).store
+        with store.lock:
+            svc = store.service(service_sid)
+            conv = store.conversation(service_sid, conversation_sid)
+            return [
+                render.message(self.base_url, store.account_sid, svc.sid, conv.sid, m)
+                for m in store.messages(service_sid, conv.sid, order)
+            ]
+
+    def all_conversations(self, account_sid: str | None = None) -> list[dict[str, Any]]:
+        """Every conversation of every service (services and conversations in SID order)."""
+        store = self.account(account_sid).store
+        with store.lock:
+            return [
+                row
+                for s in store.service_sids
+                for row in self.conversations(s, account_sid=account_sid)
+            ]
+
+    def all_participants(self, account_sid: str | None = None) -> list[dict[str, Any]]:
+        """Every participant of every conversation of every service (in SID order each)."""
+        store = self.account(account_sid).store
+        with store.lock:
+            return [
+                row
+                for s in store.service_sids
+                for c in store.services[s].conversation_sids
+                for row in self.participants(s, c, account_sid=account_sid)
+            ]
+
+    def all_messages(self, account_sid: str | None = None) -> list[dict[str, Any]]:
+        """Every message of every conversation of every service (by index, ascending).
+
+        Messages are derived when served: on a large data set this is tens of millions of
+        rows. Meant for small data sets.
+        """
+        store = self.account(account_sid).store
+        with store.lock:
+            return [
+                row
+                for s in store.service_sids
+                for c in store.services[s].conversation_sids
+                for row in self.messages(s, c, account_sid=account_sid)
+            ]
+
     def serve_forever(self) -> None:
         """Block until interrupted (Ctrl-C), then stop. Used by the CLI."""
         if self._server is None:
