@@ -147,6 +147,7 @@ def run_pipeline(isolated_dlt: Path) -> Any:
         full_refresh: bool = False,
         dataset: str = "twilio",
         lock_timeout: float | None = None,
+        resources: list[str] | None = None,
         **source_kwargs: Any,
     ) -> Any:
         credentials = TwilioCredentials()
@@ -163,6 +164,7 @@ def run_pipeline(isolated_dlt: Path) -> Any:
             full_refresh=full_refresh,
             source_kwargs=source_kwargs,
             lock_timeout=lock_timeout,
+            resources=resources,
         )
         outcome.pipeline = pipeline
         return outcome

@@ -438,6 +438,14 @@ def assert_users_mirror(pipeline: dlt.Pipeline, truth: Iterable[Mapping[str, Any
     return assert_table_mirror(pipeline, "users", SID_KEY, expected)
 
 
+def assert_conversations_mirror(pipeline: dlt.Pipeline, truth: Iterable[Mapping[str, Any]]) -> int:
+    """Assert `conversations` equals the truth (`emulator.all_conversations()`); return the row
+    count."""
+    key = ("chat_service_sid", "sid")
+    expected = _expected_table(truth, key, ("attributes", _JSON))
+    return assert_table_mirror(pipeline, "conversations", key, expected)
+
+
 def load_ids(pipeline: dlt.Pipeline, table: str) -> set[str]:
     ids = {r["_dlt_load_id"] for r in loaded_rows(pipeline, table, ["_dlt_load_id"])}
     assert None not in ids, f"rows of {table} without _dlt_load_id"

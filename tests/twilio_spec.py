@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 from dlt.common.schema.typing import TTableSchemaColumns
-from twilio_conversations.columns import SERVICES_COLUMNS, USER_CONVERSATIONS_COLUMNS, USERS_COLUMNS
+from twilio_conversations.columns import (
+    CONVERSATIONS_COLUMNS,
+    SERVICES_COLUMNS,
+    USER_CONVERSATIONS_COLUMNS,
+    USERS_COLUMNS,
+)
 
 _NAME = Path("shared") / "twilio" / "twilio_conversations_v1.json"
 _CANDIDATES = (Path(__file__).resolve().parents[2] / _NAME, Path("/work") / _NAME)
@@ -36,4 +41,5 @@ TABLES: dict[str, tuple[str, TTableSchemaColumns]] = {
         "conversations.v1.service.service_user.service_user_conversation",
         USER_CONVERSATIONS_COLUMNS,
     ),
+    "conversations": ("conversations.v1.service.service_conversation", CONVERSATIONS_COLUMNS),
 }

@@ -21,6 +21,7 @@ from .accounts import SETTING_KEYS as ACCOUNT_SETTING_KEYS
 from .client import RetryPolicy, TwilioClient
 from .columns import MERGE, SERVICES_COLUMNS, with_parsed_attributes
 from .config_check import check_settings
+from .conversations import conversations_resource
 from .credentials import TwilioCredentials
 from .discovery import (
     Catalog,
@@ -134,7 +135,8 @@ def twilio_conversations(
 
     Returns:
         The resources `services`, `users` and `user_conversations`, plus
-        `user_conversations_history` in history mode (as a table of `user_conversations`).
+        `user_conversations_history` in history mode (as a table of `user_conversations`), and
+        `conversations`, which runs only when selected (`with_resources`).
     """
     check_settings(SETTING_KEYS, WIDENING_KEYS)
     quiet_expected_dlt_warnings()
@@ -172,6 +174,7 @@ def twilio_conversations(
     return [
         services_resource(catalog, parts),
         user_conversations_resource(Scan(catalog, settings, parts)),
+        conversations_resource(catalog, parts, settings.pii),  # not selected by default
     ]
 
 

@@ -410,9 +410,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="resources",
         choices=list(RESOURCES),
-        help="load only this resource (repeatable): services, or user_conversations (which "
-        "writes users and user_conversations, from one scan); the views are refreshed once "
-        "the dataset has every table",
+        help="load only these resources (repeatable): services, user_conversations (which "
+        "writes users and user_conversations, from one scan), conversations (not in the "
+        "default set); the views are refreshed once the dataset has their tables",
     )
     parser.add_argument(
         "--json",

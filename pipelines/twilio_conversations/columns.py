@@ -331,6 +331,88 @@ SERVICES_COLUMNS: TTableSchemaColumns = _described(
 )
 
 
+CONVERSATION_KEY = ("chat_service_sid", "sid")
+_CONVERSATION_LINKS = (
+    "Contains absolute URLs to access the [participants]"
+    "(https://www.twilio.com/docs/conversations/api/conversation-participant-resource), "
+    "[messages](https://www.twilio.com/docs/conversations/api/conversation-message-resource) and "
+    "[webhooks](https://www.twilio.com/docs/conversations/api/conversation-scoped-webhook-resource)"
+    " of this conversation"
+)
+_CONVERSATION_TIMERS = "Timer date values representing state update for this conversation"
+# `GET /v1/Services/{IS}/Conversations` (`conversations.v1.service.service_conversation`).
+CONVERSATIONS_COLUMNS: TTableSchemaColumns = _described(
+    {
+        "chat_service_sid": {"data_type": "text", "nullable": False},
+        "sid": {"data_type": "text", "nullable": False},
+        "account_sid": {"data_type": "text"},
+        "messaging_service_sid": {"data_type": "text"},
+        "friendly_name": {"data_type": "text"},
+        "unique_name": {"data_type": "text"},
+        "attributes": {"data_type": "text"},
+        "attributes_json": {"data_type": "json"},
+        "state": {"data_type": "text"},
+        "date_created": _timestamp_hint(),
+        "date_updated": _timestamp_hint(),
+        "timers__date_inactive": _timestamp_hint(),
+        "timers__date_closed": _timestamp_hint(),
+        "bindings": {"data_type": "json"},
+        "url": {"data_type": "text"},
+        "links__participants": {"data_type": "text"},
+        "links__messages": {"data_type": "text"},
+        "links__webhooks": {"data_type": "text"},
+        "links__export": {"data_type": "text"},
+        DELETED_COLUMN: {"data_type": "bool", "hard_delete": True},
+    },
+    {
+        "chat_service_sid": (
+            "The unique ID of the [Conversation Service]"
+            "(https://www.twilio.com/docs/conversations/api/service-resource) this conversation "
+            "belongs to."
+        ),
+        "sid": "A 34 character string that uniquely identifies this resource.",
+        "account_sid": (
+            "The unique ID of the [Account](https://www.twilio.com/docs/iam/api/account) "
+            "responsible for this conversation."
+        ),
+        "messaging_service_sid": (
+            "The unique ID of the [Messaging Service]"
+            "(https://www.twilio.com/docs/messaging/api/service-resource) this conversation "
+            "belongs to."
+        ),
+        "friendly_name": (
+            "The human-readable name of this conversation, limited to 256 characters. Optional."
+        ),
+        "unique_name": (
+            "An application-defined string that uniquely identifies the resource. It can be used "
+            "to address the resource in place of the resource's `sid` in the URL."
+        ),
+        "attributes": (
+            "An optional string metadata field you can use to store any data you wish. The "
+            "string value must contain structurally valid JSON if specified.  **Note** that if "
+            'the attributes are not set "{}" will be returned.'
+        ),
+        "attributes_json": _ATTRIBUTES_JSON,
+        "state": (
+            "Current state of this conversation. Can be either `initializing`, `active`, "
+            "`inactive` or `closed` and defaults to `active`"
+        ),
+        "date_created": "The date that this resource was created.",
+        "date_updated": "The date that this resource was last updated.",
+        "timers__date_inactive": _entry(_CONVERSATION_TIMERS, "date_inactive"),
+        "timers__date_closed": _entry(_CONVERSATION_TIMERS, "date_closed"),
+        "bindings": "The conversation's bindings, as the API serves them (JSON; the spec does "
+        "not describe them).",
+        "url": "An absolute API resource URL for this conversation.",
+        "links__participants": _entry(_CONVERSATION_LINKS, "participants"),
+        "links__messages": _entry(_CONVERSATION_LINKS, "messages"),
+        "links__webhooks": _entry(_CONVERSATION_LINKS, "webhooks"),
+        "links__export": _entry(_CONVERSATION_LINKS, "export"),
+        DELETED_COLUMN: _DELETED,
+    },
+)
+
+
 def parse_attributes(raw: Any) -> str | None:
     """Return `raw` when it is valid JSON text (Twilio's `attributes`), else None.
 
@@ -352,7 +434,7 @@ def parse_attributes(raw: Any) -> str | None:
 # Objects of service and user records that dlt flattens into `<object>__<key>` columns. The spec
 # lets them be null, and a null one would be a column of its own that never gets data (and a
 # dlt warning): it is left out instead, so its flattened columns are simply null.
-_FLATTENED_OBJECTS = ("links",)
+_FLATTENED_OBJECTS = ("links", "timers")
 
 
 def with_parsed_attributes(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ POLICIES = (KEEP, HASH, DROP)
 PII_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "users": ("identity", "friendly_name", "attributes"),
     "user_conversations": ("friendly_name", "unique_name", "attributes", "created_by"),
+    "conversations": ("friendly_name", "unique_name", "attributes"),
 }
 DERIVED_COLUMNS: Mapping[str, str] = {"attributes_json": "attributes"}
 

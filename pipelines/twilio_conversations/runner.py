@@ -43,7 +43,12 @@ DATASET_NAME = "twilio"
 TABLES = ("services", "users", "user_conversations")
 # The source's resources and the tables each writes: one scan lists the users and their
 # conversations, so `user_conversations` writes both (and the history, where kept).
-RESOURCES = {"services": ("services",), "user_conversations": ("users", "user_conversations")}
+RESOURCES = {
+    "services": ("services",),
+    "user_conversations": ("users", "user_conversations"),
+    "conversations": ("conversations",),
+}
+DEFAULT_RESOURCES = ("services", "user_conversations")  # `conversations` when asked for
 
 
 @dataclass
@@ -152,7 +157,7 @@ def run(
         views = [] if missing else access.call(lambda: _refresh_views(pipeline))
         kept = pipeline.default_schema.data_table_names(seen_data_only=True)
     # History is reported wherever the dataset keeps it, written to or not.
-    tables = tuple(t for name in resources or RESOURCES for t in RESOURCES[name])
+    tables = tuple(t for name in resources or DEFAULT_RESOURCES for t in RESOURCES[name])
     if HISTORY_TABLE in kept and "user_conversations" in tables:
         tables += (HISTORY_TABLE,)
     return RunOutcome(

@@ -53,11 +53,15 @@ SERVICES_PATH = "/v1/Services"
 USERS_PATH = "/v1/Services/{service_sid}/Users"
 USER_PATH = "/v1/Services/{service_sid}/Users/{user}"
 USER_CONVERSATIONS_PATH = "/v1/Services/{service_sid}/Users/{user}/Conversations"
+CONVERSATIONS_PATH = "/v1/Services/{service_sid}/Conversations"
+# The spec caps this list's PageSize at 100 (the user lists take up to 1000).
+CONVERSATIONS_MAX_PAGE_SIZE = 100
 
 # Keys of the list in each list response (`meta.key` says the same).
 SERVICES_KEY = "services"
 USERS_KEY = "users"
 USER_CONVERSATIONS_KEY = "conversations"
+CONVERSATIONS_KEY = "conversations"
 
 # Twilio SIDs: two upper-case letters and 32 lower-case hex digits.
 SERVICE_SID_PATTERN = re.compile(r"^IS[0-9a-f]{32}$")

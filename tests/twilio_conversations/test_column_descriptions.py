@@ -38,6 +38,14 @@ OURS: dict[str, dict[str, str]] = {
         "attributes_json": _ATTRIBUTES_JSON,
         DELETED_COLUMN: _DELETED,
     },
+    "conversations": {
+        "bindings": (
+            "The conversation's bindings, as the API serves them (JSON; the spec does not "
+            "describe them)."
+        ),
+        "attributes_json": _ATTRIBUTES_JSON,
+        DELETED_COLUMN: _DELETED,
+    },
 }
 
 
@@ -118,7 +126,7 @@ def test_the_oracle_exercises_every_rule(spec: dict[str, Any]) -> None:
 def test_the_descriptions_reach_the_schema_after_a_load(
     spec: dict[str, Any], emulator: Any, run_pipeline: Any
 ) -> None:
-    outcome = run_pipeline(emulator)
+    outcome = run_pipeline(emulator, resources=["services", "user_conversations", "conversations"])
     assert outcome.rows_written["user_conversations"] > 0
     schema = outcome.pipeline.default_schema
     for table in TABLES:

@@ -35,12 +35,14 @@ KEYS: dict[str, tuple[str, ...]] = {
     "services": ("sid",),
     "users": ("sid",),
     "user_conversations": USER_CONVERSATION_KEY,
+    "conversations": ("chat_service_sid", "sid"),
 }
 # Columns the connector adds to the API's fields: parsed `attributes` and the tombstone flag.
 DERIVED: dict[str, dict[str, str]] = {
     "services": {DELETED_COLUMN: "bool"},
     "users": {"attributes_json": "json", DELETED_COLUMN: "bool"},
     "user_conversations": {"attributes_json": "json", DELETED_COLUMN: "bool"},
+    "conversations": {"attributes_json": "json", DELETED_COLUMN: "bool"},
 }
 DUCKDB_TYPES = {
     "text": "VARCHAR",

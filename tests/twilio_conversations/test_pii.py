@@ -86,7 +86,9 @@ def test_keep_everywhere_returns_the_records_untouched() -> None:
             "pii: unknown column `users.identiy` (did you mean `users.identity`?). PII columns: "
             "users.identity, users.friendly_name, users.attributes, "
             "user_conversations.friendly_name, user_conversations.unique_name, "
-            "user_conversations.attributes, user_conversations.created_by. Not started: "
+            "user_conversations.attributes, user_conversations.created_by, "
+            "conversations.friendly_name, conversations.unique_name, conversations.attributes. "
+            "Not started: "
             "ignoring it would leave a column unprotected",
         ),
         (
