@@ -24,6 +24,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -251,6 +252,14 @@ class _Server(ThreadingHTTPServer):
             str(self.server_address[0]),
             int(self.server_address[1]),
         )
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up before its response was written (a killed process, a timeout)
+        is no error of the server's, as for Twilio: a debug line, not a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("client %s went away before its response", client_address)
+            return
+        super().handle_error(request, client_address)
 
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._conn_lock:
