@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from types import FrameType
@@ -638,7 +638,8 @@ def format_summary(
         f"  users          {report.users_scanned:,} scanned · {report.users_changed:,} changed · "
         f"{report.users_removed:,} removed · {len(report.skipped):,} skipped",
         f"  conversations  {report.conversation_rows_fetched:,} rows read",
-        f"  requests       {report.requests.requests:,} ({report.requests.retries:,} retries)",
+        f"  requests       {report.requests.requests:,} ({report.requests.retries:,} retries)"
+        + _per_stream(report.requests.by_stream),
     ]
     limit = report.concurrency
     if limit is not None and limit.lowest < limit.ceiling:
@@ -666,6 +667,11 @@ def format_summary(
     for ref in report.unresolved_users:
         lines.append(f"  not found      user {ref!r} is in no scanned service")
     return "\n".join(lines)
+
+
+def _per_stream(by_stream: Mapping[str, int]) -> str:
+    """`: services 1 · users 2 · user_conversations 29`, in the order the run made them."""
+    return ": " + " · ".join(f"{name} {n:,}" for name, n in by_stream.items()) if by_stream else ""
 
 
 def _deleted(markers: dict[str, int]) -> str:
@@ -736,6 +742,7 @@ def _report_record(report: RunReport) -> dict[str, Any]:
         "users_recorded": report.users_recorded,
         "conversation_rows_read": report.conversation_rows_fetched,
         "requests": report.requests.requests,
+        "requests_by_stream": dict(report.requests.by_stream),
         "retries": report.requests.retries,
         "skipped": [asdict(skipped) for skipped in report.skipped],
         "users_not_found": list(report.unresolved_users),

@@ -124,17 +124,39 @@ class RequestStats:
     retries: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     retry_reasons: Counter[str] = field(default_factory=Counter)
+    by_stream: Counter[str] = field(default_factory=Counter)  # responses per `stream_of` name
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record_response(self, status: int) -> None:
+    def record_response(self, status: int, url: str = "") -> None:
         with self._lock:
             self.requests += 1
             self.statuses[status] += 1
+            self.by_stream[stream_of(url)] += 1
 
     def record_retry(self, reason: str) -> None:
         with self._lock:
             self.retries += 1
             self.retry_reasons[reason] += 1
+
+
+# The list a request reads, from its path's shape (IDs stripped): for the summary's requests
+# per stream. A single record (`.../Users/{US}`) counts with its list.
+_STREAMS = {
+    ("v1", "Services"): "services",
+    ("v1", "Services", "*", "Users"): "users",
+    ("v1", "Services", "*", "Users", "*"): "users",
+    ("v1", "Services", "*", "Users", "*", "Conversations"): "user_conversations",
+    ("v1", "Services", "*", "Conversations"): "conversations",
+    ("2010-04-01", "Accounts.json"): "accounts",
+}
+
+
+def stream_of(url: str) -> str:
+    """`user_conversations` for `.../Services/IS../Users/US../Conversations?PageSize=50`."""
+    parts = urlsplit(url).path.strip("/").split("/")
+    if parts[0] == "v1":
+        parts[2::2] = ["*"] * len(parts[2::2])  # the SIDs (IS…, US…) between the names
+    return _STREAMS.get(tuple(parts), "other")
 
 
 def validate_base_url(base_url: str) -> str:
@@ -568,7 +590,7 @@ class TwilioClient:
     ) -> dict[str, Any]:
         """Count a response, feed the limiter, and return its body or raise what it means."""
         status = response.status_code
-        self.stats.record_response(status)
+        self.stats.record_response(status, response.url or "")
         if status == 429:
             self.concurrency.throttled(ticket)
         elif status < 400:

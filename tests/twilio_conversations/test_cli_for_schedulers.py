@@ -204,3 +204,29 @@ def test_check_fails_as_the_run_fails_on_rejected_credentials(
     assert line.startswith("error: authentication failed")
     assert "FAILED   credentials" in check.stdout
     assert "not-the-token" not in check.stdout + check.stderr
+
+
+def test_requests_are_counted_per_stream_as_the_server_counted_them(
+    emulator: Any, isolated_dlt: Path
+) -> None:
+    emulator.stats.reset()
+    done = cli(
+        "run",
+        "--base-url",
+        emulator.base_url,
+        "--json",
+        "--resource",
+        "services",
+        "--resource",
+        "user_conversations",
+        "--resource",
+        "conversations",
+        cwd=isolated_dlt,
+        env=emulator_env(emulator),
+    )
+    assert done.returncode == 0, done.stderr
+    record = one_json_object(done.stdout)
+    served = {route: n for route, n in emulator.stats.snapshot().by_route.items() if n}
+    assert record["requests_by_stream"] == served
+    assert set(served) == {"services", "users", "user_conversations", "conversations"}
+    assert sum(served.values()) == record["requests"]
