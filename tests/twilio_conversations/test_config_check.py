@@ -15,14 +15,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
 from cli_process import emulator_env
-from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers import (
     ConfigTomlProvider,
     EnvironProvider,
@@ -43,29 +42,6 @@ SECTION = "[sources.twilio_conversations]"
 
 
 # -- unit tests: check_settings against dlt's real providers -----------------------------------
-
-
-@pytest.fixture
-def providers() -> Iterator[PluggableRunContext]:
-    """The run context whose providers the test may replace; the old ones come back after."""
-    context = Container()[PluggableRunContext]
-    saved = context.providers
-    yield context
-    context.providers = saved
-
-
-@pytest.fixture
-def write(isolated_dlt: Path, providers: PluggableRunContext) -> Callable[..., None]:
-    """`write(config=..., secrets=...)`: the project's `.dlt/` files, then dlt reloads them."""
-
-    def _write(config: str = "", secrets: str = "") -> None:
-        settings = isolated_dlt / ".dlt"
-        settings.mkdir(exist_ok=True)
-        (settings / "config.toml").write_text(config)
-        (settings / "secrets.toml").write_text(secrets)
-        providers.reload_providers()
-
-    return _write
 
 
 @pytest.fixture

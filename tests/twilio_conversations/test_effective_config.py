@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from dlt.common.configuration import inject_section, resolve_configuration
-from dlt.common.configuration.container import Container
 from dlt.common.configuration.providers import (
     ConfigTomlProvider,
     EnvironProvider,
@@ -37,28 +36,6 @@ TOKEN = "tok-7c1d-never-print"
 API_SECRET = "apisecret-e41b-never-print"
 HASH_KEY = "hashkey-0a9f-never-print"
 PG_PASSWORD = "pg-S3cret-never-print"
-
-
-@pytest.fixture
-def providers() -> Iterator[PluggableRunContext]:
-    context = Container()[PluggableRunContext]
-    saved = context.providers
-    yield context
-    context.providers = saved
-
-
-@pytest.fixture
-def write(isolated_dlt: Path, providers: PluggableRunContext) -> Callable[..., None]:
-    """`write(config=..., secrets=...)`: the project's `.dlt/` files, then dlt reloads them."""
-
-    def _write(config: str = "", secrets: str = "") -> None:
-        settings = isolated_dlt / ".dlt"
-        settings.mkdir(exist_ok=True)
-        (settings / "config.toml").write_text(config)
-        (settings / "secrets.toml").write_text(secrets)
-        providers.reload_providers()
-
-    return _write
 
 
 def by_name(**kwargs: str) -> dict[str, Setting]:
