@@ -727,16 +727,26 @@ class Store:
             return self._participant_view(svc, conv, roster.sids[i], roster.owners[i])
 
     def _find_participant(self, svc: Service, conv: Conversation, sid_or_identity: str) -> int:
-        roster = self._roster(svc, conv)
-        i = roster.find(sid_or_identity)
-        if i < 0:
-            user = svc.users_by_identity.get(sid_or_identity)
-            position = self._position(user, conv.sid) if user is not None else -1
-            if user is not None and position >= 0:
-                i = roster.find(user.memberships[position].participant_sid)
+        """A participant's index by SID or, for a user's, by identity (as Twilio's fetch
+        takes either); else 404."""
+        sid = sid_or_identity
+        user = svc.users_by_identity.get(sid_or_identity)
+        if self._roster(svc, conv).find(sid) < 0 and user is not None:
+            position = self._position(user, conv.sid)
+            if position >= 0:
+                sid = user.memberships[position].participant_sid
+        return self._participant_index(svc, conv, sid, shown=sid_or_identity)
+
+    def _participant_index(
+        self, svc: Service, conv: Conversation, participant_sid: str, shown: str | None = None
+    ) -> int:
+        """A participant's index in the conversation's roster by SID (updates and removals
+        take only a SID); else 404 naming `shown` (default the SID)."""
+        i = self._roster(svc, conv).find(participant_sid)
         if i < 0:
             raise NotFound(
-                f"/Services/{svc.sid}/Conversations/{conv.sid}/Participants/{sid_or_identity}"
+                f"/Services/{svc.sid}/Conversations/{conv.sid}/Participants/"
+                f"{shown or participant_sid}"
             )
         return i
 
@@ -792,12 +802,7 @@ class Store:
             svc = self.service(service_sid)
             conv = self.conversation(service_sid, conversation_sid)
             roster = self._roster(svc, conv)
-            i = roster.find(participant_sid)
-            if i < 0:
-                raise NotFound(
-                    f"/Services/{svc.sid}/Conversations/{conv.sid}/Participants/{participant_sid}"
-                )
-            owner = roster.owners[i]
+            owner = roster.owners[self._participant_index(svc, conv, participant_sid)]
             now = self._tick()
             if isinstance(owner, NonUserParticipant):
                 owner.last_read_message_index = self._read_horizon(
@@ -835,12 +840,7 @@ class Store:
             svc = self.service(service_sid)
             conv = self.conversation(service_sid, conversation_sid)
             roster = self._roster(svc, conv)
-            i = roster.find(participant_sid)
-            if i < 0:
-                raise NotFound(
-                    f"/Services/{svc.sid}/Conversations/{conv.sid}/Participants/{participant_sid}"
-                )
-            owner = roster.owners[i]
+            owner = roster.owners[self._participant_index(svc, conv, participant_sid)]
             if not isinstance(owner, NonUserParticipant):
                 self.leave(service_sid, owner, conv.sid)
                 return

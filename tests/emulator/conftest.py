@@ -1,13 +1,16 @@
-"""Fixtures for the emulator's own tests: running emulators, an authenticated session, and a
-helper that walks a list by following ``meta.next_page_url`` exactly like a client must."""
+"""Fixtures for the emulator's own tests: running emulators, an authenticated session, a
+helper that walks a list by following ``meta.next_page_url`` exactly like a client must, and
+Twilio's spec to validate responses against."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 from twilio_emulator import DataSpec, Emulator, EmulatorConfig, run_emulator
+from twilio_spec import load_spec
 
 from .helpers import session_for
 
@@ -49,3 +52,16 @@ def http(emu: Emulator) -> Iterator[requests.Session]:
     """Authenticated session on the shared emulator."""
     with session_for(emu) as session:
         yield session
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    """Twilio's OpenAPI description of Conversations v1 (`twilio_spec.load_spec`)."""
+    return load_spec()
+
+
+@pytest.fixture(scope="module")
+def openapi(spec: dict[str, Any]) -> Any:
+    """The spec, ready to validate responses (openapi-core; skipped without it)."""
+    openapi_core = pytest.importorskip("openapi_core")
+    return openapi_core.OpenAPI.from_dict(spec)

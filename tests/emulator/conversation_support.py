@@ -1,4 +1,5 @@
-"""Shared by the tests of the conversation, participant and message endpoints."""
+"""Shared by the tests of the conversation, participant and message endpoints; `validate`,
+`properties` and `META_KEYS` by every spec test of the emulator (test_schema.py too)."""
 
 from __future__ import annotations
 

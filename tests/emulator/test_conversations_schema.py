@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 import pytest
 from twilio_emulator import Emulator, EmulatorConfig, run_emulator
-from twilio_spec import load_spec
 
 from .conversation_support import (
     CONV_SPEC,
@@ -25,17 +24,7 @@ from .conversation_support import (
 )
 from .helpers import session_for
 
-openapi_core = pytest.importorskip("openapi_core")
-
-
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    return load_spec()
-
-
-@pytest.fixture(scope="module")
-def openapi(spec: dict[str, Any]) -> Any:
-    return openapi_core.OpenAPI.from_dict(spec)
+pytest.importorskip("openapi_core")
 
 
 @pytest.fixture(scope="module")

@@ -11,39 +11,11 @@ from typing import Any
 import pytest
 import requests
 from twilio_emulator import Emulator
-from twilio_spec import load_spec
 
+from .conversation_support import META_KEYS, properties, validate
 from .helpers import membership_counts, session_for
 
-openapi_core = pytest.importorskip("openapi_core")
-from openapi_core.contrib.requests import (  # noqa: E402
-    RequestsOpenAPIRequest,
-    RequestsOpenAPIResponse,
-)
-
-TWILIO = "https://conversations.twilio.com"
-
-
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    return load_spec()
-
-
-@pytest.fixture(scope="module")
-def openapi(spec: dict[str, Any]) -> Any:
-    return openapi_core.OpenAPI.from_dict(spec)
-
-
-def _validate(openapi: Any, emu: Emulator, response: requests.Response) -> None:
-    """Validate ``response`` as if it came from Twilio's host (the spec pins its servers)."""
-    url = response.request.url
-    assert url is not None
-    as_twilio = requests.Request("GET", TWILIO + url[len(emu.base_url) :])
-    openapi.validate_response(RequestsOpenAPIRequest(as_twilio), RequestsOpenAPIResponse(response))
-
-
-def _properties(spec: dict[str, Any], name: str) -> set[str]:
-    return set(spec["components"]["schemas"][name]["properties"])
+pytest.importorskip("openapi_core")
 
 
 def _list_urls(emu: Emulator) -> list[str]:
@@ -68,15 +40,6 @@ def test_every_list_page_validates(emu: Emulator, openapi: Any, spec: dict[str, 
         "users": "conversations.v1.service.service_user",
         "conversations": "conversations.v1.service.service_user.service_user_conversation",
     }
-    meta_keys = {
-        "page",
-        "page_size",
-        "first_page_url",
-        "previous_page_url",
-        "url",
-        "next_page_url",
-        "key",
-    }
     pages = 0
     with session_for(emu) as session:
         for start in _list_urls(emu):
@@ -84,13 +47,13 @@ def test_every_list_page_validates(emu: Emulator, openapi: Any, spec: dict[str, 
             while url:
                 response = session.get(url)
                 assert response.status_code == 200
-                _validate(openapi, emu, response)
+                validate(openapi, emu, response)
                 body = response.json()
                 key = body["meta"]["key"]
                 assert set(body) == {key, "meta"}
-                assert set(body["meta"]) == meta_keys
+                assert set(body["meta"]) == META_KEYS
                 for item in body[key]:
-                    assert set(item) == _properties(spec, item_schema[key])
+                    assert set(item) == properties(spec, item_schema[key])
                 url = body["meta"]["next_page_url"]
                 pages += 1
     assert pages > 20
@@ -107,7 +70,7 @@ def test_fetch_user_validates(emu: Emulator, openapi: Any, http: requests.Sessio
     user = emu.users(emu.default_service_sid)[0]
     for url in (user["url"], f"{emu.base_url}/v1/Users/{user['sid']}"):
         response = http.get(url)
-        _validate(openapi, emu, response)
+        validate(openapi, emu, response)
         assert response.json() == {
             **user,
             "url": response.json()["url"],
@@ -122,4 +85,4 @@ def test_validation_catches_a_broken_row(
     response = http.get(f"{emu.base_url}/v1/Services")
     response._content = response.content.replace(b'"account_sid":"AC', b'"account_sid":"XX')  # noqa: SLF001
     with pytest.raises(Exception, match="does not match"):
-        _validate(openapi, emu, response)
+        validate(openapi, emu, response)
