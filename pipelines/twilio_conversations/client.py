@@ -128,10 +128,11 @@ class RequestStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record_response(self, status: int, url: str = "") -> None:
+        stream = stream_of(url)  # outside the lock: the fetch threads share it
         with self._lock:
             self.requests += 1
             self.statuses[status] += 1
-            self.by_stream[stream_of(url)] += 1
+            self.by_stream[stream] += 1
 
     def record_retry(self, reason: str) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from .errors import ConfigurationError, RunInProgressError, ViewsNotRefreshedErr
 from .file_lock import FileAccess, lock_holder
 from .loading import duckdb_path, load_in_parts, lock_timeout_setting
 from .report import RunReport
-from .views import create_views
+from .views import SOURCE_TABLES, create_views
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ DEMO_DUCKDB_FILE = f"{DEMO_PIPELINE_NAME}.duckdb"
 # `twilio_conversations.<table>` reference ambiguous (a Binder Error in dlt's own queries and in
 # analysts' SQL).
 DATASET_NAME = "twilio"
-TABLES = ("services", "users", "user_conversations")
 # The source's resources and the tables each writes: one scan lists the users and their
 # conversations, so `user_conversations` writes both (and the history, where kept).
 RESOURCES = {
@@ -153,7 +152,7 @@ def run(
             **dict(source_kwargs or {}),
         )
         access = FileAccess(duckdb_path(pipeline), lock_timeout_setting(lock_timeout))
-        missing = [] if resources is None else _missing(pipeline, TABLES)
+        missing = [] if resources is None else _missing(pipeline, SOURCE_TABLES)
         views = [] if missing else access.call(lambda: _refresh_views(pipeline))
         kept = pipeline.default_schema.data_table_names(seen_data_only=True)
     # History is reported wherever the dataset keeps it, written to or not.
