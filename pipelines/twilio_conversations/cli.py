@@ -115,22 +115,25 @@ def _handle(args: argparse.Namespace, session: _Session, debug: bool) -> tuple[i
     try:
         code: int = args.handler(args, session)
         if session.interrupted:  # pressed, but the run went on to the end (see noted)
-            line = _interrupted_line(session.steps)
-            print(line, file=sys.stderr)
-            return EXIT_INTERRUPTED, line
+            return _interrupted(session)
         return code, session.error_lines[0] if session.error_lines else None
     except (KeyboardInterrupt, Exception) as exc:  # one clear line, never a traceback wall
         # stdout is block-buffered into a file: this run's lines go before its error line
         _flush_stdout()
         if session.interrupted or _find(exc, KeyboardInterrupt) is not None:
-            line = _interrupted_line(session.steps)
-            print(line, file=sys.stderr)
-            return EXIT_INTERRUPTED, line
+            return _interrupted(session)
         code, message = _explain(exc)
         print(f"error: {message}", file=sys.stderr)
         if debug:
             raise
         return code, message
+
+
+def _interrupted(session: _Session) -> tuple[int, str]:
+    """Say on stderr what the next run does after this interrupted one."""
+    line = _interrupted_line(session.steps)
+    print(line, file=sys.stderr)
+    return EXIT_INTERRUPTED, line
 
 
 class _Session:
